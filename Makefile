@@ -1,0 +1,32 @@
+# `make test` and `make demo` work on a fresh machine with only Python 3 and pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test test-fast demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# TensorFlow CPU is the default backend; JAX and the torch CPU wheel let the suite check all three.
+	$(PY) -m pip install -q -e ".[tensorflow,jax,torch,test]"
+	touch $(STAMP)
+
+# Full suite on TensorFlow, then the backend-sensitive tests on JAX and PyTorch.
+test: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m backends
+	KERAS_BACKEND=torch $(PY) -m pytest -q -m backends
+
+test-fast: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(VENV)/bin/keras-cam demo --out demo_out
+
+bench: $(STAMP)
+	KERAS_BACKEND=tensorflow $(PY) benchmarks/bench_explainers.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache demo_out

@@ -1,0 +1,68 @@
+"""JAX implementation of the backend seam (see `keras_cam/backend/__init__.py`).
+
+Gradients w.r.t. an intermediate activation: the hook returns `stop_gradient(a) + probe` with `probe = 0`,
+and `jax.grad` w.r.t. `probe` is the gradient w.r.t. the activation (DESIGN.md §1).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import keras
+
+from keras_cam.capture import intercept
+
+
+def _forward(model, inputs, layer, probe=None):
+    recorded = {}
+
+    def transform(out):
+        out = jax.lax.stop_gradient(out)
+        if probe is not None:
+            out = out + probe.astype(out.dtype)
+        recorded["a"] = out
+        return out
+
+    with intercept(layer, transform):
+        outputs = model(inputs, training=False)
+    return recorded["a"], outputs
+
+
+def activation_grads(model, inputs, layer, score_fn: Callable):
+    # The probe needs the activation's shape: trace the forward abstractly once (costs trace time only).
+    shape = jax.eval_shape(lambda x: _forward(model, x, layer)[0], inputs)
+
+    def objective(probe):
+        a, outputs = _forward(model, inputs, layer, probe)
+        scores, aux = score_fn(outputs)
+        return jnp.sum(scores), (a, outputs, aux)
+
+    probe = jnp.zeros(shape.shape, jnp.float32)
+    grads, (a, outputs, aux) = jax.grad(objective, has_aux=True)(probe)
+    return a, grads, outputs, aux
+
+
+def input_grads(model, inputs, loss_fn: Callable):
+    def objective(x):
+        loss = loss_fn(model, x)
+        return jnp.sum(loss), loss
+
+    grads, loss = jax.grad(objective, has_aux=True)(inputs)
+    return loss, grads
+
+
+def compile(fn: Callable, model) -> Callable:
+    variables = list(model.variables)
+
+    # Variable values are arguments, not constants baked into the trace: training between calls needs
+    # no recompilation, and the StatelessScope makes every variable read inside `fn` see these values.
+    @jax.jit
+    def jitted(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    def call(*args):
+        return jitted([v.value for v in variables], *args)
+
+    return call

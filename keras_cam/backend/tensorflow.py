@@ -1,0 +1,42 @@
+"""TensorFlow implementation of the backend seam (see `keras_cam/backend/__init__.py`)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from keras_cam.capture import intercept
+
+
+def activation_grads(model, inputs, layer, score_fn: Callable):
+    recorded = {}
+
+    def transform(out):
+        # stop_gradient: the backward pass ends at the captured layer; watch: it is the variable we want.
+        out = tf.stop_gradient(out)
+        tape.watch(out)
+        recorded["a"] = out
+        return out
+
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        with intercept(layer, transform):
+            outputs = model(inputs, training=False)
+        scores, aux = score_fn(outputs)
+    grads = tape.gradient(scores, recorded["a"], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return recorded["a"], grads, outputs, aux
+
+
+def input_grads(model, inputs, loss_fn: Callable):
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(inputs)
+        loss = loss_fn(model, inputs)
+    return loss, tape.gradient(loss, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def compile(fn: Callable, model) -> Callable:
+    # Variables are captured by reference, so weight updates are seen without retracing.
+    return tf.function(fn, reduce_retracing=False)
+
+
+def to_numpy(x: Any):
+    return x.numpy() if hasattr(x, "numpy") else x

@@ -1,0 +1,282 @@
+"""Finding a layer in any Keras 3 model and capturing its output by intercepting its call.
+
+Peers build `keras.Model(model.inputs, [layer.output, model.output])`, which fails on nested backbones,
+Sequential models and subclassed models. Here the target layer's `call` is wrapped for the duration of one
+model call instead (DESIGN.md §1): the wrapper hands the layer's output to a `transform` (which records it and,
+for gradients, makes it a differentiation point) and returns what the transform returns. The wrapper is an
+instance attribute shadowing the class method, installed and removed in `try/finally`, so the model is exactly
+what the user gave after any call, also one that raised.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import keras
+import numpy as np
+
+from keras_cam._validation import close_matches
+
+LayerSpec = Union[None, str, keras.layers.Layer]
+
+_ACTIVATIONS_WITH_LOGITS = ("softmax", "sigmoid")
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A layer found in a model: the object and its `outer/inner` path."""
+
+    layer: keras.layers.Layer
+    path: str
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+
+def _sublayers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
+    # `Model.layers` is the graph order for Functional/Sequential and attribute order for subclassed models.
+    if isinstance(layer, keras.Model):
+        return [l for l in layer.layers if not isinstance(l, keras.layers.InputLayer)]
+    return []
+
+
+def iter_layers(model: keras.layers.Layer, prefix: str = "") -> Iterator[LayerRef]:
+    """Yields every layer of `model`, depth first, nested models before their own layers."""
+    for layer in _sublayers(model):
+        path = f"{prefix}{layer.name}"
+        yield LayerRef(layer, path)
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer, prefix=path + "/")
+
+
+def static_output_shape(layer: keras.layers.Layer) -> Optional[Tuple[Optional[int], ...]]:
+    """The layer's symbolic output shape when the model has a graph, else None (subclassed models)."""
+    try:
+        out = layer.output
+    except (AttributeError, ValueError, RuntimeError):
+        return None  # never called symbolically, or called at several places
+    if isinstance(out, (list, tuple, dict)):
+        return None
+    return tuple(out.shape)
+
+
+def is_spatial_shape(shape: Optional[Sequence[Optional[int]]]) -> bool:
+    """Rank 4 (N, H, W, C) with H, W > 1 (unknown sizes count as spatial)."""
+    if shape is None or len(shape) != 4:
+        return False
+    return all(d is None or d > 1 for d in shape[1:3])
+
+
+def spatial_layers(model: keras.layers.Layer) -> List[LayerRef]:
+    """Layers whose (static) output is a spatial feature map, in model order."""
+    out = []
+    for ref in iter_layers(model):
+        if isinstance(ref.layer, keras.Model) and _sublayers(ref.layer):
+            continue  # prefer the nested model's own layers
+        if is_spatial_shape(static_output_shape(ref.layer)):
+            out.append(ref)
+    return out
+
+
+def _describe_spatial(model: keras.layers.Layer, limit: int = 12) -> str:
+    names = [r.path for r in spatial_layers(model)]
+    if not names:
+        return "none found (the model has no rank-4 output with H, W > 1 that is visible statically)"
+    if len(names) > limit:
+        return "..., " + ", ".join(names[-limit:])
+    return ", ".join(names)
+
+
+def find_layer(model: keras.layers.Layer, layer: LayerSpec = None, require_spatial: bool = True) -> LayerRef:
+    """Resolves a layer spec to a layer of `model`.
+
+    Args:
+        model: any Keras 3 model (Sequential, Functional, subclassed, with nested models).
+        layer: `None` for the last spatial layer (searching nested models), a layer name (found at any depth),
+            an `"outer/inner"` path, or a `keras.layers.Layer` that is part of the model.
+        require_spatial: raise if the layer's known output is not rank 4 with H, W > 1.
+
+    Returns:
+        A `LayerRef`.
+    """
+    refs = list(iter_layers(model))
+    if layer is None:
+        spatial = spatial_layers(model)
+        if not spatial:
+            raise ValueError(
+                f"Could not choose a layer automatically: model '{model.name}' has no layer with a spatial "
+                "output (rank 4, H and W > 1) visible in its graph. Pass `layer=` with the name of a "
+                "convolutional layer (subclassed models need an explicit layer)."
+            )
+        return spatial[-1]
+    if isinstance(layer, keras.layers.Layer):
+        for ref in refs:
+            if ref.layer is layer:
+                found = ref
+                break
+        else:
+            raise ValueError(
+                f"Layer '{layer.name}' is not part of model '{model.name}'. Pass a layer of this model, "
+                f"its name, or an 'outer/inner' path. Spatial layers: {_describe_spatial(model)}"
+            )
+    elif isinstance(layer, str):
+        found = _find_by_name(model, refs, layer)
+    else:
+        raise ValueError(
+            f"`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer; got {type(layer).__name__}."
+        )
+    if require_spatial:
+        shape = static_output_shape(found.layer)
+        if shape is not None and not is_spatial_shape(shape):
+            raise ValueError(
+                f"Layer '{found.path}' has output shape {shape}, which is not a spatial feature map: "
+                "class activation maps need a rank-4 output (N, H, W, C) with H, W > 1. "
+                f"Pick a convolutional layer instead. Spatial layers: {_describe_spatial(model)}"
+            )
+    return found
+
+
+def _find_by_name(model: keras.layers.Layer, refs: List[LayerRef], name: str) -> LayerRef:
+    for ref in refs:
+        if ref.path == name:
+            return ref
+    # A bare name is found at any depth; the outermost match wins (names are unique within one model).
+    matches = [ref for ref in refs if ref.layer.name == name]
+    if matches:
+        return min(matches, key=lambda r: r.path.count("/"))
+    all_names = [r.path for r in refs] + [r.layer.name for r in refs]
+    guesses = close_matches(name, dict.fromkeys(all_names))
+    hint = f"; did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else "."
+    raise ValueError(
+        f"Layer '{name}' not found in model '{model.name}'{hint} Spatial layers: {_describe_spatial(model)}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Call interception
+
+
+@contextlib.contextmanager
+def _patched(obj: Any, attr: str, value: Any) -> Iterator[None]:
+    """Sets an instance attribute without Keras/torch tracking and restores the exact previous state."""
+    had = attr in obj.__dict__
+    old = obj.__dict__.get(attr)
+    object.__setattr__(obj, attr, value)
+    try:
+        yield
+    finally:
+        if had:
+            object.__setattr__(obj, attr, old)
+        else:
+            object.__delattr__(obj, attr)
+
+
+@contextlib.contextmanager
+def intercept(
+    layer: keras.layers.Layer,
+    transform: Callable[[Any], Any],
+    on: str = "output",
+) -> Iterator[None]:
+    """Routes `layer`'s output (or its first input, `on="input"`) through `transform` during the block.
+
+    `transform(tensor) -> tensor` may record the tensor and return a replacement (e.g. a differentiation
+    point). The original `call` is restored on exit, whatever happens inside.
+    """
+    original = layer.call  # the bound method (or an outer wrapper when nested; both compose)
+
+    if on == "output":
+
+        def wrapped(*args, **kwargs):
+            return transform(original(*args, **kwargs))
+
+    elif on == "input":
+
+        def wrapped(inputs, *args, **kwargs):
+            return original(transform(inputs), *args, **kwargs)
+
+    else:
+        raise ValueError(f"`on` must be 'output' or 'input', got {on!r}")
+
+    with _patched(layer, "call", wrapped):
+        yield
+
+
+def output_layers(model: keras.layers.Layer) -> List[keras.layers.Layer]:
+    """The layers producing the model's outputs, descending into nested models (empty if unknown)."""
+    outputs = getattr(model, "_outputs", None) if isinstance(model, keras.Model) else None
+    if isinstance(model, keras.Sequential):
+        layers = _sublayers(model)
+        if not layers:
+            return []
+        last = layers[-1]
+        return output_layers(last) if isinstance(last, keras.Model) else [last]
+    if not outputs:
+        return []  # subclassed model: the output layer cannot be known without a graph
+    result = []
+    for t in keras.tree.flatten(outputs):
+        history = getattr(t, "_keras_history", None)
+        op = history.operation if history is not None else None
+        if op is None:
+            continue
+        if isinstance(op, keras.Model):
+            result.extend(output_layers(op))
+        elif isinstance(op, keras.layers.Layer):
+            result.append(op)
+    return result
+
+
+def _activation_name(fn: Any) -> str:
+    return getattr(fn, "__name__", "") if callable(fn) else ""
+
+
+def _removable_activation(layer: keras.layers.Layer) -> Optional[str]:
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    name = _activation_name(getattr(layer, "activation", None))
+    return name if name in _ACTIVATIONS_WITH_LOGITS else None
+
+
+def logit_layers(model: keras.layers.Layer, sample: Any = None) -> List[keras.layers.Layer]:
+    """The output layers whose softmax/sigmoid is removed to score on logits.
+
+    For models with a graph they are read from it. A subclassed model has none, so the last sublayer with a
+    softmax/sigmoid is a candidate, accepted only if it verifiably produces the output: on `sample` (one
+    input batch), applying the activation to the patched model's output must give the model's own output.
+    """
+    layers = [l for l in output_layers(model) if _removable_activation(l)]
+    if layers or getattr(model, "_outputs", None) or sample is None:
+        return layers
+    candidates = [r.layer for r in iter_layers(model) if _removable_activation(r.layer)]
+    if not candidates:
+        return []
+    layer = candidates[-1]
+    try:
+        expected = keras.ops.convert_to_numpy(model(sample, training=False))
+        with logits(model, [layer]):
+            z = model(sample, training=False)
+        activation = keras.activations.get(_removable_activation(layer))
+        got = keras.ops.convert_to_numpy(activation(z))
+    except Exception:  # multi-output or exotic models: score on the outputs as they are
+        return []
+    if got.shape == expected.shape and np.allclose(got, expected, rtol=1e-4, atol=1e-6):
+        return [layer]
+    return []
+
+
+@contextlib.contextmanager
+def logits(model: keras.layers.Layer, layers: Optional[List[keras.layers.Layer]] = None) -> Iterator[None]:
+    """Within the block, the given output layers (default: `logit_layers(model)`) skip their softmax/sigmoid.
+
+    The layers are restored on exit, whatever happens inside.
+    """
+    if layers is None:
+        layers = logit_layers(model)
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            if isinstance(layer, keras.layers.Softmax):
+                stack.enter_context(_patched(layer, "call", lambda inputs, *a, **k: inputs))
+            elif _removable_activation(layer):
+                stack.enter_context(_patched(layer, "activation", keras.activations.linear))
+        yield

@@ -1,0 +1,467 @@
+"""Explainer core: oracles (numpy, identities, tf-keras-vis), model kinds, targets, errors, no side effects."""
+import gc
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from keras_cam.capture import iter_layers
+from tests import oracles
+
+BACKEND = keras.backend.backend()
+GRADIENT_METHODS = {
+    "gradcam": oracles.gradcam,
+    "gradcam++": oracles.gradcam_pp,
+    "hirescam": oracles.hirescam,
+    "xgradcam": oracles.xgradcam,
+    "layercam": oracles.layercam,
+}
+
+
+def fixed_weights(seed=0, c1=4, c2=5, k=3):
+    rng = np.random.default_rng(seed)
+    return dict(
+        k1=rng.normal(size=(3, 3, 3, c1)).astype("float32") * 0.5,
+        b1=rng.normal(size=(c1,)).astype("float32") * 0.1,
+        k2=rng.normal(size=(3, 3, c1, c2)).astype("float32") * 0.5,
+        b2=rng.normal(size=(c2,)).astype("float32") * 0.1,
+        w=rng.normal(size=(c2, k)).astype("float32"),
+        b=rng.normal(size=(k,)).astype("float32") * 0.1,
+    )
+
+
+def conv_layers(wts, activation="softmax"):
+    c1, c2, k = wts["k1"].shape[-1], wts["k2"].shape[-1], wts["w"].shape[-1]
+    return [
+        keras.layers.Conv2D(c1, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(c2, 3, padding="same", activation="relu", name="conv2"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(k, activation=activation, name="head"),
+    ]
+
+
+def set_fixed(layers, wts):
+    layers[0].set_weights([wts["k1"], wts["b1"]])
+    layers[1].set_weights([wts["k2"], wts["b2"]])
+    layers[3].set_weights([wts["w"], wts["b"]])
+
+
+def functional_model(wts, size=10, activation="softmax"):
+    layers = conv_layers(wts, activation)
+    inp = keras.Input((size, size, 3))
+    x = inp
+    for layer in layers:
+        x = layer(x)
+    model = keras.Model(inp, x, name="functional")
+    set_fixed(layers, wts)
+    return model
+
+
+def sequential_model(wts, size=10):
+    layers = conv_layers(wts)
+    model = keras.Sequential([keras.Input((size, size, 3))] + layers, name="sequential")
+    set_fixed(layers, wts)
+    return model
+
+
+class TwoConv(keras.Model):
+    def __init__(self, wts, **kwargs):
+        super().__init__(**kwargs)
+        self.conv1, self.conv2, self.gap, self.head = conv_layers(wts)
+
+    def call(self, x):
+        return self.head(self.gap(self.conv2(self.conv1(x))))
+
+
+def subclassed_model(wts, size=10):
+    model = TwoConv(wts, name="subclassed")
+    model(np.zeros((1, size, size, 3), "float32"))
+    set_fixed([model.conv1, model.conv2, model.gap, model.head], wts)
+    return model
+
+
+def images(n=4, size=10, seed=1):
+    return np.random.default_rng(seed).random((n, size, size, 3)).astype("float32")
+
+
+def model_snapshot(model):
+    state = {}
+    for ref in iter_layers(model):
+        state[ref.path] = (sorted(ref.layer.__dict__), getattr(ref.layer, "activation", None))
+    weights = [np.array(w) for w in model.get_weights()]
+    return state, weights
+
+
+def assert_unchanged(model, snapshot):
+    state, weights = model_snapshot(model)
+    assert state == snapshot[0]
+    for a, b in zip(weights, snapshot[1]):
+        np.testing.assert_array_equal(a, b)
+    assert not any("call" in ref.layer.__dict__ for ref in iter_layers(model)), "a call hook was left behind"
+
+
+# ---------------------------------------------------------------------------------------------- numpy oracle
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("method", sorted(GRADIENT_METHODS))
+def test_gradient_methods_match_numpy_reference(method):
+    wts = fixed_weights()
+    model = functional_model(wts)
+    x = images()
+    targets = np.array([0, 1, 2, 1])
+    a, g, logits = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"],
+                                                     wts["b"], targets)
+    expected = oracles.finish(GRADIENT_METHODS[method](a, g))
+    result = kc.get_explainer(method, model, layer="conv1").compute(x, targets=targets)
+    np.testing.assert_allclose(result.heatmaps, expected, atol=2e-4)
+    # Scores are taken on the logits (the softmax is removed for the duration of the call).
+    np.testing.assert_allclose(result.scores, logits[np.arange(4), targets], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(result.targets, targets)
+
+
+@pytest.mark.backends
+def test_predicted_class_and_raw_maps():
+    wts = fixed_weights(seed=3)
+    model = functional_model(wts)
+    x = images(n=6)
+    logits = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"],
+                                               wts["b"], np.zeros(6, int))[2]
+    predicted = logits.argmax(-1)
+    a, g, _ = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"], wts["b"],
+                                                predicted)
+    explainer = kc.GradCAM(model, layer="conv1")
+    result = explainer.compute(x)
+    np.testing.assert_array_equal(result.targets, predicted)
+    raw = explainer.explain(x, upsample=False, normalize=False)
+    np.testing.assert_allclose(raw, np.maximum(oracles.gradcam(a, g), 0), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.backends
+def test_upsampling_matches_opencv_bilinear():
+    wts = fixed_weights(seed=5)
+    layers = conv_layers(wts)
+    inp = keras.Input((12, 12, 3))
+    x = layers[0](inp)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    for layer in layers[1:]:
+        x = layer(x)
+    model = keras.Model(inp, x)
+    set_fixed(layers, wts)
+    xs = images(n=3, size=12)
+    # conv2 is 6x6; a GAP + Dense head makes dS/dA = w / hw, so Grad-CAM = ReLU(A @ w[:, t]).
+    feats = keras.Model(inp, model.get_layer("conv2").output).predict(xs, verbose=0)
+    expected = oracles.finish(feats @ wts["w"][:, 2], size=(12, 12))
+    np.testing.assert_allclose(kc.GradCAM(model, layer="conv2")(xs, targets=2), expected, atol=2e-4)
+
+
+# --------------------------------------------------------------------------------------------- identities
+
+
+@pytest.mark.backends
+def test_hirescam_and_xgradcam_equal_gradcam_on_gap_dense_head():
+    model = functional_model(fixed_weights(seed=7))
+    x = images(n=5)
+    ref = kc.GradCAM(model, layer="conv2")(x, targets=1)
+    assert ref.std() > 0.05
+    np.testing.assert_allclose(kc.HiResCAM(model, layer="conv2")(x, targets=1), ref, atol=2e-4)
+    np.testing.assert_allclose(kc.XGradCAM(model, layer="conv2")(x, targets=1), ref, atol=2e-4)
+
+
+@pytest.mark.backends
+def test_gradcam_at_camhead_input_equals_cam():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(6, 3, activation="relu", name="c1"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(8, 3, activation="relu", name="c2"),
+        kc.CAMHead(4),
+    ])
+    x = images(n=5, size=16)
+    targets = [0, 1, 2, 3, 1]
+    cam = kc.CAM(model).compute(x, targets)
+    grad = kc.GradCAM(model, layer="c2").compute(x, targets)
+    assert cam.heatmaps.std() > 0.05
+    np.testing.assert_allclose(grad.heatmaps, cam.heatmaps, atol=2e-4)
+    np.testing.assert_allclose(grad.scores, cam.scores, rtol=1e-5)
+    np.testing.assert_allclose(kc.class_activation_maps(model, x, targets), cam.heatmaps, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- other methods
+
+
+@pytest.mark.backends
+def test_eigencam_matches_numpy_svd():
+    wts = fixed_weights(seed=11, c1=6)
+    model = functional_model(wts)
+    x = images(n=3)
+    a = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"], wts["b"],
+                                          np.zeros(3, int))[0]
+    np.testing.assert_allclose(kc.EigenCAM(model, layer="conv1")(x), oracles.finish(oracles.eigencam(a)),
+                               atol=5e-4)
+
+
+def _scorecam_reference(x, wts, targets, channels=None):
+    a, _, _ = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"], wts["b"],
+                                                targets)
+    out = []
+    for i in range(len(x)):
+        ai = a[i] if channels is None else a[i][..., channels[i]]
+        masks = oracles.minmax(np.transpose(ai, (2, 0, 1)))  # conv1 has the input's resolution
+        masked = x[i][None] * masks[..., None]
+        logits = oracles.two_conv_forward_backward(masked, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"],
+                                                   wts["b"], np.zeros(len(masks), int))[2]
+        s = logits[:, targets[i]]
+        weights = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+        out.append(np.einsum("hwc,c->hw", ai, weights))
+    return oracles.finish(np.stack(out))
+
+
+@pytest.mark.backends
+def test_scorecam_matches_numpy_reference_and_is_batch_invariant():
+    wts = fixed_weights(seed=2, c1=6)
+    model = functional_model(wts)
+    x = images(n=3)
+    targets = np.array([2, 0, 1])
+    expected = _scorecam_reference(x, wts, targets)
+    np.testing.assert_allclose(kc.ScoreCAM(model, layer="conv1")(x, targets), expected, atol=2e-4)
+    np.testing.assert_allclose(kc.ScoreCAM(model, layer="conv1", batch_size=4)(x, targets), expected, atol=2e-4)
+    # Faster Score-CAM: the channels of largest variance only.
+    a = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"], wts["b"],
+                                          targets)[0]
+    top = [np.sort(np.argsort(-ai.reshape(-1, 6).var(0), kind="stable")[:3]) for ai in a]
+    fast = kc.ScoreCAM(model, layer="conv1", max_channels=3).explain(x, targets, batch_size=2)
+    np.testing.assert_allclose(fast, _scorecam_reference(x, wts, targets, top), atol=2e-4)
+
+
+# ------------------------------------------------------------------------------------------- model kinds
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("kind", ["sequential", "subclassed"])
+def test_sequential_and_subclassed_models_match_functional(kind):
+    wts = fixed_weights(seed=4)
+    x = images()
+    ref = kc.GradCAMPlusPlus(functional_model(wts), layer="conv1")(x, targets=[0, 1, 2, 0])
+    model = sequential_model(wts) if kind == "sequential" else subclassed_model(wts)
+    snapshot = model_snapshot(model)
+    out = kc.GradCAMPlusPlus(model, layer="conv1")(x, targets=[0, 1, 2, 0])
+    np.testing.assert_allclose(out, ref, atol=2e-4)
+    assert_unchanged(model, snapshot)
+
+
+def _nested_backbone_model(size=64, app="MobileNetV2"):
+    keras.utils.set_random_seed(1)
+    kwargs = {"alpha": 0.35} if app == "MobileNetV2" else {}
+    backbone = getattr(keras.applications, app)(weights=None, include_top=False, input_shape=(size, size, 3),
+                                                **kwargs)
+    model = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    model.build((None, size, size, 3))
+    return model, backbone
+
+
+@pytest.mark.backends
+def test_nested_keras_applications_backbone():
+    model, backbone = _nested_backbone_model()
+    x = images(n=2, size=64)
+    explainer = kc.GradCAM(model)
+    assert explainer.layer_ref.path == f"{backbone.name}/out_relu"
+    feats = keras.ops.convert_to_numpy(backbone(x, training=False))
+    w = model.layers[-1].get_weights()[0]
+    np.testing.assert_allclose(explainer(x, targets=1), oracles.finish(feats @ w[:, 1], size=(64, 64)), atol=2e-4)
+    # An inner layer of the nested backbone, by path and by bare name, gives the same maps.
+    by_path = kc.LayerCAM(model, layer=f"{backbone.name}/block_5_expand_relu")(x, targets=1)
+    by_name = kc.LayerCAM(model, layer="block_5_expand_relu")(x, targets=1)
+    np.testing.assert_array_equal(by_path, by_name)
+    assert by_path.std() > 0.05
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf-keras-vis runs on TensorFlow only")
+def test_agrees_with_tf_keras_vis_gradcam():
+    from tf_keras_vis.gradcam import Gradcam
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    # VGG16: without BatchNorm its random-init activations do not collapse to ~1e-10 as MobileNetV2's do.
+    model, backbone = _nested_backbone_model(app="VGG16")
+    # tf-keras-vis needs a flat Functional model: same backbone layers, a copied head.
+    gap, dense = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")
+    flat = keras.Model(backbone.input, dense(gap(backbone.output)))
+    dense.set_weights(model.layers[-1].get_weights())
+    x = images(n=3, size=64)
+    layer = "block4_conv3"
+    peer = Gradcam(flat, model_modifier=ReplaceToLinear(), clone=True)
+    ref = peer(CategoricalScore([0, 2, 1]), x, penultimate_layer=layer, expand_cam=False, normalize_cam=False)
+    ours = kc.GradCAM(model, layer=layer).explain(x, [0, 2, 1], upsample=False, normalize=False)
+    assert np.abs(ref).max() > 0
+    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.backends
+def test_multi_input_model():
+    keras.utils.set_random_seed(2)
+    image = keras.Input((12, 12, 3), name="image")
+    meta = keras.Input((4,), name="meta")
+    f = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="conv")(image)
+    h = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(f), meta])
+    out = keras.layers.Dense(3, name="out")(h)
+    model = keras.Model([meta, image], out)
+    x = images(n=3, size=12)
+    m = np.random.default_rng(0).random((3, 4)).astype("float32")
+    feats = keras.Model(image, f).predict(x, verbose=0)
+    w = model.get_layer("out").get_weights()[0][:5]
+    expected = oracles.finish(feats @ w[:, 2])
+    np.testing.assert_allclose(kc.GradCAM(model)([m, x], targets=2), expected, atol=2e-4)
+    np.testing.assert_allclose(kc.GradCAM(model, input_name="image")({"meta": m, "image": x}, targets=2),
+                               expected, atol=2e-4)
+    with pytest.raises(ValueError, match="list"):
+        kc.GradCAM(model)(x)
+
+
+@pytest.mark.backends
+def test_sigmoid_multilabel_and_binary():
+    wts = fixed_weights(seed=9)
+    model = functional_model(wts, activation="sigmoid")
+    x = images(n=2)
+    logits = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"], wts["b"],
+                                               np.zeros(2, int))[2]
+    explainer = kc.GradCAM(model, layer="conv1")
+    maps = [explainer.compute(x, targets=label) for label in range(3)]
+    for label, result in enumerate(maps):
+        np.testing.assert_allclose(result.scores, logits[:, label], rtol=1e-4, atol=1e-5)
+    assert np.abs(maps[0].heatmaps - maps[1].heatmaps).max() > 0.1  # each label has its own map
+
+    # One sigmoid unit: class 1 is the unit, class 0 its negation.
+    binary = functional_model(fixed_weights(seed=9, k=1), activation="sigmoid")
+    result = kc.GradCAM(binary, layer="conv1").compute(x, targets=[0, 1])
+    z = keras.ops.convert_to_numpy(binary(x))[:, 0]
+    z_logit = np.log(z / (1 - z))
+    np.testing.assert_allclose(result.scores, [-z_logit[0], z_logit[1]], rtol=1e-3, atol=1e-4)
+    assert kc.GradCAM(binary, layer="conv1").compute(x).targets.tolist() == [int(v > 0) for v in z_logit]
+
+
+@pytest.mark.backends
+def test_callable_targets():
+    wts = fixed_weights(seed=1)
+    model = functional_model(wts)
+    x = images(n=3)
+    via_callable = kc.GradCAM(model, layer="conv1")(x, targets=lambda out: out[:, 2] - out[:, 0])
+    a, g2, _ = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"], wts["b"],
+                                                 np.full(3, 2))
+    _, g0, _ = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"], wts["b"],
+                                                 np.full(3, 0))
+    np.testing.assert_allclose(via_callable, oracles.finish(oracles.gradcam(a, g2 - g0)), atol=2e-4)
+
+
+# ------------------------------------------------------------------------------- layers, errors, side effects
+
+
+def test_unknown_layer_suggests_names():
+    model = functional_model(fixed_weights())
+    with pytest.raises(ValueError, match=r"'conv' not found.*did you mean.*conv1.*Spatial layers: conv1, conv2"):
+        kc.GradCAM(model, layer="conv")
+
+
+def test_non_spatial_layer_is_refused():
+    model = functional_model(fixed_weights())
+    with pytest.raises(ValueError, match=r"'gap' has output shape \(None, 5\).*not a spatial"):
+        kc.GradCAM(model, layer="gap")
+    other = functional_model(fixed_weights())
+    with pytest.raises(ValueError, match="not part of model"):
+        kc.GradCAM(model, layer=other.get_layer("conv1"))
+
+
+def test_bad_inputs_raise_and_leave_everything_unmodified():
+    model = functional_model(fixed_weights())
+    explainer = kc.GradCAM(model)
+    x = images()
+    x_copy = x.copy()
+    snapshot = model_snapshot(model)
+    cases = [
+        (x[0], "rank 4"),
+        (x[..., :1], "channels 1 but the model expects 3"),
+        (x[:0], "empty batch"),
+        (np.where(x > 0.5, np.nan, x), "NaN"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(ValueError, match=message):
+            explainer(bad)
+    with pytest.raises(ValueError, match="out of range"):
+        explainer(x, targets=3)
+    with pytest.raises(ValueError, match="4 images"):
+        explainer(x, targets=[0, 1])
+    with pytest.raises(ValueError, match="Unknown method 'gradkam'.*gradcam"):
+        kc.get_explainer("gradkam", model)
+    np.testing.assert_array_equal(x, x_copy)
+    assert_unchanged(model, snapshot)
+
+
+@pytest.mark.backends
+def test_model_restored_after_a_call_that_raises():
+    model = functional_model(fixed_weights())
+    snapshot = model_snapshot(model)
+    preds = keras.ops.convert_to_numpy(model(images()))
+
+    def broken(outputs):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        kc.GradCAM(model)(images(), targets=broken)
+    assert_unchanged(model, snapshot)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(images())), preds)  # softmax is back
+    assert model.get_layer("head").activation is keras.activations.softmax
+
+
+def test_get_explainer_names():
+    model = functional_model(fixed_weights())
+    for name, cls in [("Grad-CAM++", kc.GradCAMPlusPlus), ("grad_cam_plus_plus", kc.GradCAMPlusPlus),
+                      ("gradcam", kc.GradCAM), ("Score-CAM", kc.ScoreCAM), ("eigen_cam", kc.EigenCAM),
+                      ("HiResCAM", kc.HiResCAM), ("x-grad-cam", kc.XGradCAM), ("layercam", kc.LayerCAM)]:
+        assert type(kc.get_explainer(name, model)) is cls
+    assert set(kc.available_methods()) >= {"gradcam", "gradcam++", "scorecam", "cam"}
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(BACKEND == "torch", reason="torch runs eagerly: nothing is traced")
+def test_compiled_once_per_shape():
+    traces = []
+
+    class Counting(kc.GradCAM):
+        def compute_cam(self, a, g, t):
+            traces.append(1)
+            return super().compute_cam(a, g, t)
+
+    model = functional_model(fixed_weights())
+    explainer = Counting(model)
+    for targets in (None, 1, [0, 1, 2, 0], None):
+        explainer(images(), targets=targets)
+    assert len(traces) == 1
+    explainer(images(n=7), targets=None)  # a new shape compiles once more
+    explainer(images(n=7))
+    assert len(traces) == 2
+    # Padding keeps one signature for ragged chunks.
+    explainer.explain(images(n=10), batch_size=3)  # chunks of 3, 3, 3 and 1 padded to 3
+    assert len(traces) == 3
+
+
+@pytest.mark.backends
+def test_repeated_calls_do_not_leak():
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    model = functional_model(fixed_weights())
+    explainer = kc.GradCAM(model)
+    x = images()
+    for _ in range(50):
+        explainer(x)
+    gc.collect()
+    before = rss_mb()
+    for _ in range(1000):
+        explainer(x)
+    gc.collect()
+    assert rss_mb() - before < 50
+    assert not any("call" in ref.layer.__dict__ for ref in iter_layers(model))
