@@ -89,7 +89,9 @@ def _describe_spatial(model: keras.layers.Layer, limit: int = 12) -> str:
     return ", ".join(names)
 
 
-def find_layer(model: keras.layers.Layer, layer: LayerSpec = None, require_spatial: bool = True) -> LayerRef:
+def find_layer(
+    model: keras.layers.Layer, layer: LayerSpec = None, require_spatial: bool = True, sample: Any = None
+) -> LayerRef:
     """Resolves a layer spec to a layer of `model`.
 
     Args:
@@ -97,6 +99,8 @@ def find_layer(model: keras.layers.Layer, layer: LayerSpec = None, require_spati
         layer: `None` for the last spatial layer (searching nested models), a layer name (found at any depth),
             an `"outer/inner"` path, or a `keras.layers.Layer` that is part of the model.
         require_spatial: raise if the layer's known output is not rank 4 with H, W > 1.
+        sample: an input batch; lets `layer=None` work on subclassed models (no graph to read shapes from)
+            by running it once with every layer intercepted to see which outputs are spatial.
 
     Returns:
         A `LayerRef`.
@@ -104,11 +108,12 @@ def find_layer(model: keras.layers.Layer, layer: LayerSpec = None, require_spati
     refs = list(iter_layers(model))
     if layer is None:
         spatial = spatial_layers(model)
+        if not spatial and sample is not None:
+            spatial = _probe_spatial_layers(model, sample)
         if not spatial:
             raise ValueError(
                 f"Could not choose a layer automatically: model '{model.name}' has no layer with a spatial "
-                "output (rank 4, H and W > 1) visible in its graph. Pass `layer=` with the name of a "
-                "convolutional layer (subclassed models need an explicit layer)."
+                "output (rank 4, H and W > 1). Pass `layer=` with the name of a convolutional layer."
             )
         return spatial[-1]
     if isinstance(layer, keras.layers.Layer):
@@ -136,6 +141,25 @@ def find_layer(model: keras.layers.Layer, layer: LayerSpec = None, require_spati
                 f"Pick a convolutional layer instead. Spatial layers: {_describe_spatial(model)}"
             )
     return found
+
+
+def _probe_spatial_layers(model: keras.layers.Layer, sample: Any) -> List[LayerRef]:
+    """Spatial layers in call order, found by running `sample` through the model with every layer intercepted."""
+    calls: List[Tuple[LayerRef, Any]] = []
+
+    def recorder(ref: LayerRef) -> Callable[[Any], Any]:
+        def transform(out):
+            calls.append((ref, getattr(out, "shape", None)))
+            return out
+
+        return transform
+
+    with contextlib.ExitStack() as stack:
+        for ref in iter_layers(model):
+            if not (isinstance(ref.layer, keras.Model) and _sublayers(ref.layer)):
+                stack.enter_context(intercept(ref.layer, recorder(ref)))
+        model(sample, training=False)
+    return [ref for ref, shape in calls if shape is not None and is_spatial_shape(tuple(shape))]
 
 
 def _find_by_name(model: keras.layers.Layer, refs: List[LayerRef], name: str) -> LayerRef:

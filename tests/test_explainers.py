@@ -250,6 +250,10 @@ def test_sequential_and_subclassed_models_match_functional(kind):
     snapshot = model_snapshot(model)
     out = kc.GradCAMPlusPlus(model, layer="conv1")(x, targets=[0, 1, 2, 0])
     np.testing.assert_allclose(out, ref, atol=2e-4)
+    # layer=None finds the last spatial layer also without a graph (subclassed: by one probing call).
+    auto = kc.GradCAM(model)
+    np.testing.assert_allclose(auto(x), kc.GradCAM(functional_model(wts))(x), atol=2e-4)
+    assert auto.layer_ref.path == "conv2"
     assert_unchanged(model, snapshot)
 
 

@@ -109,7 +109,10 @@ class BaseCAM:
         if not isinstance(model, keras.layers.Layer):
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
         self.model = model
-        self.layer_ref = self._find_layer(layer)
+        self.layer_ref: Optional[capture.LayerRef] = None
+        if layer is not None or getattr(model, "_outputs", None) or capture.spatial_layers(model):
+            self.layer_ref = self._find_layer(layer)
+        # else: a subclassed model has no graph to read shapes from; `layer=None` is resolved on the first call.
         self.use_logits = bool(use_logits)
         self.input_index = input_index
         self.input_name = input_name
@@ -173,7 +176,7 @@ class BaseCAM:
         """Like `explain`, but also returns the explained class and its score per image."""
         inputs = self._prepare_inputs(images)
         resolved = resolve_targets(targets, inputs.n, self._num_classes())
-        self._find_logit_layers(inputs)
+        self._resolve_on_first_call(inputs)
         maps, idx, scores = self._run_batches(inputs, resolved, self._batch_size(batch_size, inputs.n),
                                               upsample, normalize)
         return Explanation(maps.astype(np.float32), idx.astype(np.int64), scores.astype(np.float32))
@@ -254,9 +257,14 @@ class BaseCAM:
         g = None if g is None else keras.ops.cast(g, "float32")
         return a, g, outputs, aux
 
-    def _find_logit_layers(self, inputs: _Inputs) -> None:
+    def _resolve_on_first_call(self, inputs: _Inputs) -> None:
+        """Finds what needs a sample input: the auto layer and the logit layers of subclassed models."""
+        if self.layer_ref is not None and (self._logit_layers is not None or not self.use_logits):
+            return
+        sample = inputs.pack([keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays])
+        if self.layer_ref is None:
+            self.layer_ref = self._find_layer(None, sample)
         if self._logit_layers is None and self.use_logits:
-            sample = inputs.pack([keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays])
             self._logit_layers = capture.logit_layers(self.model, sample)
 
     def _logits_scope(self):
@@ -277,8 +285,8 @@ class BaseCAM:
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    def _find_layer(self, layer: capture.LayerSpec) -> capture.LayerRef:
-        return capture.find_layer(self.model, layer)
+    def _find_layer(self, layer: capture.LayerSpec, sample: Any = None) -> capture.LayerRef:
+        return capture.find_layer(self.model, layer, sample=sample)
 
     def _batch_size(self, batch_size: Optional[int], n: int) -> int:
         if batch_size is None:

@@ -31,7 +31,7 @@ class CAM(BaseCAM):
     capture_on = "input"
     accepts_callable_targets = False
 
-    def _find_layer(self, layer: capture.LayerSpec) -> capture.LayerRef:
+    def _find_layer(self, layer: capture.LayerSpec, sample: Any = None) -> capture.LayerRef:
         from keras_cam.layers import find_cam_head  # layers imports explainers lazily; avoid a cycle
 
         head = find_cam_head(self.model)

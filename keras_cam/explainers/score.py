@@ -63,7 +63,7 @@ class ScoreCAM(BaseCAM):
         chunk = self.channel_batch if batch_size is None else self._batch_size(batch_size, 1 << 30)
         inputs = self._prepare_inputs(images)
         resolved = resolve_targets(targets, inputs.n, self._num_classes())
-        self._find_logit_layers(inputs)
+        self._resolve_on_first_call(inputs)
         # First pass, compiled like every method's: activations, explained classes and their scores.
         acts, idx, scores = self._run_batches(inputs, resolved, self._batch_size(None, inputs.n), False, False)
         size = tuple(inputs.image.shape[1:3])
