@@ -337,6 +337,15 @@ def test_sigmoid_multilabel_and_binary():
     for label, result in enumerate(maps):
         np.testing.assert_allclose(result.scores, logits[:, label], rtol=1e-4, atol=1e-5)
     assert np.abs(maps[0].heatmaps - maps[1].heatmaps).max() > 0.1  # each label has its own map
+    # Each label present gets its map; the threshold is on the sigmoid outputs.
+    probs = 1 / (1 + np.exp(-logits))
+    per_image = explainer.explain_labels(x, threshold=0.5)
+    for i in range(2):
+        assert sorted(per_image[i]) == np.nonzero(probs[i] > 0.5)[0].tolist()
+        for label, heatmap in per_image[i].items():
+            np.testing.assert_allclose(heatmap, maps[label].heatmaps[i], atol=1e-5)
+    chosen = explainer.explain_labels(x, labels=[[1, 0, 1], [0, 0, 0]])
+    assert sorted(chosen[0]) == [0, 2] and chosen[1] == {}
 
     # One sigmoid unit: class 1 is the unit, class 0 its negation.
     binary = functional_model(fixed_weights(seed=9, k=1), activation="sigmoid")

@@ -181,6 +181,43 @@ class BaseCAM:
                                               upsample, normalize)
         return Explanation(maps.astype(np.float32), idx.astype(np.int64), scores.astype(np.float32))
 
+    def explain_labels(
+        self,
+        images: Any,
+        threshold: float = 0.5,
+        labels: Optional[Any] = None,
+        **kwargs: Any,
+    ) -> List[Dict[int, np.ndarray]]:
+        """Multi-label models: one heatmap per label present in each image.
+
+        Args:
+            images: as for `explain`.
+            threshold: a label is present when the model's output (its sigmoid probability) exceeds it.
+            labels: optional multi-hot (N, K) array giving the labels to explain instead (e.g. ground truth).
+            **kwargs: passed to `explain` (`upsample`, `normalize`, `batch_size`).
+
+        Returns:
+            A list with one `{label: heatmap (H, W)}` dict per image (empty when no label is present).
+        """
+        inputs = self._prepare_inputs(images)
+        if labels is None:
+            probs = [keras.ops.convert_to_numpy(self.model(inputs.pack([a[i : i + 32] for a in inputs.arrays]),
+                                                           training=False))
+                     for i in range(0, inputs.n, 32)]
+            present = np.concatenate(probs) > threshold
+        else:
+            present = np.asarray(labels).astype(bool)
+            if present.ndim != 2 or present.shape[0] != inputs.n:
+                raise ValueError(f"`labels` must be multi-hot (N, K) with N = {inputs.n}, got {present.shape}.")
+        rows, cols = np.nonzero(present)
+        result: List[Dict[int, np.ndarray]] = [{} for _ in range(inputs.n)]
+        if rows.size:
+            pairs = inputs.pack([a[rows] for a in inputs.arrays])
+            maps = self.explain(pairs, targets=cols, **kwargs)
+            for r, c, m in zip(rows, cols, maps):
+                result[r][int(c)] = m
+        return result
+
     # -- the pipeline ----------------------------------------------------------------------------------------
 
     def _run_batches(self, inputs: _Inputs, targets, bs: int, upsample: bool, normalize: bool):
