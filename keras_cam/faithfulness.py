@@ -1,0 +1,163 @@
+"""Faithfulness of heatmaps to the model: deletion and insertion curves (Petsiuk et al. 2018, RISE).
+
+Deletion removes the pixels a heatmap ranks highest first and watches the class score fall (a faithful map
+makes it fall fast: low area under the curve). Insertion starts from a baseline and puts the top pixels back
+(a faithful map makes the score rise fast: high area). All perturbed images of a batch go through the model
+in chunks of `batch_size`, through one compiled predict function.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple, Union
+
+import cv2
+import keras
+import numpy as np
+
+from keras_cam import backend as seam
+from keras_cam._validation import as_image_batch, to_numpy
+
+Baseline = Union[float, str, np.ndarray]
+
+
+def _baseline_images(images: np.ndarray, baseline: Baseline) -> np.ndarray:
+    if isinstance(baseline, str):
+        if baseline == "blur":
+            sigma = max(images.shape[1], images.shape[2]) / 10.0
+            return np.stack([np.atleast_3d(cv2.GaussianBlur(img, (0, 0), sigma)).reshape(img.shape)
+                             for img in images]).astype(np.float32)
+        if baseline == "mean":
+            return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).astype(np.float32)
+        raise ValueError(f"Unknown baseline '{baseline}'; use a number, 'blur', 'mean' or an array of images.")
+    if np.ndim(baseline) == 0:
+        return np.full_like(images, float(baseline))
+    base = np.asarray(baseline, np.float32)
+    try:
+        return np.broadcast_to(base, images.shape).astype(np.float32)
+    except ValueError:
+        raise ValueError(f"`baseline` of shape {base.shape} does not broadcast to the images {images.shape}.") from None
+
+
+def _heatmaps_at(heatmaps: Any, shape: Tuple[int, int, int]) -> np.ndarray:
+    hm = np.asarray(to_numpy(heatmaps), np.float32)
+    n, h, w = shape
+    if hm.ndim != 3 or hm.shape[0] != n:
+        raise ValueError(f"`heatmaps` must have shape (N, h, w) with N = {n}, got {hm.shape}.")
+    if not np.all(np.isfinite(hm)):
+        raise ValueError("`heatmaps` contain NaN or infinite values.")
+    if hm.shape[1:] != (h, w):
+        hm = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in hm])
+    return hm
+
+
+def _curves(
+    model: keras.Model,
+    images: Any,
+    heatmaps: Any,
+    targets: Any,
+    steps: int,
+    baseline: Baseline,
+    batch_size: int,
+    insert: bool,
+) -> Tuple[np.ndarray, np.ndarray]:
+    x = as_image_batch(images)
+    n, h, w, c = x.shape
+    hm = _heatmaps_at(heatmaps, (n, h, w))
+    if int(steps) < 1:
+        raise ValueError(f"`steps` must be >= 1, got {steps}.")
+    if int(batch_size) < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+    base = _baseline_images(x, baseline)
+
+    forward = seam.get().compile(lambda batch: model(batch, training=False), model)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        size = min(batch_size, len(batch))
+        out = []
+        for i in range(0, len(batch), size):
+            chunk = batch[i : i + size]
+            if len(chunk) < size:  # pad: one compiled signature for every chunk
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            out.append(to_numpy(keras.ops.convert_to_numpy(forward(keras.ops.convert_to_tensor(chunk)))))
+        out = np.concatenate(out)[: len(batch)]
+        if out.ndim != 2:
+            raise ValueError(f"Deletion/insertion need a classifier with outputs (N, classes), got {out.shape}.")
+        return out
+
+    if targets is None:
+        targets = predict(x).argmax(-1)
+    t = np.broadcast_to(np.asarray(targets, np.int64), (n,))
+    fractions = np.linspace(0.0, 1.0, int(steps) + 1)
+    counts = np.round(fractions * h * w).astype(int)
+    curves = np.empty((n, len(fractions)), np.float32)
+    for i in range(n):
+        order = np.argsort(-hm[i].ravel(), kind="stable")
+        rank = np.empty(h * w, np.int64)
+        rank[order] = np.arange(h * w)
+        # Step k changes the k-th share of top-ranked pixels: (steps+1, H, W, 1) selection masks.
+        changed = (rank[None, :] < counts[:, None]).reshape(-1, h, w, 1)
+        if insert:
+            batch = np.where(changed, x[i], base[i])
+        else:
+            batch = np.where(changed, base[i], x[i])
+        scores = predict(batch.astype(np.float32))
+        if not 0 <= t[i] < scores.shape[1]:
+            raise ValueError(f"Target index {t[i]} is out of range for {scores.shape[1]} classes.")
+        curves[i] = scores[:, t[i]]
+    return fractions, curves
+
+
+def deletion_curve(model: keras.Model, images: Any, heatmaps: Any, targets: Any = None, steps: int = 20,
+                   baseline: Baseline = 0.0, batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+    """Class score as the top-ranked pixels are replaced by `baseline`: (fractions (S+1,), scores (N, S+1))."""
+    return _curves(model, images, heatmaps, targets, steps, baseline, batch_size, insert=False)
+
+
+def insertion_curve(model: keras.Model, images: Any, heatmaps: Any, targets: Any = None, steps: int = 20,
+                    baseline: Baseline = "blur", batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+    """Class score as the top-ranked pixels are put back on `baseline`: (fractions (S+1,), scores (N, S+1))."""
+    return _curves(model, images, heatmaps, targets, steps, baseline, batch_size, insert=True)
+
+
+def _auc(fractions: np.ndarray, curves: np.ndarray) -> float:
+    widths = np.diff(fractions)
+    return float(np.mean(((curves[:, 1:] + curves[:, :-1]) / 2 * widths).sum(axis=1)))
+
+
+def deletion_auc(model: keras.Model, images: Any, heatmaps: Any, targets: Any = None, steps: int = 20,
+                 baseline: Baseline = 0.0, batch_size: int = 32, return_curve: bool = False) -> Any:
+    """Area under the deletion curve, averaged over images (lower is better).
+
+    Args:
+        model: a classifier; scores are its outputs for the target class (probabilities for softmax models).
+        images: (N, H, W, C) images as the model expects them.
+        heatmaps: (N, h, w) maps (resized to the images with bilinear interpolation when sizes differ).
+        targets: None (the predicted class on the intact image), an int, or one int per image.
+        steps: number of deletion steps (the curve has `steps + 1` points, from 0 to all pixels).
+        baseline: what deleted pixels become: a number, "blur", "mean", or images of the same shape.
+        batch_size: perturbed images per forward pass.
+        return_curve: also return `(fractions, curves)`.
+
+    Returns:
+        The mean AUC in [0, max score], or `(auc, fractions, curves)` with `return_curve=True`.
+
+    Example:
+
+    ```python
+    auc = kc.metrics.deletion_auc(model, images, kc.GradCAM(model)(images))
+    ```
+    """
+    fractions, curves = deletion_curve(model, images, heatmaps, targets, steps, baseline, batch_size)
+    auc = _auc(fractions, curves)
+    return (auc, fractions, curves) if return_curve else auc
+
+
+def insertion_auc(model: keras.Model, images: Any, heatmaps: Any, targets: Any = None, steps: int = 20,
+                  baseline: Baseline = "blur", batch_size: int = 32, return_curve: bool = False) -> Any:
+    """Area under the insertion curve, averaged over images (higher is better).
+
+    Same arguments as `deletion_auc`; the baseline (default: a strong Gaussian blur of each image) is what the
+    top-ranked pixels are inserted into.
+    """
+    fractions, curves = insertion_curve(model, images, heatmaps, targets, steps, baseline, batch_size)
+    auc = _auc(fractions, curves)
+    return (auc, fractions, curves) if return_curve else auc
