@@ -3,7 +3,7 @@
 Class activation maps (CAMHead), the Grad-CAM family of explainers, filter visualization and training
 callbacks for any Keras 3 model, on the TensorFlow, JAX and PyTorch backends.
 """
-from keras_cam import datasets, metrics
+from keras_cam import callbacks, datasets, metrics
 from keras_cam.explainers import (
     CAM,
     BaseCAM,
@@ -34,6 +34,7 @@ __all__ = [
     "ScoreCAM",
     "XGradCAM",
     "attach_cam_head",
+    "callbacks",
     "available_methods",
     "class_activation_maps",
     "datasets",
