@@ -227,6 +227,17 @@ def intercept(
         yield
 
 
+def graph_tensors(model: keras.layers.Layer, which: str) -> list:
+    """The symbolic `inputs` or `outputs` of a Functional/Sequential model; [] for subclassed models."""
+    if not isinstance(model, keras.Model):
+        return []
+    if isinstance(model, keras.Sequential):
+        model = getattr(model, "_functional", None)  # built from an Input or a first call
+        if model is None:
+            return []
+    return keras.tree.flatten(getattr(model, f"_{which}", None) or [])
+
+
 def output_layers(model: keras.layers.Layer) -> List[keras.layers.Layer]:
     """The layers producing the model's outputs, descending into nested models (empty if unknown)."""
     outputs = getattr(model, "_outputs", None) if isinstance(model, keras.Model) else None
@@ -270,7 +281,7 @@ def logit_layers(model: keras.layers.Layer, sample: Any = None) -> List[keras.la
     input batch), applying the activation to the patched model's output must give the model's own output.
     """
     layers = [l for l in output_layers(model) if _removable_activation(l)]
-    if layers or getattr(model, "_outputs", None) or sample is None:
+    if layers or graph_tensors(model, "outputs") or sample is None:
         return layers
     candidates = [r.layer for r in iter_layers(model) if _removable_activation(r.layer)]
     if not candidates:

@@ -110,7 +110,7 @@ class BaseCAM:
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
         self.model = model
         self.layer_ref: Optional[capture.LayerRef] = None
-        if layer is not None or getattr(model, "_outputs", None) or capture.spatial_layers(model):
+        if layer is not None or capture.graph_tensors(model, "outputs") or capture.spatial_layers(model):
             self.layer_ref = self._find_layer(layer)
         # else: a subclassed model has no graph to read shapes from; `layer=None` is resolved on the first call.
         self.use_logits = bool(use_logits)
@@ -333,13 +333,13 @@ class BaseCAM:
         return min(n, int(batch_size))
 
     def _num_classes(self) -> Optional[int]:
-        outputs = getattr(self.model, "_outputs", None) or []
+        outputs = capture.graph_tensors(self.model, "outputs")
         if len(outputs) == 1 and len(outputs[0].shape) == 2:
             return outputs[0].shape[-1]
         return None
 
     def _prepare_inputs(self, images: Any) -> _Inputs:
-        model_inputs = getattr(self.model, "_inputs", None) or []
+        model_inputs = capture.graph_tensors(self.model, "inputs")
         if len(model_inputs) <= 1 and not isinstance(images, (list, tuple, dict)):
             expected = tuple(model_inputs[0].shape[1:]) if model_inputs else None
             return _Inputs([as_image_batch(images, expected)], 0, None, True)
