@@ -1,0 +1,306 @@
+"""Filter visualization, feature maps and kernel pictures: values, not only shapes.
+
+Oracles: hand-set edge kernels (the pattern's stripes must follow the kernel), the filter's own activation
+(a pattern must beat the same pixels shuffled), a direct sub-model for feature maps, and seed 004's own
+`deprocess_image`.
+"""
+import random
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cam.filters import (
+    FilterVisualizer,
+    deprocess_image,
+    feature_map_grid,
+    feature_maps,
+    kernel_grid,
+)
+from tests.conftest import random_images, tiny_cam_model
+
+SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # responds to vertical edges
+
+
+def edge_model(size=32):
+    """One Conv2D + ReLU whose filter 0 detects vertical edges and filter 1 horizontal ones (any color)."""
+    model = keras.Sequential([keras.Input((size, size, 3)),
+                              keras.layers.Conv2D(2, 3, use_bias=False, activation="relu", name="edges")])
+    kernel = np.zeros((3, 3, 3, 2), np.float32)
+    kernel[..., 0] = SOBEL_X[:, :, None]
+    kernel[..., 1] = SOBEL_X.T[:, :, None]
+    model.get_layer("edges").set_weights([kernel])
+    return model
+
+
+def classifier(size=16, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((size, size, 3)),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(3, activation="softmax", name="probs"),
+    ])
+
+
+def deep_model(seed=2):
+    """conv1 (8) -> pool1 -> conv2 (8, 16x16) with He-normal kernels and bias 0.1 drawn by numpy, so the
+    weights are the same on every backend (Keras initializers draw from each backend's own generator)."""
+    model = keras.Sequential([keras.Input((32, 32, 3)),
+                              keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+                              keras.layers.MaxPooling2D(name="pool1"),
+                              keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")],
+                             name="deep")
+    rng = np.random.default_rng(seed)
+    for layer in (model.get_layer("conv1"), model.get_layer("conv2")):
+        fan_in = int(np.prod(layer.kernel.shape[:3]))
+        kernel = rng.normal(0.0, np.sqrt(2.0 / fan_in), layer.kernel.shape).astype(np.float32)
+        layer.set_weights([kernel, np.full(layer.bias.shape, 0.1, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return deep_model()
+
+
+@pytest.fixture(scope="module")
+def conv2_viz(backbone):
+    return FilterVisualizer(backbone, "conv2")
+
+
+def interior_mean(maps, border=2):
+    return maps[:, border:-border, border:-border].mean(axis=(1, 2))
+
+
+@pytest.mark.backends
+def test_edge_kernels_give_stripes_along_the_kernel():
+    patterns = FilterVisualizer(edge_model(), "edges").visualize(filters=[0, 1])
+    assert patterns.shape == (2, 32, 32, 3) and patterns.dtype == np.uint8
+    grey = patterns.astype(np.float32).mean(-1)
+    along_x = np.mean(np.diff(grey, axis=2) ** 2, axis=(1, 2))  # changes across columns: vertical stripes
+    along_y = np.mean(np.diff(grey, axis=1) ** 2, axis=(1, 2))
+    assert along_x[0] > 3 * along_y[0]  # vertical-edge detector -> vertical stripes
+    assert along_y[1] > 3 * along_x[1]  # horizontal-edge detector -> horizontal stripes
+    # The same seen in the spectrum: the energy sits on the axis of the kernel's derivative.
+    spectrum = np.abs(np.fft.fft2(grey - grey.mean(axis=(1, 2), keepdims=True))) ** 2
+    f = np.abs(np.fft.fftfreq(32))
+    fx_dominant = (f[None, :] > f[:, None])[None]
+    share_x = (spectrum * fx_dominant).sum(axis=(1, 2)) / spectrum.sum(axis=(1, 2))
+    assert share_x[0] > 0.7 and share_x[1] < 0.3
+
+
+@pytest.mark.backends
+def test_deeper_patterns_excite_their_filter_more_than_matched_noise(backbone, conv2_viz):
+    start = conv2_viz.optimize(steps=0)  # all 8 filters: seed 004's grey + noise
+    # A filter that is zero on the whole start image has a zero gradient through its ReLU: gradient ascent
+    # cannot move it (in seed 004 as here). On a near-uniform grey start, about half of a random layer is.
+    initial = interior_mean(feature_maps(backbone, "conv2", start))[np.arange(8), np.arange(8)]
+    own = np.flatnonzero(initial > 0)
+    assert len(own) >= 4
+    patterns = conv2_viz.optimize(filters=own)
+    gained = interior_mean(feature_maps(backbone, "conv2", patterns))[np.arange(len(own)), own]
+    assert np.all(gained > 1.2 * initial[own])
+    # Contrast-matched noise: the pattern's own pixels, shuffled (same histogram per channel and image).
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        shuffled = np.stack([p.reshape(-1, 3)[rng.permutation(32 * 32)].reshape(32, 32, 3) for p in patterns])
+        noise = interior_mean(feature_maps(backbone, "conv2", shuffled))[np.arange(len(own)), own]
+        assert np.all(gained > 1.1 * noise), (gained, noise)
+
+
+@pytest.mark.backends
+def test_batched_and_one_at_a_time_agree(conv2_viz):
+    together = conv2_viz.optimize(filters=[0, 1, 2, 3, 6], steps=15)  # filters active on the start image
+    alone = conv2_viz.optimize(filters=[2], steps=15)
+    chunked = conv2_viz.optimize(filters=[6, 2, 1], steps=15, batch_size=2)  # chunks of 2, last one padded
+    np.testing.assert_allclose(alone[0], together[2], atol=1e-4)
+    np.testing.assert_allclose(chunked, together[[4, 2, 1]], atol=1e-4)
+    assert np.abs(together[2] - conv2_viz.optimize(filters=[2], steps=0)[0]).max() > 0.02  # it did move
+    pictures = conv2_viz.visualize(filters=[0, 1, 2, 3, 6], steps=15)
+    assert np.abs(pictures[2].astype(int) - conv2_viz.visualize(filters=[2], steps=15)[0]).max() <= 1
+
+
+@pytest.mark.backends
+def test_deterministic_and_side_effect_free(backbone, conv2_viz):
+    weights = [w.copy() for w in backbone.get_weights()]
+    np_state, py_state = np.random.get_state(), random.getstate()
+    filters = [1, 2]
+    first = conv2_viz.visualize(filters=filters, steps=5, seed=3)
+    second = conv2_viz.visualize(filters=filters, steps=5, seed=3)
+    other = conv2_viz.visualize(filters=filters, steps=5, seed=4)
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first.astype(int) - other).mean() > 1
+    assert filters == [1, 2]
+    np.testing.assert_array_equal(np.random.get_state()[1], np_state[1])
+    assert random.getstate() == py_state
+    for before, after in zip(weights, backbone.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.backends
+def test_layer_inside_a_nested_model():
+    model = tiny_cam_model((32, 32, 3), kind="nested")  # Functional(backbone Sequential, CAMHead)
+    inner = model.get_layer("backbone")
+    nested = FilterVisualizer(model, "backbone/conv2").optimize(filters=[2, 4], steps=10)
+    direct = FilterVisualizer(inner, "conv2").optimize(filters=[2, 4], steps=10)
+    np.testing.assert_allclose(nested, direct, atol=1e-5)
+    images = random_images(3, 32)
+    np.testing.assert_allclose(feature_maps(model, "conv1", images), feature_maps(inner, "conv1", images),
+                               atol=1e-6)
+
+
+@pytest.mark.backends
+def test_class_visualization_increases_the_class_logit():
+    model = classifier()
+    viz = FilterVisualizer(model, "probs")
+    start, end = viz.optimize(filters=[0, 1, 2], steps=0), viz.optimize(filters=[0, 1, 2], steps=20)
+    assert model.get_layer("probs").activation.__name__ == "softmax"  # patched only during calls
+    gap = keras.Model(model.inputs[0], model.get_layer("gap").output)
+    kernel, bias = model.get_layer("probs").get_weights()
+
+    def logits(x):
+        return keras.ops.convert_to_numpy(gap(x)) @ kernel + bias
+
+    classes = np.arange(3)
+    assert np.all(logits(end)[classes, classes] > logits(start)[classes, classes] + 1e-3)
+
+
+@pytest.mark.backends
+def test_feature_maps_are_the_layer_output():
+    inputs = keras.Input((16, 16, 3))
+    hidden = keras.layers.Conv2D(5, 3, activation="relu", name="c1")(inputs)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(hidden))
+    keras.utils.set_random_seed(2)
+    model = keras.Model(inputs, outputs)
+    images = random_images(5, 16)
+    copy = images.copy()
+    maps = feature_maps(model, "c1", images, batch_size=2)
+    expected = keras.ops.convert_to_numpy(keras.Model(inputs, hidden)(images))
+    assert maps.dtype == np.float32 and maps.shape == (5, 14, 14, 5)
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(images, copy)
+
+
+def test_sizes_penalties_and_octaves():
+    keras.utils.set_random_seed(1)
+    free = keras.Sequential([keras.Input((None, None, 1)),
+                             keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
+                             keras.layers.Conv2D(4, 3, activation="relu", name="c2")])
+    viz = FilterVisualizer(free, "c2", value_range=(0, 255))
+    assert viz.visualize(filters=[0], steps=2).shape == (1, 64, 64, 3)  # free size: 64; grey -> RGB
+    assert viz.visualize(filters=[0, 1], size=(20, 28), steps=2).shape == (2, 20, 28, 3)
+    raw = viz.optimize(filters=[1], size=24)
+    assert 0 < raw.min() and raw.max() < 255  # the 0..255 scale: seed 004's start, step 1
+    smooth = viz.optimize(filters=[1], size=24, tv_weight=10.0)
+
+    def tv(x):
+        return np.mean(np.diff(x, axis=1) ** 2) + np.mean(np.diff(x, axis=2) ** 2)
+
+    assert tv(smooth) < 0.5 * tv(raw)
+    coarse = viz.optimize(filters=[1], size=24, octaves=3, steps=10)
+    assert coarse.shape == (1, 24, 24, 1) and np.all(np.isfinite(coarse))
+    fixed = FilterVisualizer(edge_model(), "edges")
+    assert fixed.optimize(filters=[0], octaves=2, steps=3).shape == (1, 32, 32, 3)
+
+
+def test_grid_progress_bar_and_deprocess(conv2_viz, capsys):
+    grid = conv2_viz.grid(size=32, steps=2)  # filters=None: all 8 (fewer than 64) -> 3 columns
+    assert grid.shape == (3 * 32 + 2 * 5, 3 * 32 + 2 * 5, 3) and grid.dtype == np.uint8
+    assert grid[32:37].max() == 0  # black 5 px margins
+    capsys.readouterr()
+    conv2_viz.visualize(filters=[0], steps=2)
+    assert capsys.readouterr().out == ""
+    conv2_viz.visualize(filters=[0], steps=2, verbose=1)
+    assert "loss" in capsys.readouterr().out
+
+    def seed_004_deprocess(x):  # verbatim from the seed
+        x -= x.mean()
+        x /= (x.std() + 1e-5)
+        x *= 0.1
+        x += 0.5
+        x = np.clip(x, 0, 1)
+        x *= 255
+        x = np.clip(x, 0, 255).astype("uint8")
+        return x
+
+    images = np.random.default_rng(0).normal(100, 30, (2, 8, 8, 3)).astype(np.float32)
+    copy = images.copy()
+    ours = deprocess_image(images)
+    np.testing.assert_array_equal(images, copy)
+    for i in range(2):
+        assert np.abs(ours[i].astype(int) - seed_004_deprocess(images[i].astype(np.float64))).max() <= 1
+
+
+def test_feature_map_grid_normalizes_each_channel():
+    maps = np.zeros((6, 8, 3), np.float32)
+    maps[..., 0] = np.arange(8)[None, :] * 1000.0  # a ramp at a large scale
+    maps[..., 1] = np.arange(6)[:, None] * -0.001  # a ramp at a tiny, negative scale
+    maps[..., 2] = 7.0  # constant
+    grid = feature_map_grid(maps, colormap=None, margin=2)
+    assert grid.shape == (2 * 6 + 2, 2 * 8 + 2, 3) and grid.dtype == np.uint8
+    first, second, third = grid[:6, :8, 0], grid[:6, 10:18, 0], grid[8:14, :8, 0]
+    assert first[:, 0].max() == 0 and first[:, -1].min() == 255
+    assert second[0].min() == 255 and second[-1].max() == 0  # -0.001 * row: top is the largest
+    assert third.max() == 0
+    assert feature_map_grid(maps, scale=3).shape == (2 * 18 + 5, 2 * 24 + 5, 3)  # magma by default
+
+
+def test_kernel_grid_pictures_kernels():
+    rgb = keras.layers.Conv2D(4, 3, use_bias=False)
+    rgb.build((None, 8, 8, 3))
+    kernel = np.zeros((3, 3, 3, 4), np.float32)
+    kernel[1, 1, 0, 0] = 2.0  # filter 0: a red dot on mid-grey
+    kernel[0, 0, 2, 0] = -2.0  # ... and a dark blue corner
+    kernel[:, :, :, 1] = 0.3
+    rgb.set_weights([kernel])
+    grid = kernel_grid(rgb)  # 3x3 kernels x8: 24 px tiles, 2 columns, 2 px margins
+    assert grid.shape == (2 * 24 + 2, 2 * 24 + 2, 3)
+    center = grid[8:16, 8:16]
+    assert np.all(center[..., 0] == 255) and np.all(center[..., 1:] == 128)
+    assert np.all(grid[:8, :8, 2] == 0)
+    assert np.all(grid[:24, 26:50] == 255)  # a uniform positive kernel is white
+
+    grey = keras.layers.Conv2D(3, 3)
+    grey.build((None, 8, 8, 1))
+    weights = np.zeros((3, 3, 1, 3), np.float32)
+    weights[:, :, 0, 0] = SOBEL_X
+    grey.set_weights([weights, np.zeros(3, np.float32)])
+    tiles = kernel_grid(grey, cols=3, scale=1, margin=0)
+    assert tiles.shape == (3, 9, 3)
+    np.testing.assert_array_equal(tiles[:, :3, 0], [[64, 128, 191], [0, 128, 255], [64, 128, 191]])
+    deep = keras.layers.Conv2D(2, 3)
+    deep.build((None, 8, 8, 5))
+    assert kernel_grid(deep, per_input=True, scale=2, margin=1).shape == (2 * 6 + 1, 5 * 6 + 4, 3)
+
+
+def test_clear_errors(backbone, conv2_viz):
+    with pytest.raises(ValueError, match="out of range.*8 filters"):
+        conv2_viz.visualize(filters=[3, 8])
+    with pytest.raises(ValueError, match="sequence of filter indices"):
+        conv2_viz.visualize(filters=3)
+    with pytest.raises(ValueError, match="fixed input size 32x32"):
+        conv2_viz.visualize(filters=[0], size=64)
+    with pytest.raises(ValueError, match="steps"):
+        conv2_viz.visualize(filters=[0], steps=-1)
+    with pytest.raises(ValueError, match="value_range"):
+        FilterVisualizer(backbone, "conv2", value_range=(1, 0))
+    with pytest.raises(ValueError, match="not found"):
+        FilterVisualizer(backbone, "conv9")
+    with pytest.raises(ValueError, match="Conv2D.*'probs' \\(Dense\\)"):
+        kernel_grid(classifier().get_layer("probs"))
+    with pytest.raises(ValueError, match="layer object"):
+        kernel_grid("conv1")
+    with pytest.raises(ValueError, match="\\(N, H, W, C\\)"):
+        feature_maps(classifier(), "probs", random_images(1, 16))
+    with pytest.raises(ValueError, match="maps\\[0\\]"):
+        feature_map_grid(np.zeros((1, 4, 4, 2)))
+    # Too small: the layer's output would vanish, or leave nothing inside the border.
+    free = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, name="c1"),
+                             keras.layers.MaxPooling2D(), keras.layers.Conv2D(4, 3, name="c2"),
+                             keras.layers.MaxPooling2D(), keras.layers.Conv2D(4, 3, name="c3")])
+    with pytest.raises(ValueError, match="too small"):
+        FilterVisualizer(free, "c3").visualize(filters=[0], size=6)
+    with pytest.raises(ValueError, match="too small.*border=2"):
+        FilterVisualizer(free, "c3").visualize(filters=[0], size=24)  # c3 is 2x2
+    assert FilterVisualizer(free, "c3").visualize(filters=[0], size=24, border=0, steps=1).shape == (1, 24, 24, 3)
