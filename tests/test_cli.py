@@ -1,0 +1,89 @@
+"""The `keras-cam explain` / `filters` command line, end to end on a saved model and PNG files."""
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from keras_cam import cli
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((24, 24, 3)),
+        keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
+        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2"),
+        kc.CAMHead(3, name="head"),
+    ])
+    path = str(root / "model.keras")
+    model.save(path)
+    images, _, _ = kc.datasets.make_shapes(3, size=40, seed=1)  # other size: the CLI resizes
+    pngs = [str(kc.save_image(root / f"img{i}.png", img)) for i, img in enumerate(images)]
+    (root / "notes.txt").write_text("not a model")
+    return root, path, pngs, model
+
+
+def test_explain_end_to_end_in_a_subprocess(saved):
+    root, path, pngs, model = saved
+    out = root / "out"
+    proc = subprocess.run([sys.executable, "-m", "keras_cam", "explain", path, *pngs, "--method", "gradcam++",
+                           "--out", str(out), "--save-raw", "--batch-size", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out)) == sorted([f"img{i}_gradcampp.{ext}" for i in range(3) for ext in ("png", "npy")])
+    lines = [line for line in proc.stdout.splitlines() if "score" in line]
+    assert len(lines) == 3
+    # The saved heatmap is the library's own for the same resized image.
+    picture = kc.visualize.read_image(pngs[0], (24, 24))[None]
+    expected = kc.GradCAMPlusPlus(model)(picture)
+    np.testing.assert_allclose(np.load(out / "img0_gradcampp.npy"), expected[0], atol=1e-4)
+    predicted = int(np.argmax(keras.ops.convert_to_numpy(model(picture))))
+    assert f"class {predicted} " in lines[0]
+
+
+def test_error_in_a_subprocess_is_one_line_exit_2(saved):
+    root, path, pngs, _ = saved
+    proc = subprocess.run([sys.executable, "-m", "keras_cam", "explain", path, str(root / "missing.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"keras-cam: error: image file '{root / 'missing.png'}' does not exist"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["explain", "{root}/nope.keras", "{png}"], "model file '{root}/nope.keras' does not exist"),
+    (["explain", "{root}/notes.txt", "{png}"], "cannot load '{root}/notes.txt' as a Keras model"),
+    (["explain", "{model}", "{root}/notes.txt"], "Cannot decode '{root}/notes.txt' as an image"),
+    (["explain", "{model}", "{png}", "--layer", "conv"], "Layer 'conv' not found"),
+    (["explain", "{model}", "{png}", "--method", "gradkam"], "Unknown method 'gradkam'. Available methods: gradcam"),
+    (["explain", "{model}", "{png}", "--target", "7"], "Target index 7 is out of range"),
+    (["filters", "{model}", "--layer", "nope", "--out", "{root}/f.png"], "Layer 'nope' not found"),
+])
+def test_errors_are_one_line(saved, capsys, args, message):
+    root, path, pngs, _ = saved
+    fill = dict(root=root, png=pngs[0], model=path)
+    assert cli.main([a.format(**fill) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("keras-cam: error: ")
+    assert message.format(**fill) in err[0]
+
+
+def test_filters_command(saved, tmp_path, capsys):
+    _, path, _, _ = saved
+    out = tmp_path / "grid.png"
+    assert cli.main(["filters", path, "--layer", "conv2", "--filters", "4", "--steps", "3", "--out", str(out)]) == 0
+    grid = kc.visualize.read_image(out)
+    assert grid.shape == (2 * 24 + 5, 2 * 24 + 5, 3)
+    assert "4 filters of 'conv2'" in capsys.readouterr().out
+
+
+def test_help_for_each_command(capsys):
+    for command in ("explain", "filters", "demo"):
+        assert cli.main([command, "--help"]) == 0
+        assert "usage: keras-cam " + command in capsys.readouterr().out
