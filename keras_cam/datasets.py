@@ -1,73 +1,150 @@
 """Synthetic shapes on cluttered backgrounds, with ground-truth masks: an offline dataset for CAM work.
 
-Every heatmap of a model trained on these can be scored against the truth (`kc.metrics.pointing_game`).
-Generation is deterministic for a seed and uses its own `numpy.random.Generator`, never the global state.
+Every heatmap of a model trained on these images can be scored against the truth
+(`keras_cam.metrics.pointing_game`), and nothing needs to be downloaded.
+
+- `make_shapes`: one labelled shape per image (softmax classification).
+- `make_multilabel_shapes`: one to `max_objects` shapes of distinct classes per image (sigmoid, multi-label).
+
+Each image is a smooth two-colour gradient with pixel noise, thin random lines and small distractors (dots,
+small ellipses, short strokes: none of them looks like a class shape), and the object(s) painted on top in a
+random colour that contrasts with what lies under them, at a random position. An object's area is drawn
+independently of its class, so size is no shortcut: a classifier has to look at the outline. Shapes stand
+upright by default (`rotation=0`); turning them freely makes the task much slower to learn.
+
+Generation is deterministic for a seed (same arguments, bit-identical arrays) and uses its own
+`numpy.random.Generator`; the global `numpy` and `random` states are never touched. Masks are drawn without
+anti-aliasing, so a mask is exactly the set of pixels painted with the object's colour.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from keras_cam._validation import close_matches
+
 __all__ = ["SHAPES", "make_multilabel_shapes", "make_shapes"]
 
 SHAPES = ("circle", "square", "triangle", "cross", "star", "ring")
 
+# Pixels covered by each shape drawn with radius r, in units of r**2 (measured on a 1000 px canvas), and how
+# far the shape reaches from its centre at the worst rotation, in units of r. Sizes are drawn as an area
+# fraction and turned into a radius with the first table; the second keeps every object inside the image.
+_UNIT_AREA = {"circle": 3.142, "square": 2.43, "triangle": 2.04, "cross": 2.20, "star": 2.09, "ring": 2.19}
+_EXTENT = {"circle": 1.0, "square": 1.1, "triangle": 1.3, "cross": 1.4, "star": 1.3, "ring": 1.0}
+# The angle at which each shape stands upright: square axis-aligned, triangle and star pointing up, cross a "+".
+# `rotation` turns shapes away from this pose; small turns keep the task learnable in a few epochs.
+_UPRIGHT = {"circle": 0.0, "square": np.pi / 4, "triangle": -np.pi / 2, "cross": 0.0, "star": -np.pi / 2, "ring": 0.0}
 
-def _check(n: int, size: int, classes: Sequence[str]) -> Tuple[str, ...]:
-    if int(n) < 1:
-        raise ValueError(f"`n` must be >= 1, got {n}.")
-    if int(size) < 16:
-        raise ValueError(f"`size` must be >= 16 pixels, got {size}.")
+# Object area as a fraction of the image: large enough to classify at 48 px, small enough that a random
+# point lands on the object rarely (the pointing game's chance level is about the mean area).
+_AREA_SINGLE = (0.08, 0.18)
+_AREA_MULTI = (0.04, 0.08)  # per object; up to six of them must fit without overlapping
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _check(n: object, size: object, seed: object, classes: Sequence[str], clutter: object,
+           distractors: object, rotation: object) -> Tuple[int, int, Tuple[str, ...]]:
+    """Validates the arguments shared by both generators; returns `(n, size, classes)`."""
+    n = _check_int("n", n, 1)
+    size = _check_int("size", size, 16)
+    _check_int("seed", seed, 0)
+    if isinstance(classes, str):
+        raise ValueError(f"`classes` must be a sequence of shape names, e.g. ('circle', 'square'), "
+                         f"not the string {classes!r}.")
     classes = tuple(classes)
-    unknown = [c for c in classes if c not in SHAPES]
-    if unknown or len(classes) < 2 or len(set(classes)) != len(classes):
-        raise ValueError(f"`classes` must be 2 or more distinct names from {', '.join(SHAPES)}; got {classes}.")
-    return classes
+    for c in classes:
+        if c not in SHAPES:
+            near = close_matches(str(c), SHAPES)
+            hint = f" Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""
+            raise ValueError(f"Unknown shape class {c!r} in `classes`; valid names: {', '.join(SHAPES)}.{hint}")
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"`classes` must hold 2 or more distinct names from {', '.join(SHAPES)}; got {classes}.")
+    if isinstance(clutter, bool) or not isinstance(clutter, (int, float, np.number)) \
+            or not math.isfinite(clutter) or clutter < 0:
+        raise ValueError(f"`clutter` must be a number >= 0 (0 = clean gradient, 1 = default), got {clutter!r}.")
+    _check_int("distractors", distractors, 0)
+    if isinstance(rotation, bool) or not isinstance(rotation, (int, float, np.number)) \
+            or not 0 <= rotation <= 180:
+        raise ValueError(f"`rotation` must be a number of degrees in [0, 180] (0 = upright, 180 = any angle), "
+                         f"got {rotation!r}.")
+    return n, size, classes
+
+
+_SHIFT = 4  # cv2 fixed-point bits: sub-pixel centres and radii, so areas vary smoothly with the radius
+_ONE = 1 << _SHIFT
+
+
+def _fixed(points: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(points) * _ONE).astype(np.int32)
 
 
 def _polygon(center: np.ndarray, radius: float, angle: float, points: int, inner: float = 1.0) -> np.ndarray:
-    """Vertices of a regular polygon (inner < 1 alternates radii: a star)."""
+    """Vertices of a regular polygon; `inner` < 1 alternates outer and inner radii (a star)."""
     k = points * (2 if inner != 1.0 else 1)
     t = angle + np.arange(k) * 2 * np.pi / k
     r = np.where(np.arange(k) % 2 == 1, radius * inner, radius) if inner != 1.0 else np.full(k, radius)
-    return np.round(np.stack([center[0] + r * np.cos(t), center[1] + r * np.sin(t)], -1)).astype(np.int32)
+    return np.stack([center[0] + r * np.cos(t), center[1] + r * np.sin(t)], -1)
 
 
 def _shape_mask(kind: str, size: int, center: np.ndarray, radius: float, angle: float) -> np.ndarray:
+    """The pixels of one shape turned by `angle` (radians) from upright, drawn without anti-aliasing (LINE_8),
+    so the mask is exactly what is painted."""
     mask = np.zeros((size, size), np.uint8)
-    c = tuple(int(v) for v in np.round(center))
-    if kind == "circle":
-        cv2.circle(mask, c, int(round(radius)), 1, -1)
-    elif kind == "square":
-        cv2.fillPoly(mask, [_polygon(center, radius * 1.1, angle, 4)], 1)
-    elif kind == "triangle":
-        cv2.fillPoly(mask, [_polygon(center, radius * 1.25, angle, 3)], 1)
+    angle = angle + _UPRIGHT[kind]
+    c = tuple(int(v) for v in _fixed(center))
+    if kind in ("circle", "ring"):
+        cv2.circle(mask, c, int(_fixed(radius)), 1, -1, cv2.LINE_8, _SHIFT)
+        if kind == "ring":
+            cv2.circle(mask, c, int(_fixed(radius * 0.55)), 0, -1, cv2.LINE_8, _SHIFT)
     elif kind == "cross":
         arm = _polygon(np.zeros(2), radius * 1.15, angle, 2)  # two opposite points: one bar
         for rot in (0.0, np.pi / 2):
             rr = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
-            p0, p1 = (arm @ rr.T) + center
+            p0, p1 = _fixed((arm @ rr.T) + center)
             cv2.line(mask, tuple(int(v) for v in p0), tuple(int(v) for v in p1), 1,
-                     max(2, int(round(radius * 0.45))))
-    elif kind == "star":
-        cv2.fillPoly(mask, [_polygon(center, radius * 1.25, angle, 5, inner=0.45)], 1)
-    elif kind == "ring":
-        cv2.circle(mask, c, int(round(radius)), 1, -1)
-        cv2.circle(mask, c, int(round(radius * 0.55)), 0, -1)
+                     max(2, int(round(radius * 0.45))), cv2.LINE_8, _SHIFT)
+    else:
+        outline = {"square": (1.1, 4, 1.0), "triangle": (1.25, 3, 1.0), "star": (1.25, 5, 0.45)}[kind]
+        cv2.fillPoly(mask, [_fixed(_polygon(center, radius * outline[0], angle, outline[1], outline[2]))], 1,
+                     cv2.LINE_8, _SHIFT)
     return mask.astype(bool)
 
 
+def _random_shape(rng: np.random.Generator, kind: str, size: int, area: Tuple[float, float],
+                  rotation: float) -> np.ndarray:
+    """The mask of a `kind` shape covering a random fraction `area` of the image, at a random place, turned
+    by up to `rotation` degrees either way."""
+    target = rng.uniform(*area) * size * size
+    angle = np.deg2rad(rotation) * rng.uniform(-1.0, 1.0)
+    radius = math.sqrt(target / _UNIT_AREA[kind])
+    # Outlines add relatively more pixels to small shapes: measure once at the centre and correct the radius,
+    # so the area, not the class, decides how big the object is.
+    probe = _shape_mask(kind, size, np.full(2, size / 2), radius, angle)
+    radius *= math.sqrt(target / max(int(probe.sum()), 1))
+    # Pixel centres run from 0 to size - 1; half a pixel of rasterization and one of margin keep the object
+    # off the border, so it is always whole.
+    reach = radius * _EXTENT[kind] + 1.5
+    center = rng.uniform(reach, size - 1 - reach, 2)
+    return _shape_mask(kind, size, center, radius, angle)
+
+
 def _background(rng: np.random.Generator, size: int, clutter: float) -> np.ndarray:
-    """A smooth two-colour gradient, pixel noise and random thin lines and blobs (clutter)."""
+    """A smooth two-colour gradient, pixel noise and thin random lines."""
     a, b = rng.random(3), rng.random(3)
     t = np.linspace(0, 1, size, dtype=np.float32)
     angle = rng.random() * 2 * np.pi
-    ramp = (np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None])
+    ramp = np.cos(angle) * t[None, :] + np.sin(angle) * t[:, None]
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
-    img = a[None, None] * (1 - ramp[..., None]) + b[None, None] * ramp[..., None]
-    img = img.astype(np.float32)
+    img = (a[None, None] * (1 - ramp[..., None]) + b[None, None] * ramp[..., None]).astype(np.float32)
     for _ in range(int(round(clutter * 6))):
         p0, p1 = rng.integers(0, size, 2), rng.integers(0, size, 2)
         cv2.line(img, tuple(int(v) for v in p0), tuple(int(v) for v in p1), tuple(float(v) for v in rng.random(3)), 1)
@@ -76,7 +153,7 @@ def _background(rng: np.random.Generator, size: int, clutter: float) -> np.ndarr
 
 
 def _distractors(rng: np.random.Generator, img: np.ndarray, count: int, size: int) -> None:
-    """Small ellipses, dots and short thick strokes: not of any shape family, but object-like in colour."""
+    """Small ellipses, dots and short thick strokes: object-like in colour, but of no shape family."""
     for _ in range(count):
         color = tuple(float(v) for v in rng.random(3))
         c = tuple(int(v) for v in rng.integers(0, size, 2))
@@ -95,7 +172,7 @@ def _paint(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> None:
     """Fills the object with a colour that contrasts with the background under it, plus mild texture."""
     under = img[mask].mean(axis=0)
     color = rng.random(3).astype(np.float32)
-    if np.abs(color - under).sum() < 0.9:
+    if np.abs(color - under).sum() < 0.9:  # too close: push it to the other end of the range
         color = np.where(under > 0.5, color * 0.35, 0.65 + color * 0.35).astype(np.float32)
     img[mask] = color + rng.normal(0, 0.03, (int(mask.sum()), 3)).astype(np.float32)
 
@@ -107,28 +184,37 @@ def make_shapes(
     classes: Sequence[str] = ("circle", "square", "triangle"),
     clutter: float = 1.0,
     distractors: int = 4,
+    rotation: float = 0.0,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`n` images, each with one shape of a class on a cluttered background, and the shape's mask.
+    """Generates `n` images, each with one shape of a class on a cluttered background, and its mask.
+
+    The object covers 8-18 % of the image whatever its class, so the pointing game's chance level is about
+    0.13. Labels are balanced (counts differ by at most one) and shuffled.
 
     Args:
-        n: number of images.
-        size: image height and width (>= 16).
-        seed: the same seed gives bit-identical arrays.
-        classes: shape names (label i = classes[i]) from `SHAPES`: circle, square, triangle, cross, star, ring.
-        clutter: background clutter (lines, noise) strength; 0 gives a clean gradient.
-        distractors: small non-shape blobs and strokes per image.
+        n: number of images (>= 1).
+        size: image height and width in pixels (>= 16; 48 or 64 suit a small CNN).
+        seed: non-negative integer; the same arguments give bit-identical arrays.
+        classes: shape names, label `i` being `classes[i]`; 2 or more of `SHAPES`:
+            "circle", "square", "triangle", "cross", "star", "ring".
+        clutter: strength of the background clutter (lines and noise); 0 gives a clean gradient.
+        distractors: small dots, ellipses and strokes per image (not shaped like any class).
+        rotation: the largest turn, in degrees either way, away from the upright pose (square axis-aligned,
+            triangle and star pointing up, cross a "+"). 0 keeps shapes upright, which a small CNN learns
+            in a few epochs; 180 allows any orientation, a much harder task.
 
     Returns:
-        `(images, labels, masks)`: float32 (n, size, size, 3) in [0, 1], int64 (n,) balanced over the
-        classes, bool (n, size, size) marking the object's pixels.
+        A tuple `(images, labels, masks)`: float32 `(n, size, size, 3)` RGB in [0, 1], int64 `(n,)` class
+        indices, and bool `(n, size, size)` marking the object's pixels.
 
     Example:
 
-    ```python
-    images, labels, masks = kc.datasets.make_shapes(512, size=48, seed=0)
-    ```
+    >>> from keras_cam.datasets import make_shapes
+    >>> images, labels, masks = make_shapes(6, size=48, seed=0)
+    >>> images.shape, labels.tolist().count(0), masks.dtype
+    ((6, 48, 48, 3), 2, dtype('bool'))
     """
-    classes = _check(n, size, classes)
+    n, size, classes = _check(n, size, seed, classes, clutter, distractors, rotation)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(classes)).astype(np.int64)
     images = np.empty((n, size, size, 3), np.float32)
@@ -136,10 +222,8 @@ def make_shapes(
     for i, label in enumerate(labels):
         img = _background(rng, size, clutter)
         _distractors(rng, img, distractors, size)
-        radius = size * rng.uniform(0.15, 0.24)
-        center = rng.uniform(radius * 1.3, size - radius * 1.3, 2)
-        mask = _shape_mask(classes[label], size, center, radius, rng.random() * 2 * np.pi)
-        _paint(rng, img, mask)
+        mask = _random_shape(rng, classes[label], size, _AREA_SINGLE, rotation)
+        _paint(rng, img, mask)  # painted last, so every mask pixel shows the object
         images[i] = np.clip(img, 0.0, 1.0)
         masks[i] = mask
     return images, labels, masks
@@ -153,43 +237,60 @@ def make_multilabel_shapes(
     max_objects: int = 3,
     clutter: float = 1.0,
     distractors: int = 3,
+    rotation: float = 0.0,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images with 1 to `max_objects` shapes of distinct classes, for sigmoid (multi-label) models.
+    """Generates images with 1 to `max_objects` shapes of distinct classes, for sigmoid (multi-label) models.
+
+    Each object covers 4-8 % of the image, and objects never touch: each is at least one pixel away from the
+    others (a shape that finds no free spot after 30 tries is left out, and its label stays 0).
+
+    Args:
+        n: number of images (>= 1).
+        size: image height and width in pixels (>= 16).
+        seed: non-negative integer; the same arguments give bit-identical arrays.
+        classes: shape names, column `c` of the labels being `classes[c]`; 2 or more of `SHAPES`.
+        max_objects: the most objects in one image, 1 to `len(classes)`; the count is uniform in
+            1..`max_objects`, and the classes present are a random subset.
+        clutter: strength of the background clutter; 0 gives a clean gradient.
+        distractors: small dots, ellipses and strokes per image.
+        rotation: the largest turn from the upright pose, in degrees (0 = upright, 180 = any orientation).
 
     Returns:
-        `(images, labels, masks)`: float32 (n, size, size, 3) in [0, 1], float32 multi-hot (n, C), and bool
-        (n, C, size, size) with one mask per class (all False for absent classes). Objects do not overlap.
+        A tuple `(images, labels, masks)`: float32 `(n, size, size, 3)` RGB in [0, 1], float32 multi-hot
+        `(n, C)`, and bool `(n, C, size, size)` with one mask per class, all False for absent classes.
+
+    Example:
+
+    >>> from keras_cam.datasets import make_multilabel_shapes
+    >>> images, labels, masks = make_multilabel_shapes(4, size=48, seed=0)
+    >>> bool((masks.any(axis=(2, 3)) == labels.astype(bool)).all())
+    True
     """
-    classes = _check(n, size, classes)
-    if not 1 <= int(max_objects) <= len(classes):
-        raise ValueError(f"`max_objects` must be in 1..{len(classes)}, got {max_objects}.")
+    n, size, classes = _check(n, size, seed, classes, clutter, distractors, rotation)
+    if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) \
+            or not 1 <= max_objects <= len(classes):
+        raise ValueError(f"`max_objects` must be an integer in 1..{len(classes)} (one object per class at most), "
+                         f"got {max_objects!r}.")
     rng = np.random.default_rng(seed)
     c = len(classes)
     images = np.empty((n, size, size, 3), np.float32)
     labels = np.zeros((n, c), np.float32)
     masks = np.zeros((n, c, size, size), bool)
+    gap = np.ones((3, 3), np.uint8)  # dilating by it keeps one free pixel between objects
     for i in range(n):
         img = _background(rng, size, clutter)
         _distractors(rng, img, distractors, size)
-        taken = np.zeros((size, size), bool)
+        taken = np.zeros((size, size), np.uint8)
         for label in rng.permutation(c)[: rng.integers(1, int(max_objects) + 1)]:
-            for _ in range(30):  # rejection sampling for a free spot
-                radius = size * rng.uniform(0.11, 0.17)
-                center = rng.uniform(radius * 1.3, size - radius * 1.3, 2)
-                mask = _shape_mask(classes[label], size, center, radius, rng.random() * 2 * np.pi)
-                if not (cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & taken).any():
+            for _ in range(30):  # rejection sampling for a free spot; the first object always finds one
+                mask = _random_shape(rng, classes[label], size, _AREA_MULTI, rotation)
+                if not (cv2.dilate(mask.astype(np.uint8), gap) & taken).any():
                     break
             else:
                 continue
             _paint(rng, img, mask)
-            taken |= mask
+            taken[mask] = 1
             labels[i, label] = 1.0
             masks[i, label] = mask
-        if not labels[i].any():  # crowded: fall back to one object
-            label = int(rng.integers(c))
-            radius = size * 0.15
-            mask = _shape_mask(classes[label], size, np.array([size / 2, size / 2]), radius, 0.0)
-            _paint(rng, img, mask)
-            labels[i, label], masks[i, label] = 1.0, mask
         images[i] = np.clip(img, 0.0, 1.0)
     return images, labels, masks
