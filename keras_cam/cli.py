@@ -57,14 +57,14 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser
     parser.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
                         help=f"training epochs (default: {DEFAULT_EPOCHS})")
     parser.add_argument("--seed", type=_int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar, only the results")
     return parser
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from keras_cam.demo import run_demo
 
-    run_demo(out_dir=args.out, epochs=args.epochs, seed=args.seed, verbose=0 if args.quiet else 1)
+    # A progress bar on a terminal; one line per epoch when the output goes to a file or a pipe.
+    run_demo(out_dir=args.out, epochs=args.epochs, seed=args.seed, verbose=1 if sys.stdout.isatty() else 2)
     return 0
 
 

@@ -79,7 +79,7 @@ def _forward_to(model: keras.layers.Layer, layer: keras.layers.Layer, inputs: An
         )
     output = recorded[0]
     if isinstance(output, (list, tuple, dict)):
-        raise _CaptureError(f"Layer '{layer.name}' returns several tensors; pass a layer with a single output.")
+        raise _CaptureError(f"Layer '{layer.name}' returns several tensors; pass a layer with one output.")
     return output
 
 
@@ -242,14 +242,13 @@ class FilterVisualizer:
 
         Raises `ValueError` for an empty selection, a non-integer or an index out of range.
         """
-        if isinstance(filters, (int, np.integer)) or isinstance(filters, (str, bytes)):
-            raise ValueError(
-                f"`filters` must be a sequence of filter indices such as [3] or range(16), got {filters!r}."
-            )
+        message = f"`filters` must be a sequence of filter indices such as [3] or range(16), got {filters!r}."
+        if isinstance(filters, (int, np.integer, str, bytes)):
+            raise ValueError(message)
         try:
             values = list(filters)
         except TypeError:
-            raise ValueError(f"`filters` must be a sequence of filter indices, got {type(filters).__name__}.") from None
+            raise ValueError(message) from None
         if not values:
             raise ValueError("`filters` is empty; pass at least one filter index.")
         bad = [v for v in values if not isinstance(v, (int, np.integer)) or isinstance(v, bool)]
@@ -291,22 +290,17 @@ class FilterVisualizer:
                              octave_scale, border, verbose)
         hw = self._resolve_size(size)
         filters = self.check_filters(range(self.num_filters(hw)) if filters is None else filters, hw)
-        act_shape = self._probe(hw)
-        if len(act_shape) > 2 and min(act_shape[1:-1]) <= 2 * opts["border"]:
-            spatial = "x".join(str(d) for d in act_shape[1:-1])
-            raise ValueError(
-                f"size {hw[0]}x{hw[1]} is too small for layer '{self.layer_ref.path}': its output is {spatial}, "
-                f"and border={opts['border']} leaves nothing on each side. Use a larger size or a smaller border."
-            )
+        self._check_border(hw, opts["border"])
         channels = self._channels()
         sizes = self._octave_sizes(hw, opts["octaves"], opts["octave_scale"])
         count, bs = _even_chunks(len(filters), opts["batch_size"] or self._default_batch_size(hw, channels))
         progbar = (keras.utils.Progbar(count * opts["steps"] * len(sizes), stateful_metrics=["loss"])
                    if opts["verbose"] else None)
-        # Jitter shifts depend on the seed only (shared by every filter), the start noise on (seed, filter).
-        shifts = [np.random.default_rng([opts["seed"], 0, k]).integers(-opts["jitter"], opts["jitter"] + 1,
-                                                                         (opts["steps"], 2)).astype(np.int32)
-                  for k in range(len(sizes))]
+        # The jitter depends on the seed alone (shared by every filter), the start noise on (seed, filter):
+        # a filter's pattern does not depend on the other filters of its batch.
+        shifts = [np.random.default_rng([opts["seed"], 0, octave])
+                  .integers(-opts["jitter"], opts["jitter"] + 1, (opts["steps"], 2)).astype(np.int32)
+                  for octave in range(len(sizes))]
         results = []
         for c in range(count):
             chunk = _pad_rows(np.asarray(filters[c * bs: (c + 1) * bs], np.int32), bs)
@@ -359,8 +353,9 @@ class FilterVisualizer:
             uint8 (N, H, W, 3) (a 1-channel model's patterns as grey RGB), deprocessed per image as
             seed 004's `deprocess_image`.
         """
-        raw = self.optimize(filters, size, steps, step_size, seed, batch_size, jitter, tv_weight, l2_weight,
-                            octaves, octave_scale, border, verbose)
+        raw = self.optimize(filters, size, steps=steps, step_size=step_size, seed=seed, batch_size=batch_size,
+                            jitter=jitter, tv_weight=tv_weight, l2_weight=l2_weight, octaves=octaves,
+                            octave_scale=octave_scale, border=border, verbose=verbose)
         images = deprocess_image(raw)
         return np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
 
@@ -391,7 +386,9 @@ class FilterVisualizer:
     # -- the ascent ------------------------------------------------------------------------------------------
 
     def _ascend(self, start: np.ndarray, chunk: np.ndarray, hw: Tuple[int, int], sizes: List[Tuple[int, int]],
-                shifts: List[np.ndarray], opts: Dict[str, Any], progbar: Optional[keras.utils.Progbar]):
+                shifts: List[np.ndarray], opts: Dict[str, Any],
+                progbar: Optional[keras.utils.Progbar]) -> np.ndarray:
+        """Runs every octave's steps on one chunk; returns its images at `hw` (float32, model scale)."""
         ops = keras.ops
         index = ops.convert_to_tensor(chunk)
         scalars = [ops.convert_to_tensor(np.float32(v)) for v in
@@ -408,7 +405,7 @@ class FilterVisualizer:
         return to_numpy(ops.convert_to_numpy(image))
 
     def _step_fn(self, shape: Tuple[int, ...], hw: Tuple[int, int], border: int) -> Callable:
-        """The compiled step for a batch shape: (image, filter index, shift, step, tv, l2) -> (image, loss)."""
+        """The compiled step for one batch shape: (image, index, shift, step, tv, l2) -> (image, loss)."""
         key = (shape, hw, border)
         fn = self._steps.get(key)
         if fn is None:
@@ -468,9 +465,9 @@ class FilterVisualizer:
             for got, want in zip(hw, fixed):
                 if want is not None and got != want:
                     raise ValueError(
-                        f"Model '{self.model.name}' has a fixed input size {fixed[0]}x{fixed[1]}, so patterns "
-                        f"have that size; got size={size!r}. Pass size=None, or build the model with "
-                        "keras.Input((None, None, channels)) to optimize other sizes."
+                        f"Model '{self.model.name}' has a fixed input size {fixed[0]}x{fixed[1]}, so "
+                        f"patterns have that size; got size={size!r}. Pass size=None, or build the model "
+                        "with keras.Input((None, None, channels)) to optimize other sizes."
                     )
         return hw  # type: ignore[return-value]
 
@@ -493,6 +490,15 @@ class FilterVisualizer:
             raise self._too_small(hw, f"the layer's output shape would be {shape}")
         self._probes[hw] = shape
         return shape
+
+    def _check_border(self, hw: Tuple[int, int], border: int) -> None:
+        shape = self._probe(hw)
+        if len(shape) > 2 and min(shape[1:-1]) <= 2 * border:
+            raise ValueError(
+                f"size {hw[0]}x{hw[1]} is too small for layer '{self.layer_ref.path}': its output is "
+                f"{'x'.join(str(d) for d in shape[1:-1])} and border={border} on each side leaves nothing "
+                "for the loss. Use a larger size or a smaller border."
+            )
 
     def _is_fixed(self, hw: Tuple[int, int]) -> bool:
         return self.input_shape is not None and tuple(self.input_shape[:2]) == tuple(hw)
@@ -520,8 +526,9 @@ class FilterVisualizer:
     def _default_batch_size(hw: Tuple[int, int], channels: int) -> int:
         return max(1, _BATCH_VALUES // (hw[0] * hw[1] * channels))
 
-    def _options(self, steps, step_size, seed, batch_size, jitter, tv_weight, l2_weight, octaves, octave_scale,
-                 border, verbose) -> Dict[str, Any]:
+    def _options(self, steps, step_size, seed, batch_size, jitter, tv_weight, l2_weight, octaves,
+                 octave_scale, border, verbose) -> Dict[str, Any]:
+        """The ascent options, validated; `step_size=None` becomes 1/255 of the value range."""
         def integer(name: str, value: Any, minimum: int) -> int:
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
@@ -540,7 +547,7 @@ class FilterVisualizer:
         low, high = self.value_range
         return {
             "steps": integer("steps", steps, 0),
-            "step_size": (high - low) / 255.0 if step_size is None else number("step_size", step_size, 0.0, True),
+            "step_size": (high - low) / 255 if step_size is None else number("step_size", step_size, 0, True),
             "seed": integer("seed", seed, 0),
             "batch_size": None if batch_size is None else integer("batch_size", batch_size, 1),
             "jitter": integer("jitter", jitter, 0),
@@ -557,12 +564,13 @@ def _filter_score(activations: Any, index: Any, border: int) -> Any:
     """Per image i: mean of activations[i, ..., index[i]] over the interior (rank 2: the unit's value)."""
     ops = keras.ops
     a = ops.cast(activations, "float32")
-    if len(a.shape) > 2 and border:
-        a = a[(slice(None),) + (slice(border, -border),) * (len(a.shape) - 2)]
-    # A one-hot product selects image i's own channel: its loss cannot depend on another image's filter.
-    selected = ops.sum(a * ops.one_hot(index, a.shape[-1], dtype="float32")[(slice(None),)
-                                                                            + (None,) * (len(a.shape) - 2)], -1)
-    return ops.mean(selected, axis=tuple(range(1, len(a.shape) - 1))) if len(a.shape) > 2 else selected
+    spatial = len(a.shape) - 2
+    if spatial and border:
+        a = a[(slice(None),) + (slice(border, -border),) * spatial]
+    # A one-hot product picks image i's own channel, so its loss cannot depend on another image's filter.
+    onehot = ops.one_hot(index, a.shape[-1], dtype="float32")
+    selected = ops.sum(a * ops.reshape(onehot, (-1,) + (1,) * spatial + (a.shape[-1],)), axis=-1)
+    return ops.mean(selected, axis=tuple(range(1, 1 + spatial))) if spatial else selected
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -629,8 +637,8 @@ class FeatureMapExtractor:
 
     def _not_spatial(self, shape: Sequence[Any]) -> ValueError:
         return ValueError(
-            f"Layer '{self.layer_ref.path}' has output shape {tuple(shape)}; feature maps need a layer with an "
-            "(N, H, W, C) output. Pick a convolutional (or pooling, activation, ...) layer."
+            f"Layer '{self.layer_ref.path}' has output shape {tuple(shape)}; feature maps need a layer with "
+            "an (N, H, W, C) output. Pick a convolutional (or pooling, activation, ...) layer."
         )
 
 
@@ -683,6 +691,7 @@ def feature_map_grid(
     margin: int = 5,
     colormap: Optional[Union[str, int]] = "magma",
     scale: int = 1,
+    labels: Optional[Sequence[str]] = None,
 ) -> np.ndarray:
     """One image's feature maps as a mosaic, one tile per channel (seed 002's pictures).
 
@@ -695,6 +704,7 @@ def feature_map_grid(
         margin: pixels between tiles.
         colormap: an OpenCV colormap name (seed 002 uses "magma") or `None` for grey.
         scale: integer nearest-neighbour upscaling of each tile (small maps are hard to see).
+        labels: optional text per channel, drawn at its tile's top-left corner.
 
     Returns:
         uint8 (rows * H * scale + (rows - 1) * margin, cols * W * scale + (cols - 1) * margin, 3).
@@ -717,7 +727,7 @@ def feature_map_grid(
     span = channels.max(axis=(1, 2), keepdims=True) - low
     normalized = np.where(span > 0, (channels - low) / np.where(span > 0, span, 1.0), 0.0)
     tiles = [_upscale(t, scale) for t in _grey_tiles(normalized, colormap)]
-    return visualize.image_grid(tiles, cols=cols, margin=margin)
+    return visualize.image_grid(tiles, cols=cols, margin=margin, labels=labels)
 
 
 def kernel_grid(
@@ -726,6 +736,7 @@ def kernel_grid(
     margin: int = 2,
     scale: Optional[int] = None,
     per_input: bool = False,
+    labels: Optional[Sequence[str]] = None,
 ) -> np.ndarray:
     """A conv layer's kernels as a mosaic (seed 002's kernel pictures).
 
@@ -743,6 +754,7 @@ def kernel_grid(
         scale: nearest-neighbour upscaling of each kernel pixel; `None` makes tiles at least 24 px (x8 for
             3x3 kernels).
         per_input: one tile per (filter, input channel) instead of the mean over input channels.
+        labels: optional text per tile, drawn at its top-left corner.
 
     Returns:
         uint8 mosaic (H, W, 3).
@@ -754,11 +766,13 @@ def kernel_grid(
     ```
     """
     if not isinstance(layer, keras.layers.Conv2D):
-        what = f"'{layer}'" if isinstance(layer, str) else f"'{getattr(layer, 'name', layer)}' ({type(layer).__name__})"
-        hint = " Pass the layer object, e.g. model.get_layer(name)." if isinstance(layer, str) else ""
-        raise ValueError(f"kernel_grid needs a Conv2D layer; got {what}.{hint}")
+        if isinstance(layer, str):
+            raise ValueError(f"kernel_grid needs a Conv2D layer object; got the string '{layer}'. Pass the "
+                             "layer itself, e.g. model.get_layer(name).")
+        raise ValueError(f"kernel_grid needs a Conv2D layer; got '{getattr(layer, 'name', layer)}' "
+                         f"({type(layer).__name__}).")
     if not layer.built or getattr(layer, "kernel", None) is None:
-        raise ValueError(f"Layer '{layer.name}' is not built yet, so it has no kernels; call the model once first.")
+        raise ValueError(f"Layer '{layer.name}' is not built, so it has no kernels yet; call the model once.")
     kernel = to_numpy(keras.ops.convert_to_numpy(layer.kernel)).astype(np.float32)  # (kh, kw, in, out)
     kh, kw, n_in, n_out = kernel.shape
     scale = max(1, math.ceil(24 / max(kh, kw))) if scale is None else _check_scale(scale)
@@ -770,9 +784,9 @@ def kernel_grid(
     if n_in == 3 and not per_input:
         tiles = [np.round(normalized(kernel[..., o]) * 255.0).astype(np.uint8) for o in range(n_out)]
     elif per_input:
-        tiles = _grey_tiles(np.stack([normalized(kernel[:, :, i, o]) for o in range(n_out) for i in range(n_in)]),
-                            None)
+        pairs = [normalized(kernel[:, :, i, o]) for o in range(n_out) for i in range(n_in)]
+        tiles = _grey_tiles(np.stack(pairs), None)
         cols = n_in if cols is None else cols
     else:
         tiles = _grey_tiles(np.stack([normalized(kernel[:, :, :, o].mean(-1)) for o in range(n_out)]), None)
-    return visualize.image_grid([_upscale(t, scale) for t in tiles], cols=cols, margin=margin)
+    return visualize.image_grid([_upscale(t, scale) for t in tiles], cols=cols, margin=margin, labels=labels)

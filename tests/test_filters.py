@@ -17,15 +17,38 @@ from keras_cam.filters import (
     feature_maps,
     kernel_grid,
 )
-from tests.conftest import random_images, tiny_cam_model
+from tests.conftest import random_images
 
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # responds to vertical edges
+
+
+def numpy_weights(model, seed=0, bias=0.1):
+    """He-normal kernels and constant biases drawn by numpy: the same weights on every backend.
+
+    Layers are built with zero initializers: Keras' random initializers draw from each backend's own
+    generator (different numbers per backend) and cost seconds of compilation per shape on JAX.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if getattr(layer, "kernel", None) is not None:
+            fan_in = int(np.prod(layer.kernel.shape[:-1]))
+            weights = [rng.normal(0.0, np.sqrt(2.0 / fan_in), layer.kernel.shape).astype(np.float32)]
+            if getattr(layer, "bias", None) is not None:
+                weights.append(np.full(layer.bias.shape, bias, np.float32))
+            layer.set_weights(weights)
+    return model
+
+
+def conv(filters, name, **kwargs):
+    return keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="zeros",
+                               name=name, **kwargs)
 
 
 def edge_model(size=32):
     """One Conv2D + ReLU whose filter 0 detects vertical edges and filter 1 horizontal ones (any color)."""
     model = keras.Sequential([keras.Input((size, size, 3)),
-                              keras.layers.Conv2D(2, 3, use_bias=False, activation="relu", name="edges")])
+                              keras.layers.Conv2D(2, 3, use_bias=False, activation="relu", name="edges",
+                                                  kernel_initializer="zeros")])
     kernel = np.zeros((3, 3, 3, 2), np.float32)
     kernel[..., 0] = SOBEL_X[:, :, None]
     kernel[..., 1] = SOBEL_X.T[:, :, None]
@@ -33,30 +56,21 @@ def edge_model(size=32):
     return model
 
 
-def classifier(size=16, seed=0):
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
+def classifier(size=16):
+    model = keras.Sequential([
         keras.Input((size, size, 3)),
-        keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+        conv(8, "conv"),
         keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(3, activation="softmax", name="probs"),
+        keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros", name="probs"),
     ])
+    return numpy_weights(model, seed=0, bias=0.0)
 
 
-def deep_model(seed=2):
-    """conv1 (8) -> pool1 -> conv2 (8, 16x16) with He-normal kernels and bias 0.1 drawn by numpy, so the
-    weights are the same on every backend (Keras initializers draw from each backend's own generator)."""
-    model = keras.Sequential([keras.Input((32, 32, 3)),
-                              keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
-                              keras.layers.MaxPooling2D(name="pool1"),
-                              keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")],
-                             name="deep")
-    rng = np.random.default_rng(seed)
-    for layer in (model.get_layer("conv1"), model.get_layer("conv2")):
-        fan_in = int(np.prod(layer.kernel.shape[:3]))
-        kernel = rng.normal(0.0, np.sqrt(2.0 / fan_in), layer.kernel.shape).astype(np.float32)
-        layer.set_weights([kernel, np.full(layer.bias.shape, 0.1, np.float32)])
-    return model
+def deep_model(seed=2, name="deep"):
+    """conv1 (8) -> pool1 -> conv2 (8, 16x16) with numpy He-normal kernels and bias 0.1."""
+    model = keras.Sequential([keras.Input((32, 32, 3)), conv(8, "conv1"),
+                              keras.layers.MaxPooling2D(name="pool1"), conv(8, "conv2")], name=name)
+    return numpy_weights(model, seed)
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +154,47 @@ def test_deterministic_and_side_effect_free(backbone, conv2_viz):
 
 @pytest.mark.backends
 def test_layer_inside_a_nested_model():
-    model = tiny_cam_model((32, 32, 3), kind="nested")  # Functional(backbone Sequential, CAMHead)
-    inner = model.get_layer("backbone")
+    inner = deep_model(seed=3, name="backbone")
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inner(inputs)))
+    model = keras.Model(inputs, outputs)  # a Sequential backbone inside a Functional model
     nested = FilterVisualizer(model, "backbone/conv2").optimize(filters=[2, 4], steps=10)
     direct = FilterVisualizer(inner, "conv2").optimize(filters=[2, 4], steps=10)
     np.testing.assert_allclose(nested, direct, atol=1e-5)
     images = random_images(3, 32)
     np.testing.assert_allclose(feature_maps(model, "conv1", images), feature_maps(inner, "conv1", images),
                                atol=1e-6)
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.conv1 = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer="zeros", name="conv1")
+        self.conv2 = keras.layers.Conv2D(6, 3, activation="relu", kernel_initializer="zeros", name="conv2")
+        self.head = keras.layers.Dense(2, kernel_initializer="zeros")
+
+    def call(self, x):
+        return self.head(keras.ops.mean(self.conv2(self.conv1(x)), axis=(1, 2)))
+
+
+@pytest.mark.backends
+def test_subclassed_model_and_one_compilation_per_shape(monkeypatch):
+    import keras_cam.filters as filters
+
+    traces = []
+    score = filters._filter_score
+    monkeypatch.setattr(filters, "_filter_score", lambda *a: traces.append(1) or score(*a))
+    model = Subclassed()
+    model(np.zeros((1, 16, 16, 3), np.float32))
+    numpy_weights(model)
+    viz = FilterVisualizer(model, "conv2")
+    patterns = viz.visualize(filters=range(6), size=16, steps=4, batch_size=3)  # 2 chunks of 3
+    viz.visualize(filters=[5, 1, 0], size=16, steps=4)
+    assert patterns.shape == (6, 16, 16, 3)
+    expected = (2 + 1) * 4 if keras.backend.backend() == "torch" else 1  # torch runs eagerly: every step
+    assert len(traces) == expected
+    maps = feature_maps(model, "conv1", random_images(2, 16))
+    assert maps.shape == (2, 14, 14, 4)
 
 
 @pytest.mark.backends
@@ -169,10 +216,9 @@ def test_class_visualization_increases_the_class_logit():
 @pytest.mark.backends
 def test_feature_maps_are_the_layer_output():
     inputs = keras.Input((16, 16, 3))
-    hidden = keras.layers.Conv2D(5, 3, activation="relu", name="c1")(inputs)
-    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(hidden))
-    keras.utils.set_random_seed(2)
-    model = keras.Model(inputs, outputs)
+    hidden = keras.layers.Conv2D(5, 3, activation="relu", kernel_initializer="zeros", name="c1")(inputs)
+    outputs = keras.layers.Dense(2, kernel_initializer="zeros")(keras.layers.GlobalAveragePooling2D()(hidden))
+    model = numpy_weights(keras.Model(inputs, outputs), seed=2, bias=-0.05)
     images = random_images(5, 16)
     copy = images.copy()
     maps = feature_maps(model, "c1", images, batch_size=2)
@@ -183,10 +229,8 @@ def test_feature_maps_are_the_layer_output():
 
 
 def test_sizes_penalties_and_octaves():
-    keras.utils.set_random_seed(1)
-    free = keras.Sequential([keras.Input((None, None, 1)),
-                             keras.layers.Conv2D(4, 3, activation="relu", name="c1"),
-                             keras.layers.Conv2D(4, 3, activation="relu", name="c2")])
+    free = keras.Sequential([keras.Input((None, None, 1)), conv(4, "c1"), conv(4, "c2")])
+    numpy_weights(free, seed=1)
     viz = FilterVisualizer(free, "c2", value_range=(0, 255))
     assert viz.visualize(filters=[0], steps=2).shape == (1, 64, 64, 3)  # free size: 64; grey -> RGB
     assert viz.visualize(filters=[0, 1], size=(20, 28), steps=2).shape == (2, 20, 28, 3)
@@ -247,7 +291,7 @@ def test_feature_map_grid_normalizes_each_channel():
 
 
 def test_kernel_grid_pictures_kernels():
-    rgb = keras.layers.Conv2D(4, 3, use_bias=False)
+    rgb = keras.layers.Conv2D(4, 3, use_bias=False, kernel_initializer="zeros")
     rgb.build((None, 8, 8, 3))
     kernel = np.zeros((3, 3, 3, 4), np.float32)
     kernel[1, 1, 0, 0] = 2.0  # filter 0: a red dot on mid-grey
@@ -261,7 +305,7 @@ def test_kernel_grid_pictures_kernels():
     assert np.all(grid[:8, :8, 2] == 0)
     assert np.all(grid[:24, 26:50] == 255)  # a uniform positive kernel is white
 
-    grey = keras.layers.Conv2D(3, 3)
+    grey = keras.layers.Conv2D(3, 3, kernel_initializer="zeros")
     grey.build((None, 8, 8, 1))
     weights = np.zeros((3, 3, 1, 3), np.float32)
     weights[:, :, 0, 0] = SOBEL_X
@@ -269,7 +313,7 @@ def test_kernel_grid_pictures_kernels():
     tiles = kernel_grid(grey, cols=3, scale=1, margin=0)
     assert tiles.shape == (3, 9, 3)
     np.testing.assert_array_equal(tiles[:, :3, 0], [[64, 128, 191], [0, 128, 255], [64, 128, 191]])
-    deep = keras.layers.Conv2D(2, 3)
+    deep = keras.layers.Conv2D(2, 3, kernel_initializer="zeros")
     deep.build((None, 8, 8, 5))
     assert kernel_grid(deep, per_input=True, scale=2, margin=1).shape == (2 * 6 + 1, 5 * 6 + 4, 3)
 
@@ -296,11 +340,15 @@ def test_clear_errors(backbone, conv2_viz):
     with pytest.raises(ValueError, match="maps\\[0\\]"):
         feature_map_grid(np.zeros((1, 4, 4, 2)))
     # Too small: the layer's output would vanish, or leave nothing inside the border.
-    free = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, name="c1"),
-                             keras.layers.MaxPooling2D(), keras.layers.Conv2D(4, 3, name="c2"),
-                             keras.layers.MaxPooling2D(), keras.layers.Conv2D(4, 3, name="c3")])
+    free = keras.Sequential([keras.Input((None, None, 3)),
+                             keras.layers.Conv2D(4, 3, kernel_initializer="zeros", name="c1"),
+                             keras.layers.MaxPooling2D(),
+                             keras.layers.Conv2D(4, 3, kernel_initializer="zeros", name="c2"),
+                             keras.layers.MaxPooling2D(),
+                             keras.layers.Conv2D(4, 3, kernel_initializer="ones", name="c3")])
     with pytest.raises(ValueError, match="too small"):
         FilterVisualizer(free, "c3").visualize(filters=[0], size=6)
     with pytest.raises(ValueError, match="too small.*border=2"):
         FilterVisualizer(free, "c3").visualize(filters=[0], size=24)  # c3 is 2x2
-    assert FilterVisualizer(free, "c3").visualize(filters=[0], size=24, border=0, steps=1).shape == (1, 24, 24, 3)
+    no_border = FilterVisualizer(free, "c3").optimize(filters=[0], size=24, border=0, steps=1)
+    assert no_border.shape == (1, 24, 24, 3)

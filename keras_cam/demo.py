@@ -1,0 +1,229 @@
+"""The embedded demo: train a small CNN with a `CAMHead` on synthetic shapes and score its CAMs.
+
+Everything is generated, so it runs offline and every heatmap can be checked against the true object mask
+(`keras-cam demo`, or `make demo`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+
+from keras_cam import datasets, metrics, visualize
+from keras_cam.layers import CAMHead, class_activation_maps
+
+DEFAULT_EPOCHS = 10
+CLASSES = ("circle", "square", "triangle")
+_TILES = 16  # images per grid
+
+
+def build_demo_model(
+    input_shape: Tuple[int, int, int] = (48, 48, 3),
+    num_classes: int = 3,
+    width: int = 16,
+    name: str = "shapes_cnn",
+) -> keras.Model:
+    """A small all-convolutional classifier ending in a `CAMHead`, made for sharp CAMs.
+
+    Four conv-BN-ReLU blocks and two poolings only, so the head sees a feature map at 1/4 of the input
+    resolution (12x12 for a 48x48 input): a CAM has the feature map's resolution, and no Flatten or Dense
+    layer loses where things are. The last block's receptive field (26 pixels) covers a whole shape.
+
+    Args:
+        input_shape: `(height, width, channels)` of the images.
+        num_classes: number of classes.
+        width: filters of the first block (doubled after each pooling).
+        name: model name.
+
+    Returns:
+        A Sequential model (not compiled); the head is the layer named `"cam_head"` and its input the
+        output of the layer named `"features"`.
+
+    Example:
+
+    >>> from keras_cam.demo import build_demo_model
+    >>> build_demo_model((48, 48, 3), 3).output_shape
+    (None, 3)
+    """
+
+    def block(filters: int, block_name: str) -> list:
+        return [
+            keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{block_name}_conv"),
+            # momentum 0.9: the moving statistics must keep up with a model trained for only a few hundred
+            # steps, or inference-mode predictions lag behind training-mode ones.
+            keras.layers.BatchNormalization(momentum=0.9, name=f"{block_name}_bn"),
+            keras.layers.Activation("relu", name=block_name),
+        ]
+
+    layers = [keras.Input(input_shape, name="image")]
+    layers += block(width, "block1") + [keras.layers.MaxPooling2D(name="pool1")]
+    layers += block(2 * width, "block2") + [keras.layers.MaxPooling2D(name="pool2")]
+    layers += block(4 * width, "block3")
+    layers += block(4 * width, "features")
+    layers += [CAMHead(num_classes, name="cam_head")]
+    return keras.Sequential(layers, name=name)
+
+
+def train_demo_model(
+    model: keras.Model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 32,
+    verbose: int = 0,
+) -> keras.callbacks.History:
+    """Compiles and trains `model` the way the demo does (Adam, cosine-decayed learning rate).
+
+    Args:
+        model: e.g. `build_demo_model(...)`; compiled here.
+        images: float32 `(N, H, W, 3)` training images.
+        labels: int `(N,)` class indices.
+        epochs: training epochs.
+        batch_size: training batch size.
+        verbose: `fit` verbosity.
+
+    Returns:
+        The `History` returned by `fit`.
+    """
+    steps = epochs * int(np.ceil(len(images) / batch_size))
+    # A high rate leaves the initial plateau fast; decaying it lets the last epochs settle the weights, and
+    # with them the BatchNormalization statistics that inference uses.
+    learning_rate = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=steps, alpha=0.02)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+
+
+def run_demo(
+    out_dir: str = "demo_out",
+    epochs: int = DEFAULT_EPOCHS,
+    seed: int = 0,
+    n_train: int = 3000,
+    n_val: int = 300,
+    size: int = 48,
+    batch_size: int = 32,
+    verbose: int = 1,
+    classes: Sequence[str] = CLASSES,
+) -> Dict[str, Any]:
+    """Trains `build_demo_model` on `make_shapes`, prints accuracy and pointing game, writes pictures.
+
+    Writes to `out_dir`: `class_<name>.png` (CAM overlays of validation images of each class, for their
+    true class), `correct.png` and `wrong.png` (overlays for the predicted class; `wrong.png` is skipped
+    when every prediction is right, noted in the summary), and `summary.json`.
+
+    The demo owns its process, so it seeds every generator with `keras.utils.set_random_seed(seed)`: two
+    runs with the same seed on the same backend and machine train the same model.
+
+    Args:
+        out_dir: output folder (created if needed).
+        epochs: training epochs (>= 1).
+        seed: seed of the data and of the training.
+        n_train: training images.
+        n_val: held-out images used for accuracy, pointing game and pictures.
+        size: image height and width.
+        batch_size: training batch size.
+        verbose: 0 silent, 1 progress bar and results, 2 one line per epoch and results.
+        classes: shape classes (names understood by `make_shapes`).
+
+    Returns:
+        The summary dict written to `summary.json` (`accuracy`, `pointing_game`, `energy_pointing_game`,
+        `chance_pointing_game`, `epochs`, `seed`, `backend`, `keras_version`, `seconds`, `files`, ...).
+
+    Example:
+
+    ```python
+    from keras_cam.demo import run_demo
+    summary = run_demo("demo_out", epochs=6)
+    print(summary["pointing_game"])
+    ```
+    """
+    for arg, value, low in (("epochs", epochs, 1), ("n_train", n_train, 1), ("n_val", n_val, 1),
+                            ("size", size, 16), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}.")
+    start = time.perf_counter()
+    say = print if verbose else (lambda *a, **k: None)
+    os.makedirs(out_dir, exist_ok=True)
+
+    keras.utils.set_random_seed(seed)
+    classes = tuple(classes)
+    x_train, y_train, _ = datasets.make_shapes(n_train, size=size, seed=seed, classes=classes)
+    # A different seed stream for the held-out images, so they are never training images.
+    x_val, y_val, m_val = datasets.make_shapes(n_val, size=size, seed=seed + 10_000, classes=classes)
+
+    model = build_demo_model((size, size, 3), len(classes))
+    say(f"Training a {model.count_params():,}-parameter CNN with a CAMHead on {n_train} synthetic shapes "
+        f"({', '.join(classes)}), {epochs} epochs, {keras.backend.backend()} backend.")
+    train_demo_model(model, x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
+
+    probs = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=128, verbose=0))
+    pred = probs.argmax(axis=-1)
+    accuracy = float(np.mean(pred == y_val))
+    # The pointing game asks whether the map of the *true* class peaks on the object.
+    cams = class_activation_maps(model, x_val, targets=y_val)
+    pointing = float(metrics.pointing_game(cams, m_val))
+    energy = float(metrics.energy_pointing_game(cams, m_val))
+    chance = float(np.mean(m_val))  # a uniformly random point lands in the mask this often
+    say(f"validation accuracy: {accuracy:.2f}")
+    say(f"pointing game: {pointing:.2f} (chance {chance:.2f})")
+    say(f"energy pointing game: {energy:.2f} (chance {chance:.2f})")
+
+    files = []
+
+    def write(filename: str, image: np.ndarray) -> None:
+        path = os.path.join(out_dir, filename)
+        visualize.save_image(path, image)
+        files.append(filename)
+
+    for c, name in enumerate(classes):
+        idx = np.flatnonzero(y_val == c)[:_TILES]
+        if idx.size:
+            labels = [f"{name} {probs[i, c]:.2f}" for i in idx]
+            write(f"class_{name}.png", _overlay_grid(x_val[idx], cams[idx], labels))
+    right, wrong = np.flatnonzero(pred == y_val), np.flatnonzero(pred != y_val)
+    if right.size:
+        idx = right[:_TILES]
+        write("correct.png", _overlay_grid(x_val[idx], cams[idx], [classes[pred[i]] for i in idx]))
+    if wrong.size:
+        idx = wrong[:_TILES]
+        # What the model looked at when it was wrong: the map of the class it predicted.
+        wrong_cams = class_activation_maps(model, x_val[idx], targets=pred[idx])
+        labels = [f"{classes[y_val[i]]}->{classes[pred[i]]}" for i in idx]
+        write("wrong.png", _overlay_grid(x_val[idx], wrong_cams, labels))
+
+    summary = {
+        "accuracy": round(accuracy, 4),
+        "pointing_game": round(pointing, 4),
+        "energy_pointing_game": round(energy, 4),
+        "chance_pointing_game": round(chance, 4),
+        "wrong_predictions": int(wrong.size),
+        "epochs": int(epochs),
+        "seed": int(seed),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "size": int(size),
+        "classes": list(classes),
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+        "files": files + ["summary.json"],
+        "note": None if wrong.size else "every validation image was classified correctly; no wrong.png",
+    }
+    summary["seconds"] = round(time.perf_counter() - start, 2)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    say(f"wrote {', '.join(summary['files'])} to {out_dir}/ in {summary['seconds']:.0f} s")
+    return summary
+
+
+def _overlay_grid(images: np.ndarray, heatmaps: np.ndarray, labels: Optional[Sequence[str]] = None) -> np.ndarray:
+    tiles = np.stack([visualize.overlay(img, cam, alpha=0.4) for img, cam in zip(images, heatmaps)])
+    tiles = np.stack([_upscale(t, 3) for t in tiles])  # 48x48 tiles are too small to read
+    return visualize.image_grid(tiles, cols=min(len(tiles), 8), labels=labels)
+
+
+def _upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)

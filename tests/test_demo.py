@@ -1,0 +1,92 @@
+"""The demo model localizes (pointing game well above chance), the demo writes its files, and the CLI."""
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from keras_cam import cli
+from keras_cam.demo import build_demo_model, run_demo, train_demo_model
+
+
+def test_build_demo_model_keeps_spatial_resolution():
+    model = build_demo_model((48, 48, 3), 3)
+    assert model.output_shape == (None, 3)
+    assert model.get_layer("features").output.shape[1:3] == (12, 12)
+    assert kc.layers.find_cam_head(model) is model.get_layer("cam_head")
+
+
+def test_brief_training_localizes_shapes():
+    # Small images and light clutter keep this under a minute; the full demo uses 48 px and full clutter.
+    keras.utils.set_random_seed(0)
+    x, y, _ = kc.datasets.make_shapes(2000, size=32, seed=1, clutter=0.3, distractors=1)
+    x_val, y_val, masks = kc.datasets.make_shapes(150, size=32, seed=2, clutter=0.3, distractors=1)
+    model = build_demo_model((32, 32, 3), 3)
+    train_demo_model(model, x, y, epochs=6)
+    cams = kc.class_activation_maps(model, x_val, targets=y_val)
+    chance = float(np.mean(masks))  # a random point lands on the object this often
+    score = kc.metrics.pointing_game(cams, masks)
+    assert score >= 0.7 and score > 2 * chance, (score, chance)
+
+
+def test_run_demo_writes_summary_and_pictures(tmp_path):
+    summary = run_demo(str(tmp_path), epochs=1, n_train=96, n_val=24, size=32, verbose=0)
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written == summary
+    for key in ("accuracy", "pointing_game", "energy_pointing_game", "epochs", "seed", "backend",
+                "keras_version", "seconds"):
+        assert key in summary
+    assert summary["backend"] == keras.backend.backend() and summary["epochs"] == 1
+    for name in summary["files"]:
+        assert (tmp_path / name).stat().st_size > 0
+    assert {"class_circle.png", "class_square.png", "class_triangle.png", "correct.png"} <= set(summary["files"]) \
+        or summary["accuracy"] == 0
+    with pytest.raises(ValueError, match="`epochs` must be an integer >= 1"):
+        run_demo(str(tmp_path), epochs=0)
+
+
+def test_run_demo_is_deterministic_for_a_seed(tmp_path):
+    kwargs = dict(epochs=1, n_train=64, n_val=16, size=32, verbose=0, seed=3)
+    first = run_demo(str(tmp_path / "a"), **kwargs)
+    second = run_demo(str(tmp_path / "b"), **kwargs)
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+    assert (tmp_path / "a" / "correct.png").read_bytes() == (tmp_path / "b" / "correct.png").read_bytes() \
+        or first["accuracy"] == 0
+
+
+@pytest.mark.slow
+def test_full_demo_meets_its_targets(tmp_path, capsys):
+    summary = run_demo(str(tmp_path), verbose=1)
+    out = capsys.readouterr().out
+    assert f"pointing game: {summary['pointing_game']:.2f}" in out
+    assert summary["pointing_game"] >= 0.9 and summary["accuracy"] >= 0.9
+
+
+# ---------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_help_exits_zero(capsys):
+    for argv in (["--help"], ["demo", "--help"]):
+        assert cli.main(argv) == 0
+    assert "--epochs" in capsys.readouterr().out
+
+
+def test_cli_usage_errors_exit_two_with_one_line(capsys):
+    for argv in (["demo", "--epochs", "0"], ["demo", "--seed", "x"], ["nope"], []):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("keras-cam"), err
+    assert cli.main(["demo", "--epochs", "0"]) == 2
+    assert "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_cli_library_errors_are_one_line_exit_two(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    # --out names an existing file: the demo cannot create its folder (an OSError from the library).
+    code = cli.main(["demo", "--epochs", "1", "--out", str(blocker / "sub")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-cam: error: ")
