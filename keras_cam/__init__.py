@@ -17,6 +17,7 @@ from keras_cam.explainers import (
     available_methods,
     get_explainer,
 )
+from keras_cam.filters import FilterVisualizer, feature_map_grid, feature_maps, kernel_grid
 from keras_cam.layers import CAMHead, attach_cam_head, class_activation_maps
 from keras_cam.visualize import image_grid, overlay, save_image
 
@@ -27,6 +28,7 @@ __all__ = [
     "BaseCAM",
     "CAMHead",
     "EigenCAM",
+    "FilterVisualizer",
     "GradCAM",
     "GradCAMPlusPlus",
     "HiResCAM",
@@ -38,8 +40,11 @@ __all__ = [
     "available_methods",
     "class_activation_maps",
     "datasets",
+    "feature_map_grid",
+    "feature_maps",
     "get_explainer",
     "image_grid",
+    "kernel_grid",
     "metrics",
     "overlay",
     "save_image",

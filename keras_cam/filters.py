@@ -165,11 +165,12 @@ def deprocess_image(x: Any) -> np.ndarray:
 class FilterVisualizer:
     """Patterns that maximize filters of a layer, by gradient ascent on the input (seeds 000 and 004).
 
-    For filter `f`, the loss of its image is the mean of `activation[..., f]` over the layer's output,
-    minus a `border` of `border` pixels on each side (edge pixels see padding, not the image), minus the
-    optional penalties. Each step adds `step_size` times the gradient divided by its root mean square
-    (+1e-5), per image, as in seed 004. The start is seed 004's grey image with noise,
-    `128 + 20 * uniform` on the 0..255 scale, mapped to `value_range`.
+    For filter `f`, the loss of its image is the mean of `activation[..., f]` over the layer's output
+    without `border` pixels on each side (edge pixels see the padding, not the image), minus the optional
+    penalties. Each step adds `step_size` times the gradient divided by its root mean square (+1e-5), per
+    image, as in seed 004. The start is seed 004's grey image with noise, `128 + 20 * uniform` on the
+    0..255 scale, mapped to `value_range`. A filter that is zero on the whole start image (a ReLU that
+    grey does not open) has a zero gradient, so its pattern stays the start noise, as in the seed.
 
     Every requested filter is optimized in one batch (image i ascends filter i), chunked by `batch_size`,
     with one compiled step reused for every step and chunk. Each image's loss depends only on its own
@@ -187,7 +188,9 @@ class FilterVisualizer:
         layer: the layer whose filters are visualized: a name (found at any depth), an `"outer/inner"` path,
             a `keras.layers.Layer` of the model, or `None` for the last spatial layer.
         value_range: `(low, high)` of the inputs the model expects, e.g. `(0, 1)` (default), `(0, 255)`
-            (seed 004's VGG16) or `(-1, 1)`. The start image and the default step are scaled to it.
+            (raw pixels, as seed 004 feeds VGG16), `(-1, 1)` (MobileNet, ResNetV2) or `(-128, 128)`
+            (VGG16's "caffe" preprocessing, where grey is 0). The start image and the default step are
+            scaled to it.
         use_logits: maximize the pre-activation of a layer ending in softmax/sigmoid.
 
     Example:
