@@ -75,13 +75,15 @@ class Report:
 
 
 def ours(method: str, model, layer: str, x: np.ndarray, t: np.ndarray, args) -> Callable[[], np.ndarray]:
-    kwargs = {"max_channels": args.max_channels, "batch_size": args.score_batch} if method == "scorecam" else {}
+    kwargs = {}
+    if method == "scorecam":
+        kwargs = {"max_channels": args.max_channels, "batch_size": args.score_batch}
     explainer = kc.get_explainer(method, model, layer=layer, **kwargs)
     return lambda: explainer.explain(x, targets=t)
 
 
 def _logits_head(model):
-    """(tensor feeding the last Dense, its kernel, its bias) when the model ends in Dense+softmax, else None."""
+    """(input of the last Dense, its kernel, its bias) when the model ends in Dense+softmax, else None."""
     head = model.layers[-1]
     activation = getattr(getattr(head, "activation", None), "__name__", "")
     if isinstance(head, keras.layers.Dense) and activation in ("softmax", "sigmoid"):
@@ -232,7 +234,7 @@ def tf_keras_vis(method: str, model, layer: str, x: np.ndarray, t: np.ndarray, a
     from tf_keras_vis.utils.scores import CategoricalScore
 
     module, cls = TF_KERAS_VIS[method]
-    # clone=True: ReplaceToLinear would otherwise rewrite the softmax of the model that ours and the limit use.
+    # clone=True: ReplaceToLinear would otherwise rewrite the softmax of the model ours and the limit use.
     # The clone is structurally identical, so the per-call cost is the same either way (only construction
     # differs, and it is outside the timing).
     peer = getattr(importlib.import_module(module), cls)(model, model_modifier=ReplaceToLinear(), clone=True)
@@ -277,7 +279,8 @@ def run_interleaved(contenders: Dict[str, Callable[[], object]], repeats: int, l
         order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
         for name in order:
             times[name].append(timed(contenders[name]))
-        log(f"    round {r + 1}/{repeats}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f}" for n in names) + " ms")
+        rounds = ", ".join(f"{n} {times[n][-1] * 1e3:.0f}" for n in names)
+        log(f"    round {r + 1}/{repeats}: {rounds} ms")
     return first, times, outputs
 
 
@@ -335,7 +338,6 @@ def bench_model(key: str, args, log: Report) -> List[str]:
             f, t_, o_ = run_interleaved(group, repeats, log)
             first.update(f), times.update(t_), outputs.update(o_)
     med = {name: statistics.median(v) for name, v in times.items()}
-    best = {name: min(v) for name, v in times.items()}
 
     # Agreement with tf-keras-vis (outside timing). Gradient methods: raw maps at the layer's resolution
     # (no upsampling or normalization to differ on). Score-CAM: the warm-up calls' final heatmaps (a second
@@ -365,12 +367,12 @@ def bench_model(key: str, args, log: Report) -> List[str]:
     log(*notes)
 
     if BACKEND == "tensorflow":
-        header = ["method", "ours ms", "limit ms", "ours/limit", "ours/limit (best)", "tf-keras-vis ms",
+        header = ["method", "ours ms", "limit ms", "ours/limit", "tf-keras-vis ms",
                   "tf-keras-vis/ours",
                   "first call s (ours / limit / tf-keras-vis)"]
     else:
         header = ["method", "ours ms", "forward ms (lower)", "fwd+bwd to input ms (upper)", "ours/lower",
-                  "ours/lower (best)", "ours/upper", "first call s (ours / lower / upper)"]
+                  "ours/upper", "first call s (ours / lower / upper)"]
     rows = []
     verdicts = []
     for m in methods:
@@ -378,43 +380,42 @@ def bench_model(key: str, args, log: Report) -> List[str]:
         peer = med.get(f"tf-keras-vis {m}")
         peer = None if peer is None else peer * 1e3
         f_ours = first[f"ours {m}"]
-        ob = best[f"ours {m}"]
         if m == "scorecam":
-            lb = best["scorecam limit"]
             lims = [med["scorecam limit"] * 1e3]
             first_lims = [first["scorecam limit"]]
             label = f"scorecam (K={args.max_channels}, chunk {args.score_batch})"
         else:
-            lb = best[limit_labels[0]]
             lims = [med[l] * 1e3 for l in limit_labels]
             first_lims = [first[l] for l in limit_labels]
             label = m
         if BACKEND == "tensorflow":
             f_peer = first.get(f"tf-keras-vis {m}")
-            rows.append([label, fmt(o), fmt(lims[0]), f"{o / lims[0]:.2f}x", f"{ob / lb:.2f}x", fmt(peer),
+            rows.append([label, fmt(o), fmt(lims[0]), f"{o / lims[0]:.2f}x", fmt(peer),
                          "–" if peer is None else f"{peer / o:.1f}x",
                          " / ".join(fmt(v, 2) for v in [f_ours, first_lims[0], f_peer])])
         else:
             if m == "scorecam":
-                rows.append([label, fmt(o), fmt(lims[0]), "–", f"{o / lims[0]:.2f}x", f"{ob / lb:.2f}x", "–",
+                rows.append([label, fmt(o), fmt(lims[0]), "–", f"{o / lims[0]:.2f}x", "–",
                              " / ".join(fmt(v, 2) for v in [f_ours, first_lims[0]])])
             else:
                 rows.append([label, fmt(o), fmt(lims[0]), fmt(lims[1]), f"{o / lims[0]:.2f}x",
-                             f"{ob / lb:.2f}x", f"{o / lims[1]:.2f}x", " / ".join(fmt(v, 2) for v in [f_ours] + first_lims)])
+                             f"{o / lims[1]:.2f}x", " / ".join(fmt(v, 2) for v in [f_ours] + first_lims)])
         verdicts.extend(targets_for(m, o, lims, peer, app))
     log("", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         log("| " + " | ".join(row) + " |")
-    log("", "Times are medians over the rounds; \"(best)\" is the ratio of each contender's fastest round, the one "
-        "least disturbed by other processes.")
+    log("", "Times are medians over the rounds (each round is in the log above).")
     if BACKEND != "tensorflow":
-        log("", "On JAX/PyTorch the gradient methods' limit lies between the two bounds; for a layer near the head",
-            "(as here: only pooling + Dense follow it) it is close to the forward-only lower bound.")
+        log("", "On JAX/PyTorch the gradient methods' limit lies between the two bounds; for a layer near "
+            "the head (as here: only pooling + Dense follow it) it is close to the forward-only lower bound.",
+            "On PyTorch every contender runs eagerly, as Keras' torch backend and keras-cam's torch seam do."
+            if BACKEND == "torch" else "On JAX every contender is jax.jit-compiled.")
     log("")
     return verdicts
 
 
-def targets_for(method: str, ours_ms: float, lims: List[float], peer_ms: Optional[float], app: str) -> List[str]:
+def targets_for(method: str, ours_ms: float, lims: List[float], peer_ms: Optional[float],
+                app: str) -> List[str]:
     out = []
 
     def line(ok: bool, text: str) -> str:
@@ -427,7 +428,8 @@ def targets_for(method: str, ours_ms: float, lims: List[float], peer_ms: Optiona
         if BACKEND != "tensorflow":
             out.append(f"[info] {app} Grad-CAM vs the lower bound (forward only): {ours_ms / lims[0]:.2f}x")
         if peer_ms is not None:
-            out.append(line(peer_ms >= 5 * ours_ms, f"Grad-CAM >= 5x faster than tf-keras-vis: {peer_ms / ours_ms:.1f}x"))
+            out.append(line(peer_ms >= 5 * ours_ms,
+                            f"Grad-CAM >= 5x faster than tf-keras-vis: {peer_ms / ours_ms:.1f}x"))
     if method == "scorecam":
         out.append(line(ours_ms <= 1.2 * lims[0], f"Score-CAM <= 1.2x its limit (masked forwards): "
                                                   f"{ours_ms / lims[0]:.2f}x"))
@@ -448,7 +450,8 @@ def main(argv=None) -> int:
     p.add_argument("--score-repeats", type=int, default=3,
                    help="timed rounds for Score-CAM, whose calls take seconds to minutes (default 3)")
     p.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma-separated from {ALL_METHODS}")
-    p.add_argument("--max-channels", type=int, default=64, help="Score-CAM channels per image (K; tf-keras-vis max_N)")
+    p.add_argument("--max-channels", type=int, default=64,
+                   help="Score-CAM channels per image (K; tf-keras-vis max_N)")
     p.add_argument("--score-batch", type=int, default=32, help="Score-CAM masked images per forward pass")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="also write the printed report to this file (Markdown)")
@@ -487,7 +490,8 @@ def main(argv=None) -> int:
         f"({platform.processor() or platform.machine()}), no GPU; python {platform.python_version()}",
         f"- {versions}, keras-cam {kc.__version__}",
         f"- settings: models {args.models}, {args.size}x{args.size}, batch {args.batch}, random weights "
-        f"(weights=None), random images (seed {args.seed}), fixed random int targets; methods {args.methods}; "
+        f"(weights=None), random images (seed {args.seed}), fixed random int targets; "
+        f"methods {args.methods}; "
         f"Score-CAM K={args.max_channels} channels per image, {args.score_batch} masked images per forward; "
         f"{args.repeats} interleaved repeats ({args.score_repeats} for Score-CAM) after 1 warm-up call each, "
         f"medians; load average at start {load()}",
@@ -501,7 +505,8 @@ def main(argv=None) -> int:
     log("## Targets (informational)", "")
     log(*[f"- {v}" for v in verdicts] or ["- (no target applies to the chosen methods)"])
     log("", f"Total benchmark time: {time.perf_counter() - total:.0f} s; load average at end {load()} "
-        f"(other processes on this {os.cpu_count()}-core machine add noise; the interleaving spreads it evenly)")
+        f"(other processes on this {os.cpu_count()}-core machine add noise; the interleaving spreads it "
+        "evenly)")
     if args.save:
         save(args.save, log)
     return 0

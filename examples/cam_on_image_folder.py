@@ -65,7 +65,11 @@ def load_folder(path, size, batch_size, seed):
     )
     class_names = list(train.class_names)
     # The CAM overlays want the images as the model sees them, so scale in the pipeline, not in the model.
-    return train.map(lambda x, y: (x / 255.0, y)), val.map(lambda x, y: (x / 255.0, y)), class_names
+    return train.map(to_unit_range), val.map(to_unit_range), class_names
+
+
+def to_unit_range(images, labels):
+    return images / 255.0, labels
 
 
 def build_model(args, num_classes):
@@ -88,7 +92,8 @@ def main(argv=None):
     if args.data:
         train, val, class_names = load_folder(args.data, args.size, args.batch_size, args.seed)
         model = build_model(args, len(class_names))
-        model.fit(train, validation_data=val, epochs=args.epochs, verbose=2)
+        # shuffle=False: image_dataset_from_directory already reshuffles the files every epoch.
+        model.fit(train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=2)
         images, labels = [], []
         for x, y in val:  # enough validation images for the overlays
             images.append(np.asarray(x))

@@ -12,9 +12,9 @@ convolutional layer `block5_conv3`, and an OpenCV JET heatmap blended over the p
                                                         no K.function, no sub-model)
     pooled_grads = K.mean(grads, axis=(0, 1, 2))        the channel weights: GradCAM.get_cam_weights = mean of
                                                         the gradients over (h, w), per image
-    conv_output[:, :, i] *= pooled_grads[i];            the map: ReLU(sum_k w_k A_k) (mean or sum over channels
-    heatmap = np.mean(conv_output, axis=-1)             differ only by the factor 1/512, which the
-                                                        normalization removes)
+    conv_output[:, :, i] *= pooled_grads[i];            the map: ReLU(sum_k w_k A_k) (mean or sum over
+    heatmap = np.mean(conv_output, axis=-1)             channels differ only by the factor 1/512, which
+                                                        the normalization removes)
     heatmap = np.maximum(heatmap, 0); heatmap /= max    normalize=True: per-image min-max to [0, 1]
     cv2.resize(heatmap, img size); applyColorMap(JET);  kc.overlay(image, heatmap, alpha=0.4, colormap="jet"):
     heatmap * 0.4 + img; cv2.imwrite(...)               the same resize and JET map, blended as a convex mix
@@ -56,7 +56,8 @@ def parse_args(argv=None):
     parser.add_argument("--class-index", type=int, default=AFRICAN_ELEPHANT,
                         help=f"ImageNet class to explain (default {AFRICAN_ELEPHANT}, 'African elephant')")
     parser.add_argument("--layer", default="block5_conv3", help="layer to explain (default: block5_conv3)")
-    parser.add_argument("--alpha", type=float, default=0.4, help="heatmap strength in the overlay (default 0.4)")
+    parser.add_argument("--alpha", type=float, default=0.4,
+                        help="heatmap strength in the overlay (default 0.4)")
     parser.add_argument("--probabilities", action="store_true",
                         help="differentiate the softmax probability, as seed 000 does (default: the logit)")
     parser.add_argument("--out", default="elephant_cam.jpg", help="output image (.jpg or .png)")
@@ -64,7 +65,7 @@ def parse_args(argv=None):
 
 
 def load_image(path):
-    """(the picture to draw on: uint8 RGB at its own size, the model's input: preprocessed (1, 224, 224, 3))."""
+    """(picture to draw on: uint8 RGB at its own size, model input: preprocessed (1, 224, 224, 3))."""
     if path is None:
         images, _, _ = kc.datasets.make_shapes(1, size=224)
         picture = np.round(images[0] * 255.0).astype(np.uint8)
@@ -83,8 +84,8 @@ def load_image(path):
 def main(argv=None):
     args = parse_args(argv)
     if args.weights is not None and not os.path.isfile(args.weights):
-        raise SystemExit(f"--weights {args.weights!r} is not a file. Nothing is downloaded here: give the path "
-                         "of a local VGG16 weights file (with the classifier top).")
+        raise SystemExit(f"--weights {args.weights!r} is not a file. Nothing is downloaded here: give the "
+                         "path of a local VGG16 weights file (with the classifier top).")
     if args.weights is None:
         print("NOTE: no --weights given, so VGG16 has RANDOM weights: the heatmap below means nothing about "
               "elephants. The pipeline (gradients, weights, map, overlay) is exactly the one used with "
@@ -100,8 +101,9 @@ def main(argv=None):
 
     probabilities = keras.ops.convert_to_numpy(model(x, training=False))[0]
     top = np.argsort(-probabilities)[:5]
-    print(f"Explained class {args.class_index} at layer {args.layer} (map {heatmap.shape[0]}x{heatmap.shape[1]}); "
-          f"its {'probability' if args.probabilities else 'logit'}: {explanation.scores[0]:.4g}, "
+    score_name = "probability" if args.probabilities else "logit"
+    print(f"Explained class {args.class_index} at layer {args.layer} "
+          f"(map {heatmap.shape[0]}x{heatmap.shape[1]}); its {score_name}: {explanation.scores[0]:.4g}, "
           f"probability {probabilities[args.class_index]:.4g}")
     print("Top-5 classes: " + ", ".join(f"{i} ({probabilities[i]:.3f})" for i in top))
     if heatmap.max() == 0:

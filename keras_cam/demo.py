@@ -137,7 +137,7 @@ def run_demo(
 
     ```python
     from keras_cam.demo import run_demo
-    summary = run_demo("demo_out", epochs=6)
+    summary = run_demo("demo_out")   # about a minute on 2 CPU cores
     print(summary["pointing_game"])
     ```
     """
@@ -145,6 +145,8 @@ def run_demo(
                             ("size", size, 16), ("batch_size", batch_size, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
     start = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
     os.makedirs(out_dir, exist_ok=True)
@@ -194,6 +196,11 @@ def run_demo(
         wrong_cams = class_activation_maps(model, x_val[idx], targets=pred[idx])
         labels = [f"{classes[y_val[i]]}->{classes[pred[i]]}" for i in idx]
         write("wrong.png", _overlay_grid(x_val[idx], wrong_cams, labels))
+    else:
+        say("every validation image was classified correctly: no wrong.png")
+        stale = os.path.join(out_dir, "wrong.png")
+        if os.path.isfile(stale):  # left by an earlier run; it would contradict this summary
+            os.remove(stale)
 
     summary = {
         "accuracy": round(accuracy, 4),
@@ -219,7 +226,9 @@ def run_demo(
     return summary
 
 
-def _overlay_grid(images: np.ndarray, heatmaps: np.ndarray, labels: Optional[Sequence[str]] = None) -> np.ndarray:
+def _overlay_grid(
+    images: np.ndarray, heatmaps: np.ndarray, labels: Optional[Sequence[str]] = None
+) -> np.ndarray:
     tiles = np.stack([visualize.overlay(img, cam, alpha=0.4) for img, cam in zip(images, heatmaps)])
     tiles = np.stack([_upscale(t, 3) for t in tiles])  # 48x48 tiles are too small to read
     return visualize.image_grid(tiles, cols=min(len(tiles), 8), labels=labels)

@@ -167,8 +167,8 @@ def _feature_output(backbone: keras.Model, feature_layer: Union[str, keras.layer
     if isinstance(feature_layer, keras.layers.Layer):
         if not any(layer is feature_layer for layer in backbone.layers):
             raise ValueError(
-                f"`feature_layer` '{feature_layer.name}' is not a layer of backbone '{backbone.name}'. Pass one "
-                "of `backbone.layers` or its name."
+                f"`feature_layer` '{feature_layer.name}' is not a layer of backbone '{backbone.name}'. "
+                "Pass one of `backbone.layers` or its name."
             )
         layer = feature_layer
     elif isinstance(feature_layer, str):
@@ -184,11 +184,14 @@ def _feature_output(backbone: keras.Model, feature_layer: Union[str, keras.layer
                 )
             guesses = close_matches(feature_layer, names)
             hint = f" Did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else ""
-            raise ValueError(f"`feature_layer` '{feature_layer}' not found in backbone '{backbone.name}'.{hint}")
+            raise ValueError(
+                f"`feature_layer` '{feature_layer}' not found in backbone '{backbone.name}'.{hint}"
+            )
         layer = backbone.get_layer(feature_layer)
     else:
         raise ValueError(
-            f"`feature_layer` must be None, a layer name or a keras Layer, got {type(feature_layer).__name__}."
+            "`feature_layer` must be None, a layer name or a keras Layer, got "
+            f"{type(feature_layer).__name__}."
         )
     try:
         output = layer.output
@@ -199,8 +202,8 @@ def _feature_output(backbone: keras.Model, feature_layer: Union[str, keras.layer
         ) from None
     if not _is_spatial(getattr(output, "shape", None)):
         raise ValueError(
-            f"`feature_layer` '{layer.name}' has output shape {getattr(output, 'shape', None)}, which is not a "
-            "spatial feature map (rank 4 with height and width > 1). Pick a convolutional layer."
+            f"`feature_layer` '{layer.name}' has output shape {getattr(output, 'shape', None)}, which is "
+            "not a spatial feature map (rank 4 with height and width > 1). Pick a convolutional layer."
         )
     return output
 
@@ -249,9 +252,9 @@ def attach_cam_head(
         backbone_inputs = None
     if not backbone_inputs:
         raise ValueError(
-            f"Backbone '{backbone.name}' has no defined inputs (a subclassed model or a Sequential model without "
-            "keras.Input). Start the Sequential model with keras.Input(shape), or add kc.CAMHead(num_classes) "
-            "to your model yourself."
+            f"Backbone '{backbone.name}' has no defined inputs (a subclassed model or a Sequential model "
+            "without keras.Input). Start the Sequential model with keras.Input(shape), or add "
+            "kc.CAMHead(num_classes) to your model yourself."
         )
     model_name = name if name is not None else f"{backbone.name}_cam"
     head_name = "cam_head"
@@ -265,9 +268,9 @@ def attach_cam_head(
     if len(out_shapes) != 1 or not _is_spatial(out_shapes[0]):
         shown = out_shapes[0] if len(out_shapes) == 1 else out_shapes
         raise ValueError(
-            f"Backbone '{backbone.name}' has output shape {shown}, which is not a spatial feature map (rank 4 "
-            "with height and width > 1): it already ends in pooling, Flatten or Dense. Build the backbone "
-            "without its top (for keras.applications: include_top=False, pooling=None), or pass "
+            f"Backbone '{backbone.name}' has output shape {shown}, which is not a spatial feature map "
+            "(rank 4 with height and width > 1): it already ends in pooling, Flatten or Dense. Build the "
+            "backbone without its top (for keras.applications: include_top=False, pooling=None), or pass "
             "feature_layer= with the name of its last convolutional layer."
         )
     # Fresh inputs of the same shape, dtype and name; calling the backbone on them nests it unchanged.

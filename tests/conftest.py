@@ -28,7 +28,7 @@ def _conv_layers(filters: Sequence[int]) -> list:
 
 def tiny_backbone(input_shape: Tuple[int, int, int] = (16, 16, 3), filters: Sequence[int] = (6, 8),
                   seed: int = 0, name: str = "backbone") -> keras.Model:
-    """A Sequential conv stack (conv1, pool1, conv2, ...) ending in a spatial feature map at half resolution."""
+    """A Sequential conv stack (conv1, pool1, conv2, ...) ending in a feature map at half resolution."""
     keras.utils.set_random_seed(seed)
     return keras.Sequential([keras.Input(input_shape)] + _conv_layers(filters), name=name)
 

@@ -40,8 +40,10 @@ def test_run_demo_writes_summary_and_pictures(tmp_path):
     assert summary["backend"] == keras.backend.backend() and summary["epochs"] == 1
     for name in summary["files"]:
         assert (tmp_path / name).stat().st_size > 0
-    assert {"class_circle.png", "class_square.png", "class_triangle.png", "correct.png"} <= set(summary["files"]) \
-        or summary["accuracy"] == 0
+    pictures = {"class_circle.png", "class_square.png", "class_triangle.png"}
+    assert pictures <= set(summary["files"])
+    assert ("correct.png" in summary["files"]) == (summary["accuracy"] > 0)
+    assert ("wrong.png" in summary["files"]) == (summary["wrong_predictions"] > 0)
     with pytest.raises(ValueError, match="`epochs` must be an integer >= 1"):
         run_demo(str(tmp_path), epochs=0)
 
