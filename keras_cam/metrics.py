@@ -4,6 +4,7 @@
   They need object masks, e.g. those of `keras_cam.datasets.make_shapes`.
 - `deletion_auc`, `insertion_auc` (and their curves, from `keras_cam.faithfulness`): does the map rank first
   the pixels the model relies on? They need the model, not masks.
+- `compare_methods`: every explainer on the same images, with all of the above and the time per image.
 
 The mask scores are pure numpy (plus OpenCV for resizing); they accept numpy arrays, lists or backend tensors
 and never modify them.
@@ -20,8 +21,9 @@ from keras_cam._validation import to_numpy
 # Faithfulness scores live in their own module (they run the model); they are re-exported here so that every
 # heatmap score is found under `kc.metrics`.
 from keras_cam.faithfulness import deletion_auc, deletion_curve, insertion_auc, insertion_curve
+from keras_cam.comparison import MethodComparison, compare_methods  # noqa: E402  (every method, scored)
 
-__all__ = ["deletion_auc", "deletion_curve", "energy_pointing_game", "insertion_auc", "insertion_curve",
+__all__ = ["MethodComparison", "compare_methods", "deletion_auc", "deletion_curve", "energy_pointing_game", "insertion_auc", "insertion_curve",
            "pointing_game", "pointing_game_per_image"]
 
 

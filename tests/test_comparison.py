@@ -1,0 +1,95 @@
+"""compare_methods on a hand-built model whose evidence is known: a bright square is class 1."""
+import keras
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from keras_cam.comparison import RANDOM
+
+
+def _bright_square_model(head: bool = True) -> keras.Model:
+    # Channel 0 fires on bright pixels only (sum of RGB above 1.5), channel 1 is dead; class 1's logit grows
+    # with their share, class 0's falls. Every method's map of class 1 should peak on the bright square, and
+    # a blurred or blacked-out square (the insertion / deletion baselines) no longer fires.
+    keras.utils.set_random_seed(0)
+    top = [kc.CAMHead(2, name="cam_head")] if head else [keras.layers.GlobalAveragePooling2D(),
+                                                          keras.layers.Dense(2, activation="softmax")]
+    model = keras.Sequential([keras.Input((16, 16, 3)),
+                              keras.layers.Conv2D(2, 1, activation="relu", name="bright")] + top)
+    kernel = np.zeros((1, 1, 3, 2), np.float32)
+    kernel[..., 0] = 1.0
+    model.get_layer("bright").set_weights([kernel, np.array([-1.5, 0.0], np.float32)])
+    dense = model.layers[-1].dense if head else model.layers[-1]
+    # One square (16 of 256 pixels at 1.5): mean activation 0.094, logits (-3, +3); without it (+3, -3).
+    dense.set_weights([np.array([[-64.0, 64.0], [0.0, 0.0]], np.float32), np.array([3.0, -3.0], np.float32)])
+    return model
+
+
+def _squares(n: int = 12):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0.0, 0.1, (n, 16, 16, 3)).astype(np.float32)
+    masks = np.zeros((n, 16, 16), bool)
+    for i in range(n):
+        r, c = rng.integers(0, 12, 2)
+        images[i, r:r + 4, c:c + 4] = 1.0
+        masks[i, r:r + 4, c:c + 4] = True
+    return images, masks
+
+
+@pytest.mark.backends
+def test_every_method_localizes_and_beats_random():
+    model = _bright_square_model()
+    images, masks = _squares()
+    before = images.copy()
+    result = kc.metrics.compare_methods(model, images, targets=1, masks=masks, steps=8)
+    rows = {row["method"]: row for row in result.rows}
+    assert list(rows) == kc.available_methods() + [RANDOM]
+    assert result.skipped == {} and result.targets.tolist() == [1] * 12
+    random = rows.pop(RANDOM)
+    assert random["ms_per_image"] is None and random["pointing_game"] < 0.6
+    for name, row in rows.items():
+        assert row["pointing_game"] == 1.0, name
+        assert row["energy_pointing_game"] > 2 * random["energy_pointing_game"], name
+        # Removing the square first kills the class score; inserting it first restores it.
+        assert row["deletion_auc"] < random["deletion_auc"] - 0.05, name
+        assert row["insertion_auc"] > random["insertion_auc"] + 0.05, name
+        assert row["ms_per_image"] > 0 and row["first_call_s"] > 0
+    # Oracle: on a CAMHead model Grad-CAM is CAM, so their rows agree.
+    np.testing.assert_allclose(result.heatmaps["gradcam"], result.heatmaps["cam"], atol=1e-5)
+    assert rows["gradcam"]["deletion_auc"] == pytest.approx(rows["cam"]["deletion_auc"], abs=1e-6)
+    np.testing.assert_array_equal(images, before)  # nothing the user passed is modified
+
+
+def test_markdown_table_and_predicted_targets():
+    model = _bright_square_model()
+    images, _ = _squares(4)
+    result = kc.metrics.compare_methods(model, images, methods=["gradcam", "eigencam"], steps=4,
+                                        reference=False)
+    assert result.targets.tolist() == [1, 1, 1, 1]  # None: the predicted class, bright squares are class 1
+    lines = result.to_markdown().splitlines()
+    assert lines[0].startswith("| method | pointing game") and len(lines) == 4
+    assert lines[2].startswith("| gradcam | – | – |")  # no masks: no pointing game
+
+
+def test_methods_that_do_not_apply_are_skipped_unless_named():
+    model = _bright_square_model(head=False)
+    images, masks = _squares(4)
+    result = kc.metrics.compare_methods(model, images, targets=1, masks=masks,
+                                        methods=None, steps=2, reference=False)
+    assert "cam" in result.skipped and "CAMHead" in result.skipped["cam"]
+    assert "cam" not in result.heatmaps and "gradcam" in result.heatmaps
+    with pytest.raises(ValueError, match="CAMHead"):
+        kc.metrics.compare_methods(model, images, methods=["cam"])
+
+
+def test_bad_input_gets_one_clear_error():
+    model = _bright_square_model()
+    images, masks = _squares(4)
+    with pytest.raises(ValueError, match="Unknown method 'gradkam'"):
+        kc.metrics.compare_methods(model, images, methods=["gradkam"])
+    with pytest.raises(ValueError, match="`masks` must have shape"):
+        kc.metrics.compare_methods(model, images, masks=masks[:2])
+    with pytest.raises(ValueError, match="`methods` is empty"):
+        kc.metrics.compare_methods(model, images, methods=[])
+    with pytest.raises(ValueError, match="a callable cannot be compared"):
+        kc.metrics.compare_methods(model, images, targets=lambda out: out[:, 0])
