@@ -6,7 +6,7 @@ Trains a small CNN on make_shapes (1,024 images, 48x48) and times what is spent 
   - a naive snapshot as found in tutorials: `model.predict` for the targets, a fresh Grad-CAM explainer
     (so a fresh compilation) and a PNG every epoch.
 
-Usage: KERAS_BACKEND=tensorflow python benchmarks/bench_callbacks.py [--epochs 6]
+Usage: KERAS_BACKEND=tensorflow python benchmarks/bench_callbacks.py [--epochs 6] [--save FILE.md]
 """
 import argparse
 import os
@@ -86,18 +86,31 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--save", default=None, help="also write the printed report to this file (Markdown)")
     args = parser.parse_args()
+    lines = []
+
+    def say(line):
+        print(line, flush=True)
+        lines.append(line)
+
     x, y, _ = kc.datasets.make_shapes(args.images, size=48, seed=0)
     probe, _, masks = kc.datasets.make_shapes(8, size=48, seed=1)
-    print(f"backend={keras.backend.backend()} keras={keras.__version__} cpus={os.cpu_count()} "
-          f"train images={args.images} 48x48, snapshot images=8, epochs={args.epochs}")
-    print("| snapshot | inside callback (median s) | epoch (median s) | share of epoch | first epoch s |")
-    print("|---|---|---|---|---|")
+    say(f"backend={keras.backend.backend()} keras={keras.__version__} cpus={os.cpu_count()} "
+        f"train images={args.images} 48x48, snapshot images=8, epochs={args.epochs}, "
+        f"load average {os.getloadavg()[0]:.1f}")
+    say("")
+    say("| snapshot | inside callback (median s) | epoch (median s) | share of epoch | first epoch s |")
+    say("|---|---|---|---|---|")
     for kind in ("keras-cam", "naive"):
         with tempfile.TemporaryDirectory() as out:
             inside, epoch, first = run(kind, x, y, probe, masks, args.epochs, out)
-        print(f"| {kind} | {inside:.4f} | {epoch:.3f} | {100 * inside / epoch:.2f} % | {first:.3f} |")
-    print("target: keras-cam CAMSnapshot <= 3 % of the epoch")
+        say(f"| {kind} | {inside:.4f} | {epoch:.3f} | {100 * inside / epoch:.2f} % | {first:.3f} |")
+    say("")
+    say("Medians over epochs 2..N (epoch 1 compiles). Target: keras-cam CAMSnapshot <= 3 % of the epoch.")
+    if args.save:
+        with open(args.save, "w") as f:
+            f.write("# bench_callbacks\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -133,6 +133,7 @@ class CAMSnapshot(SnapshotCallback):
         display_images: optional images in [0, 1] to draw the overlays on (when `images` are not).
         alpha, colormap: overlay settings.
         tile_size: small images are enlarged to this many pixels so the labels stay readable.
+        class_names: optional names of the classes, used in the labels instead of their indices.
 
     Example:
 
@@ -160,9 +161,11 @@ class CAMSnapshot(SnapshotCallback):
         alpha: float = 0.4,
         colormap: str = "jet",
         tile_size: int = 128,
+        class_names: Optional[Sequence[str]] = None,
     ) -> None:
         super().__init__(output_dir, every, tensorboard, log_dir)
         self.images = as_image_batch(images)
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.tile_size = int(tile_size)
         self.method = method
         self.layer = layer
@@ -194,8 +197,14 @@ class CAMSnapshot(SnapshotCallback):
             logs["cam_energy_pointing_game"] = metrics.energy_pointing_game(result.heatmaps, self.masks)
         tiles = [_at_least(visualize.overlay(img, hm, alpha=self.alpha, colormap=self.colormap), self.tile_size)
                  for img, hm in zip(self.display_images, result.heatmaps)]
-        labels = [f"ep {epoch + 1}: {t} ({s:.2f})" for t, s in zip(result.targets, result.scores)]
+        # Short enough for a 128-pixel tile: "ep12 triangle 4.21" (epoch, explained class, its score).
+        labels = [f"ep{epoch + 1} {self._class_name(t)} {s:.2f}" for t, s in zip(result.targets, result.scores)]
         return visualize.image_grid(tiles, cols=len(tiles), margin=2, labels=labels)
+
+    def _class_name(self, target: int) -> str:
+        if self.class_names is not None and 0 <= target < len(self.class_names):
+            return self.class_names[target]
+        return str(target)
 
 
 class FeatureMapSnapshot(SnapshotCallback):

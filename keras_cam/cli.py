@@ -49,14 +49,18 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser
         "demo",
         help="train a small CNN with a CAMHead on synthetic shapes and write CAM overlays",
         description="Trains a small CNN ending in a CAMHead on synthetic shapes (make_shapes), prints the "
-                    "validation accuracy and the pointing game of its class activation maps, and writes "
-                    "overlays per class, correct and wrong predictions, and summary.json to --out. "
-                    "Needs no download; about a minute on 2 CPU cores.",
+                    "validation accuracy and the pointing game of its class activation maps, and writes to "
+                    "--out: the maps of 8 held-out images after every epoch (snapshots/, with "
+                    "evolution.png/.gif), overlays per class, correct and wrong predictions, a comparison "
+                    "of every explainer (methods.md, methods.png) and summary.json. Needs no download; "
+                    "a few minutes on 2 CPU cores.",
     )
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS,
                         help=f"training epochs (default: {DEFAULT_EPOCHS})")
     parser.add_argument("--seed", type=_int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--no-compare", action="store_true",
+                        help="skip the comparison of every explainer (methods.md, methods.png)")
     return parser
 
 
@@ -64,7 +68,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     from keras_cam.demo import run_demo
 
     # A progress bar on a terminal; one line per epoch when the output goes to a file or a pipe.
-    run_demo(out_dir=args.out, epochs=args.epochs, seed=args.seed, verbose=1 if sys.stdout.isatty() else 2)
+    run_demo(out_dir=args.out, epochs=args.epochs, seed=args.seed, compare=not args.no_compare,
+             verbose=1 if sys.stdout.isatty() else 2)
     return 0
 
 

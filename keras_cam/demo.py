@@ -14,11 +14,14 @@ import keras
 import numpy as np
 
 from keras_cam import datasets, metrics, visualize
+from keras_cam.callbacks import CAMSnapshot
+from keras_cam.comparison import RANDOM, compare_methods
 from keras_cam.layers import CAMHead, class_activation_maps
 
 DEFAULT_EPOCHS = 10
 CLASSES = ("circle", "square", "triangle")
 _TILES = 16  # images per grid
+_SNAPSHOTS = 8  # held-out images watched during training
 
 
 def build_demo_model(
@@ -75,6 +78,7 @@ def train_demo_model(
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int = 32,
     verbose: int = 0,
+    callbacks: Optional[Sequence[keras.callbacks.Callback]] = None,
 ) -> keras.callbacks.History:
     """Compiles and trains `model` the way the demo does (Adam, cosine-decayed learning rate).
 
@@ -85,6 +89,7 @@ def train_demo_model(
         epochs: training epochs.
         batch_size: training batch size.
         verbose: `fit` verbosity.
+        callbacks: passed to `fit` (the demo passes a `CAMSnapshot`).
 
     Returns:
         The `History` returned by `fit`.
@@ -95,7 +100,8 @@ def train_demo_model(
     learning_rate = keras.optimizers.schedules.CosineDecay(3e-3, decay_steps=steps, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    return model.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+    return model.fit(images, labels, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose,
+                     callbacks=list(callbacks or []))
 
 
 def run_demo(
@@ -108,12 +114,22 @@ def run_demo(
     batch_size: int = 32,
     verbose: int = 1,
     classes: Sequence[str] = CLASSES,
+    compare: bool = True,
+    n_compare: int = 96,
 ) -> Dict[str, Any]:
     """Trains `build_demo_model` on `make_shapes`, prints accuracy and pointing game, writes pictures.
 
-    Writes to `out_dir`: `class_<name>.png` (CAM overlays of validation images of each class, for their
-    true class), `correct.png` and `wrong.png` (overlays for the predicted class; `wrong.png` is skipped
-    when every prediction is right, noted in the summary), and `summary.json`.
+    Writes to `out_dir`:
+    - `snapshots/epoch_NNN.png`, `snapshots/evolution.png` and `.gif`: a `CAMSnapshot` attached to the
+      training shows the CAMs of 8 held-out images after every epoch; with their masks it puts the pointing
+      game of those images in the training logs (`pointing_game_per_epoch` in the summary);
+    - `class_<name>.png` (CAM overlays of validation images of each class, for their true class),
+      `correct.png` and `wrong.png` (overlays for the predicted class; `wrong.png` is skipped when every
+      prediction is right, noted in the summary);
+    - with `compare`, `methods.md` and `methods.png`: every explainer on `n_compare` held-out images, scored
+      with `kc.metrics.compare_methods` (pointing game, energy pointing game, deletion and insertion AUC,
+      time per image), and their heatmaps side by side;
+    - `summary.json`.
 
     The demo owns its process, so it seeds every generator with `keras.utils.set_random_seed(seed)`: two
     runs with the same seed on the same backend and machine train the same model.
@@ -128,6 +144,8 @@ def run_demo(
         batch_size: training batch size.
         verbose: 0 silent, 1 progress bar and results, 2 one line per epoch and results.
         classes: shape classes (names understood by `make_shapes`).
+        compare: compare every explainer after training (`methods.md`, `methods.png`).
+        n_compare: held-out images used in the comparison (at most `n_val`).
 
     Returns:
         The summary dict written to `summary.json` (`accuracy`, `pointing_game`, `energy_pointing_game`,
@@ -142,7 +160,7 @@ def run_demo(
     ```
     """
     for arg, value, low in (("epochs", epochs, 1), ("n_train", n_train, 1), ("n_val", n_val, 1),
-                            ("size", size, 16), ("batch_size", batch_size, 1)):
+                            ("size", size, 16), ("batch_size", batch_size, 1), ("n_compare", n_compare, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -160,7 +178,17 @@ def run_demo(
     model = build_demo_model((size, size, 3), len(classes))
     say(f"Training a {model.count_params():,}-parameter CNN with a CAMHead on {n_train} synthetic shapes "
         f"({', '.join(classes)}), {epochs} epochs, {keras.backend.backend()} backend.")
-    train_demo_model(model, x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    # Watch the maps form: the CAMs of a few held-out images after each epoch, scored against their masks
+    # (the callback never changes training: the same seed trains the same weights without it).
+    snap_idx = _balanced(y_val, len(classes), _SNAPSHOTS)
+    snapshot = CAMSnapshot(x_val[snap_idx], method="cam", targets=y_val[snap_idx], masks=m_val[snap_idx],
+                           output_dir=os.path.join(out_dir, "snapshots"), class_names=classes)
+    _clear_snapshots(snapshot.output_dir)
+    history = train_demo_model(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
+                               verbose=verbose, callbacks=[snapshot])
+    per_epoch = [round(float(v), 4) for v in history.history.get("cam_pointing_game", [])]
+    say(f"pointing game of the {len(snap_idx)} snapshot images, epoch by epoch: "
+        + " ".join(f"{v:.2f}" for v in per_epoch))
 
     probs = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=128, verbose=0))
     pred = probs.argmax(axis=-1)
@@ -186,6 +214,8 @@ def run_demo(
         if idx.size:
             labels = [f"{name} {probs[i, c]:.2f}" for i in idx]
             write(f"class_{name}.png", _overlay_grid(x_val[idx], cams[idx], labels))
+    files += [f"snapshots/epoch_{e:03d}.png" for e in range(1, epochs + 1)]
+    files += ["snapshots/evolution.png", "snapshots/evolution.gif"]
     right, wrong = np.flatnonzero(pred == y_val), np.flatnonzero(pred != y_val)
     if right.size:
         idx = right[:_TILES]
@@ -202,11 +232,27 @@ def run_demo(
         if os.path.isfile(stale):  # left by an earlier run; it would contradict this summary
             os.remove(stale)
 
+    methods = None
+    if compare:
+        idx = np.arange(min(n_compare, n_val))
+        say(f"Comparing every explainer on {idx.size} held-out images (their true class)...")
+        comparison = compare_methods(model, x_val[idx], targets=y_val[idx], masks=m_val[idx])
+        table = comparison.to_markdown()
+        say(table)
+        with open(os.path.join(out_dir, "methods.md"), "w") as f:
+            f.write(_methods_page(table, idx.size, size, keras.backend.backend()))
+        files.append("methods.md")
+        write("methods.png", _methods_grid(x_val, comparison.heatmaps, classes, y_val))
+        methods = [{k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v)
+                    for k, v in row.items()} for row in comparison.rows]
+
     summary = {
         "accuracy": round(accuracy, 4),
         "pointing_game": round(pointing, 4),
         "energy_pointing_game": round(energy, 4),
         "chance_pointing_game": round(chance, 4),
+        "pointing_game_per_epoch": per_epoch,
+        "methods": methods,
         "wrong_predictions": int(wrong.size),
         "epochs": int(epochs),
         "seed": int(seed),
@@ -224,6 +270,54 @@ def run_demo(
         json.dump(summary, f, indent=2)
     say(f"wrote {', '.join(summary['files'])} to {out_dir}/ in {summary['seconds']:.0f} s")
     return summary
+
+
+def _balanced(labels: np.ndarray, num_classes: int, n: int) -> np.ndarray:
+    """Up to `n` indices, taking the classes in turn (circle, square, triangle, circle, ...)."""
+    per_class = [list(np.flatnonzero(labels == c)) for c in range(num_classes)]
+    picked = []
+    while len(picked) < n and any(per_class):
+        for queue in per_class:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return np.array(picked, dtype=np.int64)
+
+
+def _clear_snapshots(directory: str) -> None:
+    # Frames of an earlier, longer run would join this run's evolution strip.
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.startswith("epoch_") and name.endswith(".png"):
+                os.remove(os.path.join(directory, name))
+
+
+def _methods_grid(images: np.ndarray, heatmaps: Dict[str, np.ndarray], classes: Sequence[str],
+                  labels: np.ndarray) -> np.ndarray:
+    """One row per method (the random reference left out), the same held-out images in the columns."""
+    cols = _balanced(labels[: len(next(iter(heatmaps.values())))], len(classes), 6)
+    tiles, names = [], []
+    for method, maps in heatmaps.items():
+        if method == RANDOM:
+            continue
+        for j, i in enumerate(cols):
+            tiles.append(_upscale(visualize.overlay(images[i], maps[i], alpha=0.4), 2))
+            names.append(method if j == 0 else "")
+    return visualize.image_grid(tiles, cols=len(cols), margin=3, labels=names)
+
+
+def _methods_page(table: str, n: int, size: int, backend: str) -> str:
+    return (
+        "# Every explainer on the demo model\n\n"
+        f"{n} held-out `make_shapes` images ({size}x{size}), each explained for its true class at the layer "
+        f"feeding the CAMHead; {backend} backend, 2-call timing (the first call compiles).\n\n"
+        + table
+        + "\n- pointing game: share of maps whose maximum lies on the object (chance: the object's area).\n"
+        "- energy pointing game: share of the map's mass on the object.\n"
+        "- deletion AUC: the class probability as the highest-ranked pixels are removed (lower: the map found "
+        "what the model needs).\n"
+        "- insertion AUC: the class probability as they are put back on a blurred image (higher is better).\n"
+        "- random (reference): uniformly random maps, what any useful method must beat.\n"
+    )
 
 
 def _overlay_grid(

@@ -40,8 +40,16 @@ def test_run_demo_writes_summary_and_pictures(tmp_path):
     assert summary["backend"] == keras.backend.backend() and summary["epochs"] == 1
     for name in summary["files"]:
         assert (tmp_path / name).stat().st_size > 0
-    pictures = {"class_circle.png", "class_square.png", "class_triangle.png"}
+    pictures = {"class_circle.png", "class_square.png", "class_triangle.png", "methods.md", "methods.png",
+                "snapshots/epoch_001.png", "snapshots/evolution.png", "snapshots/evolution.gif"}
     assert pictures <= set(summary["files"])
+    assert len(summary["pointing_game_per_epoch"]) == 1  # CAMSnapshot's score, through the training logs
+    assert 0.0 <= summary["pointing_game_per_epoch"][0] <= 1.0
+    rows = {row["method"]: row for row in summary["methods"]}
+    assert set(rows) == set(kc.available_methods()) | {"random (reference)"}
+    table = (tmp_path / "methods.md").read_text()
+    for name in kc.available_methods():
+        assert f"| {name} | {rows[name]['pointing_game']:.3f} |" in table
     assert ("correct.png" in summary["files"]) == (summary["accuracy"] > 0)
     assert ("wrong.png" in summary["files"]) == (summary["wrong_predictions"] > 0)
     with pytest.raises(ValueError, match="`epochs` must be an integer >= 1"):
@@ -49,7 +57,7 @@ def test_run_demo_writes_summary_and_pictures(tmp_path):
 
 
 def test_run_demo_is_deterministic_for_a_seed(tmp_path):
-    kwargs = dict(epochs=1, n_train=64, n_val=16, size=32, verbose=0, seed=3)
+    kwargs = dict(epochs=1, n_train=64, n_val=16, size=32, verbose=0, seed=3, compare=False)
     first = run_demo(str(tmp_path / "a"), **kwargs)
     second = run_demo(str(tmp_path / "b"), **kwargs)
     first.pop("seconds"), second.pop("seconds")
@@ -64,6 +72,15 @@ def test_full_demo_meets_its_targets(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"pointing game: {summary['pointing_game']:.2f}" in out
     assert summary["pointing_game"] >= 0.9 and summary["accuracy"] >= 0.9
+    # The maps form during training: the snapshot images' pointing game ends well above its first epoch.
+    per_epoch = summary["pointing_game_per_epoch"]
+    assert len(per_epoch) == summary["epochs"] and per_epoch[-1] >= 0.75
+    # Every method localizes on the trained model and is more faithful than random maps (insertion).
+    rows = {row["method"]: row for row in summary["methods"]}
+    random = rows.pop("random (reference)")
+    for name, row in rows.items():
+        assert row["pointing_game"] >= 0.85, (name, row)
+        assert row["insertion_auc"] > random["insertion_auc"] + 0.2, (name, row, random)
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -72,7 +89,8 @@ def test_full_demo_meets_its_targets(tmp_path, capsys):
 def test_cli_help_exits_zero(capsys):
     for argv in (["--help"], ["demo", "--help"]):
         assert cli.main(argv) == 0
-    assert "--epochs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--epochs" in out and "--no-compare" in out
 
 
 def test_cli_usage_errors_exit_two_with_one_line(capsys):
