@@ -3,23 +3,54 @@
 Class activation maps (CAMHead), the Grad-CAM family of explainers, filter visualization and training
 callbacks for any Keras 3 model, on the TensorFlow, JAX and PyTorch backends.
 """
-from keras_cam import callbacks, datasets, metrics
-from keras_cam.explainers import (
-    CAM,
-    BaseCAM,
-    EigenCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-    available_methods,
-    get_explainer,
-)
-from keras_cam.filters import FilterVisualizer, feature_map_grid, feature_maps, kernel_grid
-from keras_cam.layers import CAMHead, attach_cam_head, class_activation_maps
-from keras_cam.visualize import image_grid, overlay, save_image
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, List
+
+# Public names -> the module that defines them. They are imported on first use (PEP 562), so that
+# `import keras_cam` and `keras-cam --help` do not pay for importing Keras and its backend up front, and
+# the command line can import the backend quietly (TensorFlow logs to the process's stderr on import).
+_EXPORTS = {
+    "CAM": "keras_cam.explainers",
+    "BaseCAM": "keras_cam.explainers",
+    "EigenCAM": "keras_cam.explainers",
+    "GradCAM": "keras_cam.explainers",
+    "GradCAMPlusPlus": "keras_cam.explainers",
+    "HiResCAM": "keras_cam.explainers",
+    "LayerCAM": "keras_cam.explainers",
+    "ScoreCAM": "keras_cam.explainers",
+    "XGradCAM": "keras_cam.explainers",
+    "available_methods": "keras_cam.explainers",
+    "get_explainer": "keras_cam.explainers",
+    "FilterVisualizer": "keras_cam.filters",
+    "feature_map_grid": "keras_cam.filters",
+    "feature_maps": "keras_cam.filters",
+    "kernel_grid": "keras_cam.filters",
+    "CAMHead": "keras_cam.layers",
+    "attach_cam_head": "keras_cam.layers",
+    "class_activation_maps": "keras_cam.layers",
+    "image_grid": "keras_cam.visualize",
+    "overlay": "keras_cam.visualize",
+    "save_image": "keras_cam.visualize",
+}
+_SUBMODULES = ("callbacks", "datasets", "metrics")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # kc.layers, kc.visualize, ...
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

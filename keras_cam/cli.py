@@ -6,8 +6,11 @@ Each subcommand is one small function: `_add_<name>(subparsers)` declares its ar
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from typing import Callable, Dict, Optional, Sequence, Tuple
+import tempfile
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 PROG = "keras-cam"
 
@@ -240,6 +243,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _native_stderr_captured() -> Iterator[tempfile.SpooledTemporaryFile]:
+    """Sends what native code writes to file descriptor 2 into a temporary file for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _import_backend() -> None:
+    """Imports Keras and its backend without their start-up logs (TensorFlow prints several lines of
+    absl/oneDNN notices to the process's stderr, which would bury our one-line errors)."""
+    if "keras" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_stderr_captured() as log:
+        try:
+            import keras  # noqa: F401
+        except Exception as e:  # the backend is missing or broken: say which, with its own log
+            log.seek(0)
+            details = log.read().decode(errors="replace").strip()
+            backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+            raise ImportError(
+                f"could not import Keras with the '{backend}' backend ({type(e).__name__}: {e}); install it "
+                f"(pip install 'keras-cam[{backend}]') or set KERAS_BACKEND to an installed one"
+                + (f"; backend log: {details.splitlines()[-1]}" if details else "")
+            ) from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command line; returns the exit status (0 ok, 2 usage or input error, 130 interrupted).
 
@@ -248,6 +286,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Args:
         argv: the arguments without the program name (default: `sys.argv[1:]`).
     """
+    try:
+        _import_backend()  # first: the parser reads defaults from modules that import Keras
+    except ImportError as e:
+        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)

@@ -85,7 +85,7 @@ def _forward_to(model: keras.layers.Layer, layer: keras.layers.Layer, inputs: An
 
 def _model_input_shape(model: keras.layers.Layer) -> Optional[Tuple[Optional[int], ...]]:
     """(H, W, C) of the model's single input, with None for free sizes; None when it cannot be known."""
-    inputs = getattr(model, "_inputs", None) or []
+    inputs = capture.graph_tensors(model, "inputs")  # Functional, and Sequential through its graph
     if len(inputs) > 1:
         raise ValueError(
             f"Model '{model.name}' has {len(inputs)} inputs; filter visualization and feature maps work on "
