@@ -55,11 +55,12 @@ def resolve_targets(targets: Targets, n: int, num_classes: Optional[int]) -> Uni
     return arr.astype(np.int32)
 
 
-def class_scores(outputs: Any, index: Any) -> Tuple[Any, Any]:
+def class_scores(outputs: Any, index: Any, probabilities: bool = False) -> Tuple[Any, Any]:
     """Score of class `index[i]` for each image (`-1` = the predicted class); returns (scores, indices).
 
-    `outputs` is (N, K). With K == 1 (one sigmoid unit) class 1 scores `z` and class 0 scores `-z`, and the
-    predicted class is `z > 0` (logits) — the symmetric reading of a binary classifier.
+    `outputs` is (N, K). With K == 1 (one sigmoid unit) class 1 scores the unit and class 0 its complement:
+    on logits `z` and `-z`, predicted `z > 0`; on `probabilities` (a sigmoid left in place) `p` and `1 - p`,
+    predicted `p > 0.5`. Both are the symmetric reading of a binary classifier.
     """
     ops = keras.ops
     if isinstance(outputs, (list, tuple, dict)):
@@ -76,9 +77,9 @@ def class_scores(outputs: Any, index: Any) -> Tuple[Any, Any]:
     index = ops.cast(index, "int32")
     if outputs.shape[-1] == 1:
         z = outputs[:, 0]
-        predicted = ops.cast(z > 0, "int32")
+        predicted = ops.cast(z > (0.5 if probabilities else 0.0), "int32")
         index = ops.where(index < 0, predicted, index)
-        return ops.where(index == 0, -z, z), index
+        return ops.where(index == 0, (1.0 - z) if probabilities else -z, z), index
     predicted = ops.cast(ops.argmax(outputs, axis=-1), "int32")
     index = ops.where(index < 0, predicted, index)
     scores = ops.take_along_axis(outputs, ops.expand_dims(index, -1), axis=-1)[:, 0]

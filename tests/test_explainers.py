@@ -354,6 +354,11 @@ def test_sigmoid_multilabel_and_binary():
     z_logit = np.log(z / (1 - z))
     np.testing.assert_allclose(result.scores, [-z_logit[0], z_logit[1]], rtol=1e-3, atol=1e-4)
     assert kc.GradCAM(binary, layer="conv1").compute(x).targets.tolist() == [int(v > 0) for v in z_logit]
+    # On probabilities (use_logits=False) class 0 scores 1 - p, and the predicted class is p > 0.5.
+    on_probs = kc.GradCAM(binary, layer="conv1", use_logits=False)
+    result = on_probs.compute(x, targets=[0, 1])
+    np.testing.assert_allclose(result.scores, [1 - z[0], z[1]], rtol=1e-4, atol=1e-5)
+    assert on_probs.compute(x).targets.tolist() == [int(v > 0.5) for v in z]
 
 
 @pytest.mark.backends

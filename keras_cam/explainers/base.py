@@ -264,7 +264,9 @@ class BaseCAM:
                                      "int or one int per image, not a callable.")
                 scores = callable_scores(targets, outputs)
                 return scores, (scores, keras.ops.zeros_like(scores, dtype="int32") + PREDICTED)
-            scores, idx = class_scores(outputs, index)
+            # Probabilities only when a sigmoid/softmax is left in place (use_logits=False).
+            probabilities = not self.use_logits and bool(self._logit_layers)
+            scores, idx = class_scores(outputs, index, probabilities=probabilities)
             return scores, (scores, idx)
 
         return score_fn
@@ -296,12 +298,12 @@ class BaseCAM:
 
     def _resolve_on_first_call(self, inputs: _Inputs) -> None:
         """Finds what needs a sample input: the auto layer and the logit layers of subclassed models."""
-        if self.layer_ref is not None and (self._logit_layers is not None or not self.use_logits):
+        if self.layer_ref is not None and self._logit_layers is not None:
             return
         sample = inputs.pack([keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays])
         if self.layer_ref is None:
             self.layer_ref = self._find_layer(None, sample)
-        if self._logit_layers is None and self.use_logits:
+        if self._logit_layers is None:  # also without use_logits: tells whether outputs are probabilities
             self._logit_layers = capture.logit_layers(self.model, sample)
 
     def _logits_scope(self):
