@@ -66,16 +66,16 @@ class ScoreCAM(BaseCAM):
         self._resolve_on_first_call(inputs)
         # First pass, compiled like every method's: activations, explained classes and their scores.
         acts, idx, scores = self._run_batches(inputs, resolved, self._batch_size(None, inputs.n), False, False)
-        size = tuple(inputs.image.shape[1:3])
+        chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, h, w, k)
+        # Fewer channels than a chunk: smaller chunks rather than forward passes over empty masks.
+        chunk = min(chunk, chosen.shape[-1])
         masked = self._masked_fn(inputs, chunk, resolved)
-        maps = []
-        for i in range(inputs.n):
-            chosen = self._channels(acts[i])
-            weights = self._channel_weights(masked, inputs, i, acts[i][..., chosen], idx[i], chunk, size)
-            cam = keras.ops.einsum("nhwc,c->nhw", keras.ops.convert_to_tensor(acts[i : i + 1][..., chosen]),
-                                   keras.ops.convert_to_tensor(weights))
-            maps.append(to_numpy(keras.ops.convert_to_numpy(self._postprocess(cam, size, upsample, normalize))))
-        return Explanation(np.concatenate(maps).astype(np.float32), idx.astype(np.int64),
+        weights = np.stack([self._channel_weights(masked, inputs, i, chosen[i], idx[i], chunk)
+                            for i in range(inputs.n)])
+        cam = keras.ops.einsum("nhwc,nc->nhw", keras.ops.convert_to_tensor(chosen),
+                               keras.ops.convert_to_tensor(weights))
+        maps = self._postprocess(cam, tuple(inputs.image.shape[1:3]), upsample, normalize)
+        return Explanation(to_numpy(keras.ops.convert_to_numpy(maps)).astype(np.float32), idx.astype(np.int64),
                            scores.astype(np.float32))
 
     def _graph(self, inputs, targets, upsample, normalize):
@@ -95,41 +95,46 @@ class ScoreCAM(BaseCAM):
         variance = a.reshape(-1, c).var(axis=0)
         return np.sort(np.argsort(-variance, kind="stable")[: self.max_channels])
 
-    def _channel_weights(self, masked, inputs, i: int, a: np.ndarray, target: int, chunk: int, size) -> np.ndarray:
-        """Softmax over channels of the target's score on the image masked by each channel."""
-        masks = _channel_masks(a, size)  # (k, H, W)
-        k = masks.shape[0]
-        base = [np.repeat(arr[i : i + 1], chunk, axis=0) for arr in inputs.arrays]
+    def _channel_weights(self, masked, inputs, i: int, a: np.ndarray, target: int, chunk: int) -> np.ndarray:
+        """Softmax over channels of the target's score on image `i` masked by each channel of `a` (h, w, k)."""
+        channels = np.ascontiguousarray(np.transpose(a, (2, 0, 1)))  # (k, h, w)
+        k = channels.shape[0]
+        # The image goes in once; masks are built and applied inside the compiled function, per chunk.
+        image = [keras.ops.convert_to_tensor(arr[i : i + 1]) for arr in inputs.arrays]
         index = keras.ops.convert_to_tensor(np.full((chunk,), target, np.int32))
         scores = []
         for start in range(0, k, chunk):
-            m = masks[start : start + chunk]
-            count = m.shape[0]
-            if count < chunk:  # pad with empty masks: one compiled signature for every chunk
-                m = np.concatenate([m, np.zeros((chunk - count,) + m.shape[1:], m.dtype)])
-            batch = list(base)
-            batch[inputs.image_index] = base[inputs.image_index] * m[..., None]
-            out = masked(index, *[keras.ops.convert_to_tensor(b) for b in batch])
+            part = channels[start : start + chunk]
+            count = part.shape[0]
+            if count < chunk:  # pad with empty channels (empty masks): one compiled signature for every chunk
+                part = np.concatenate([part, np.zeros((chunk - count,) + part.shape[1:], part.dtype)])
+            out = masked(index, keras.ops.convert_to_tensor(part), *image)
             scores.append(to_numpy(keras.ops.convert_to_numpy(out))[:count])
         s = np.concatenate(scores).astype(np.float64)
         w = np.exp(s - s.max())
         return (w / w.sum()).astype(np.float32)
 
     def _masked_fn(self, inputs, chunk: int, targets):
+        """Compiled (index, channels (chunk, h, w), *one image's inputs) -> scores of the masked images."""
+        size = tuple(inputs.image.shape[1:3])
         key = ("masked", chunk, tuple(a.shape[1:] for a in inputs.arrays), targets if callable(targets) else None)
         if key not in self._fns:
 
-            def masked(index, *tensors):
+            def masked(index, channels, *tensors):
+                ops = keras.ops
+                masks = channel_masks(channels, size)[..., None]  # (chunk, H, W, 1)
+                batch = [ops.repeat(t, chunk, axis=0) for t in tensors]
+                image = batch[inputs.image_index]
+                batch[inputs.image_index] = image * ops.cast(masks, image.dtype)
                 with self._logits_scope():
-                    outputs = self.model(inputs.pack(tensors), training=False)
+                    outputs = self.model(inputs.pack(batch), training=False)
                 return self._score_fn(targets, index)(outputs)[0]
 
             self._fns[key] = self._seam.compile(masked, self.model)
         return self._fns[key]
 
 
-def _channel_masks(a: np.ndarray, size) -> np.ndarray:
-    """(h, w, k) activations -> (k, H, W) masks in [0, 1]: bilinear upsampling, per-channel min-max."""
-    maps = keras.ops.convert_to_tensor(np.ascontiguousarray(np.transpose(a, (2, 0, 1))[..., None]))
-    up = keras.ops.image.resize(maps, size, interpolation="bilinear", antialias=False)[..., 0]
-    return to_numpy(keras.ops.convert_to_numpy(minmax(up))).astype(np.float32)
+def channel_masks(channels: Any, size) -> Any:
+    """(k, h, w) activation channels -> (k, H, W) masks in [0, 1]: bilinear upsampling, per-channel min-max."""
+    up = keras.ops.image.resize(channels[..., None], size, interpolation="bilinear", antialias=False)[..., 0]
+    return minmax(up)
