@@ -1,5 +1,6 @@
 """Training callbacks: files, logs, resume, no retracing, no effect on training, early errors."""
 import os
+import random
 
 import cv2
 import keras
@@ -39,6 +40,12 @@ def fit(model, data, callbacks, epochs=2, **kwargs):
                      validation_data=(x[64:80], y[64:80]), callbacks=callbacks, **kwargs)
 
 
+def _global_random_draws():
+    """What the next draws of Python's, numpy's and Keras' global generators will be (consumes them)."""
+    keras_draw = keras.ops.convert_to_numpy(keras.random.uniform((4,)))  # Keras' global SeedGenerator
+    return random.random(), np.random.random(), keras_draw
+
+
 @pytest.mark.backends
 def test_callbacks_do_not_change_training(data, tmp_path):
     if BACKEND == "tensorflow":
@@ -48,8 +55,8 @@ def test_callbacks_do_not_change_training(data, tmp_path):
     x, y, masks = data
     plain = small_model()
     fit(plain, data, [])
+    plain_draws = _global_random_draws()
     watched = small_model()
-    rng_state = np.random.get_state()
     callbacks = [
         kc.callbacks.CAMSnapshot(x[80:84], targets=y[80:84], masks=masks[80:84], output_dir=tmp_path / "cam"),
         kc.callbacks.FeatureMapSnapshot(x[80:82], layer="conv1", output_dir=tmp_path / "maps"),
@@ -57,14 +64,53 @@ def test_callbacks_do_not_change_training(data, tmp_path):
     ]
     history = fit(watched, data, callbacks)
     for a, b in zip(plain.get_weights(), watched.get_weights()):
+        np.testing.assert_array_equal(a, b)  # weights, and BatchNorm-free here: optimizer and Dropout seeds
+    for a, b in zip(plain.optimizer.variables, watched.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    # The callbacks drew nothing from the global generators (Python, numpy, Keras' SeedGenerator).
+    for a, b in zip(plain_draws, _global_random_draws()):
         np.testing.assert_array_equal(a, b)
-    # The callbacks drew nothing from numpy's global generator (fit itself may use it identically).
-    plain_state = np.random.get_state()
-    np.random.set_state(rng_state)
-    fit(small_model(), data, [])
-    np.testing.assert_array_equal(np.random.get_state()[1], plain_state[1])
     assert len(history.history["cam_pointing_game"]) == 2
     assert all(0.0 <= v <= 1.0 for v in history.history["cam_pointing_game"])
+    for name in ("cam", "maps", "filters"):
+        files = set(os.listdir(tmp_path / name))
+        assert {"epoch_001.png", "epoch_002.png", "evolution.png", "evolution.gif"} <= files, (name, files)
+    maps = cv2.imread(str(tmp_path / "maps" / "epoch_002.png"))
+    assert maps.shape[1] > 2 * SIZE and maps.std() > 0  # two mosaics of real activations side by side
+
+
+@pytest.mark.backends
+def test_batch_norm_statistics_untouched_and_steps_per_epoch(data, tmp_path):
+    x, y, masks = data
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((SIZE, SIZE, 3)),
+        keras.layers.Conv2D(8, 3, padding="same", name="conv1"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.ReLU(),
+        kc.CAMHead(3, name="cam_head"),
+    ])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    snap = kc.callbacks.CAMSnapshot(x[80:84], layer="conv1", masks=masks[80:84], output_dir=tmp_path)
+    seen = {}
+
+    class Stats(keras.callbacks.Callback):  # runs after the snapshot: BatchNorm statistics as it left them
+        def on_epoch_end(self, epoch, logs=None):
+            seen[epoch] = [keras.ops.convert_to_numpy(v).copy() for v in model.get_layer("bn").non_trainable_variables]
+
+    before = {}
+
+    class Before(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            before[epoch] = [keras.ops.convert_to_numpy(v).copy() for v in model.get_layer("bn").non_trainable_variables]
+
+    history = model.fit(x[:64], y[:64], batch_size=8, epochs=2, steps_per_epoch=3, verbose=0,
+                        callbacks=[Before(), snap, Stats()])
+    for epoch in (0, 1):
+        for a, b in zip(before[epoch], seen[epoch]):
+            np.testing.assert_array_equal(a, b)
+    assert len(history.history["cam_pointing_game"]) == 2
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("epoch_")) == ["epoch_001.png", "epoch_002.png"]
 
 
 @pytest.mark.backends
