@@ -483,3 +483,29 @@ def test_repeated_calls_do_not_leak():
     gc.collect()
     assert rss_mb() - before < 50
     assert not any("call" in ref.layer.__dict__ for ref in iter_layers(model))
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(BACKEND != "torch", reason="autograd recording is a PyTorch (eager) concern")
+def test_torch_records_autograd_only_downstream_of_the_layer():
+    import torch
+
+    seen = {}
+
+    class GradMode(keras.layers.Layer):
+        def call(self, x):
+            seen[self.name] = torch.is_grad_enabled()
+            return x
+
+    wts = fixed_weights()
+    layers = conv_layers(wts)
+    conv1, conv2, gap, dense = layers
+    model = keras.Sequential([keras.Input((10, 10, 3)), conv1, GradMode(name="before"), conv2,
+                              GradMode(name="after"), gap, dense])
+    set_fixed(layers, wts)
+    x = images()
+    np.testing.assert_allclose(kc.GradCAM(model, layer="conv2")(x, [0, 1, 2, 0]),
+                               kc.GradCAM(functional_model(wts), layer="conv2")(x, [0, 1, 2, 0]), atol=1e-5)
+    # The backbone's forward is not recorded (no graph through its weights); the head's is, for the gradient.
+    assert seen == {"before": False, "after": True}
+    assert torch.is_grad_enabled()  # the global grad mode is restored

@@ -15,15 +15,19 @@ def activation_grads(model, inputs, layer, score_fn: Callable):
     recorded = {}
 
     def transform(out):
-        # A fresh leaf: the backward pass ends here and works even when nothing upstream needs grads.
+        # From here on autograd records: a fresh leaf, so the backward pass ends at the captured layer.
+        torch.set_grad_enabled(True)
         out = out.detach().requires_grad_(True)
         recorded["a"] = out
         return out
 
-    with torch.enable_grad():
+    # Upstream of the layer nothing is recorded: no autograd graph through the backbone (whose weights
+    # require grads), so the forward costs what an inference pass costs and saves no activations.
+    with torch.no_grad():
         with intercept(layer, transform):
             outputs = model(inputs, training=False)
         scores, aux = score_fn(outputs)
+        torch.set_grad_enabled(True)  # also when the layer's output does not reach the scores
         (grads,) = torch.autograd.grad(scores.sum(), recorded["a"], allow_unused=True)
     a = recorded["a"].detach()
     if grads is None:
