@@ -64,7 +64,7 @@ def test_callbacks_do_not_change_training(data, tmp_path):
     ]
     history = fit(watched, data, callbacks)
     for a, b in zip(plain.get_weights(), watched.get_weights()):
-        np.testing.assert_array_equal(a, b)  # weights, and BatchNorm-free here: optimizer and Dropout seeds
+        np.testing.assert_array_equal(a, b)  # the same Dropout draws, gradients and updates
     for a, b in zip(plain.optimizer.variables, watched.optimizer.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     # The callbacks drew nothing from the global generators (Python, numpy, Keras' SeedGenerator).
@@ -92,22 +92,23 @@ def test_batch_norm_statistics_untouched_and_steps_per_epoch(data, tmp_path):
     ])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     snap = kc.callbacks.CAMSnapshot(x[80:84], layer="conv1", masks=masks[80:84], output_dir=tmp_path)
-    seen = {}
 
-    class Stats(keras.callbacks.Callback):  # runs after the snapshot: BatchNorm statistics as it left them
+    class BatchNormStats(keras.callbacks.Callback):
+        """Records the BatchNorm statistics at each epoch end, where it sits in the callback list."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = {}
+
         def on_epoch_end(self, epoch, logs=None):
-            seen[epoch] = [keras.ops.convert_to_numpy(v).copy() for v in model.get_layer("bn").non_trainable_variables]
+            self.seen[epoch] = [keras.ops.convert_to_numpy(v).copy()
+                                for v in model.get_layer("bn").non_trainable_variables]
 
-    before = {}
-
-    class Before(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            before[epoch] = [keras.ops.convert_to_numpy(v).copy() for v in model.get_layer("bn").non_trainable_variables]
-
+    before, after = BatchNormStats(), BatchNormStats()
     history = model.fit(x[:64], y[:64], batch_size=8, epochs=2, steps_per_epoch=3, verbose=0,
-                        callbacks=[Before(), snap, Stats()])
+                        callbacks=[before, snap, after])
     for epoch in (0, 1):
-        for a, b in zip(before[epoch], seen[epoch]):
+        for a, b in zip(before.seen[epoch], after.seen[epoch]):
             np.testing.assert_array_equal(a, b)
     assert len(history.history["cam_pointing_game"]) == 2
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith("epoch_")) == ["epoch_001.png", "epoch_002.png"]

@@ -122,7 +122,7 @@ class ScoreCAM(BaseCAM):
 
             def masked(index, channels, *tensors):
                 ops = keras.ops
-                masks = channel_masks(channels, size)[..., None]  # (chunk, H, W, 1)
+                masks = _channel_masks(channels, size)[..., None]  # (chunk, H, W, 1)
                 batch = [ops.repeat(t, chunk, axis=0) for t in tensors]
                 image = batch[inputs.image_index]
                 batch[inputs.image_index] = image * ops.cast(masks, image.dtype)
@@ -134,7 +134,7 @@ class ScoreCAM(BaseCAM):
         return self._fns[key]
 
 
-def channel_masks(channels: Any, size) -> Any:
+def _channel_masks(channels: Any, size) -> Any:
     """(k, h, w) activation channels -> (k, H, W) masks in [0, 1]: bilinear upsampling, per-channel min-max."""
     up = keras.ops.image.resize(channels[..., None], size, interpolation="bilinear", antialias=False)[..., 0]
     return minmax(up)
