@@ -111,7 +111,8 @@ def test_batch_norm_statistics_untouched_and_steps_per_epoch(data, tmp_path):
         for a, b in zip(before.seen[epoch], after.seen[epoch]):
             np.testing.assert_array_equal(a, b)
     assert len(history.history["cam_pointing_game"]) == 2
-    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("epoch_")) == ["epoch_001.png", "epoch_002.png"]
+    frames = sorted(n for n in os.listdir(tmp_path) if n.startswith("epoch_"))
+    assert frames == ["epoch_001.png", "epoch_002.png"]
 
 
 @pytest.mark.backends

@@ -75,8 +75,8 @@ class ScoreCAM(BaseCAM):
         cam = keras.ops.einsum("nhwc,nc->nhw", keras.ops.convert_to_tensor(chosen),
                                keras.ops.convert_to_tensor(weights))
         maps = self._postprocess(cam, tuple(inputs.image.shape[1:3]), upsample, normalize)
-        return Explanation(to_numpy(keras.ops.convert_to_numpy(maps)).astype(np.float32), idx.astype(np.int64),
-                           scores.astype(np.float32))
+        heatmaps = to_numpy(keras.ops.convert_to_numpy(maps)).astype(np.float32)
+        return Explanation(heatmaps, idx.astype(np.int64), scores.astype(np.float32))
 
     def _graph(self, inputs, targets, upsample, normalize):
         # The first pass returns the raw activations instead of a map.
@@ -96,7 +96,7 @@ class ScoreCAM(BaseCAM):
         return np.sort(np.argsort(-variance, kind="stable")[: self.max_channels])
 
     def _channel_weights(self, masked, inputs, i: int, a: np.ndarray, target: int, chunk: int) -> np.ndarray:
-        """Softmax over channels of the target's score on image `i` masked by each channel of `a` (h, w, k)."""
+        """Softmax over channels of the target score on image `i` masked by each channel of `a` (h, w, k)."""
         channels = np.ascontiguousarray(np.transpose(a, (2, 0, 1)))  # (k, h, w)
         k = channels.shape[0]
         # The image goes in once; masks are built and applied inside the compiled function, per chunk.
@@ -135,6 +135,6 @@ class ScoreCAM(BaseCAM):
 
 
 def _channel_masks(channels: Any, size) -> Any:
-    """(k, h, w) activation channels -> (k, H, W) masks in [0, 1]: bilinear upsampling, per-channel min-max."""
+    """(k, h, w) channels -> (k, H, W) masks in [0, 1]: bilinear upsampling, per-channel min-max."""
     up = keras.ops.image.resize(channels[..., None], size, interpolation="bilinear", antialias=False)[..., 0]
     return minmax(up)
