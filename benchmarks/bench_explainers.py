@@ -26,8 +26,8 @@ Usage:
     ... --methods gradcam,scorecam --max-channels 32 --save benchmarks/results/tensorflow.md
 
 PyTorch on the CPU: glibc returns torch's large buffers to the system after every call, and the page faults
-that follow make each forward pass 1.3x-1.6x slower and very noisy (measured here on MobileNetV2: 120 ms vs
-200-340 ms). `MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000` keeps them; it applies to
+that follow make each forward pass about 1.6x slower and very noisy (measured here on MobileNetV2: about
+200 ms, with peaks of 340 ms, instead of 120 ms). `MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000` keeps them; it applies to
 every contender alike, and the header records it.
 """
 from __future__ import annotations
