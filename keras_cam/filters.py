@@ -399,7 +399,8 @@ class FilterVisualizer:
         image = ops.convert_to_tensor(start)
         for k, octave in enumerate(sizes):
             if k:  # the next octave starts from the upsampled result of the previous one
-                image = ops.image.resize(image, octave, interpolation="bilinear", antialias=False)
+                image = ops.image.resize(image, octave, interpolation="bilinear", antialias=False,
+                                         data_format="channels_last")
             step = self._step_fn(tuple(image.shape), hw, opts["border"])
             for t in range(opts["steps"]):
                 image, loss = step(image, index, ops.convert_to_tensor(shifts[k][t]), *scalars)
@@ -423,7 +424,8 @@ class FilterVisualizer:
 
         def step(image, index, shift, step_size, tv_weight, l2_weight):
             def loss_fn(model, z):
-                x = ops.image.resize(z, hw, interpolation="bilinear", antialias=False) if upsample else z
+                x = (ops.image.resize(z, hw, interpolation="bilinear", antialias=False, data_format="channels_last")
+                     if upsample else z)
                 with self._logits_scope():
                     a = _forward_to(model, self.layer, x)
                 loss = _filter_score(a, index, border)

@@ -119,6 +119,7 @@ class BaseCAM:
         self._fns: Dict[tuple, Callable] = {}
         self._seam = seam.get()
         self._logit_layers: Optional[list] = None  # found on the first call (subclassed models need a sample)
+        self._output_units: Optional[int] = None  # likewise: the size of a single (N, K) output
 
     # -- what a method says ----------------------------------------------------------------------------------
 
@@ -174,9 +175,7 @@ class BaseCAM:
         batch_size: Optional[int] = None,
     ) -> Explanation:
         """Like `explain`, but also returns the explained class and its score per image."""
-        inputs = self._prepare_inputs(images)
-        resolved = resolve_targets(targets, inputs.n, self._num_classes())
-        self._resolve_on_first_call(inputs)
+        inputs, resolved = self._prepare_call(images, targets)
         maps, idx, scores = self._run_batches(inputs, resolved, self._batch_size(batch_size, inputs.n),
                                               upsample, normalize)
         return Explanation(maps.astype(np.float32), idx.astype(np.int64), scores.astype(np.float32))
@@ -296,8 +295,24 @@ class BaseCAM:
         g = None if g is None else keras.ops.cast(g, "float32")
         return a, g, outputs, aux
 
+    def _prepare_call(self, images: Any, targets: Targets) -> Tuple[_Inputs, Any]:
+        """Validated inputs and resolved targets for one call; refuses what would give wrong maps."""
+        inputs = self._prepare_inputs(images)
+        resolved = resolve_targets(targets, inputs.n, self._num_classes())
+        self._resolve_on_first_call(inputs)
+        _check_channels_last(self.layer, self.layer_ref.path, self.capture_on)
+        if not callable(resolved) and self._output_units == 1 and not self._logit_layers:
+            raise ValueError(
+                f"Model '{self.model.name}' ends in a single output unit without a sigmoid: that is a regression "
+                "output (or a binary classifier's logit), and class targets would read it as a binary "
+                "classifier and explain its negation for negative outputs. Pass `targets` as a callable that "
+                "scores the output, e.g. targets=lambda out: out[:, 0] (or end a binary classifier in a sigmoid)."
+            )
+        return inputs, resolved
+
     def _resolve_on_first_call(self, inputs: _Inputs) -> None:
-        """Finds what needs a sample input: the auto layer and the logit layers of subclassed models."""
+        """Finds what needs a sample input: the auto layer, the logit layers and the output size of
+        subclassed models."""
         if self.layer_ref is not None and self._logit_layers is not None:
             return
         sample = inputs.pack([keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays])
@@ -305,6 +320,11 @@ class BaseCAM:
             self.layer_ref = self._find_layer(None, sample)
         if self._logit_layers is None:  # also without use_logits: tells whether outputs are probabilities
             self._logit_layers = capture.logit_layers(self.model, sample)
+        self._output_units = self._num_classes()
+        if self._output_units is None and not capture.graph_tensors(self.model, "outputs"):
+            outputs = self.model(sample, training=False)  # a subclassed model: one image, once
+            if not isinstance(outputs, (list, tuple, dict)) and len(outputs.shape) == 2:
+                self._output_units = int(outputs.shape[-1])
 
     def _logits_scope(self):
         if not self.use_logits:
@@ -316,7 +336,8 @@ class BaseCAM:
         ops = keras.ops
         cam = ops.relu(ops.cast(cam, "float32"))
         if upsample and tuple(cam.shape[1:3]) != size:
-            cam = ops.image.resize(cam[..., None], size, interpolation="bilinear", antialias=False)[..., 0]
+            cam = ops.image.resize(cam[..., None], size, interpolation="bilinear", antialias=False,
+                                   data_format="channels_last")[..., 0]
             cam = ops.relu(cam)
         if normalize:
             cam = minmax(cam)
@@ -405,6 +426,23 @@ def minmax(cam: Any) -> Any:
     scale = ops.maximum(ops.abs(hi), ops.abs(lo))
     flat = span <= scale * _RELATIVE_EPS
     return ops.where(flat, ops.zeros_like(cam), (cam - lo) / ops.where(flat, ops.ones_like(span), span))
+
+
+def _check_channels_last(layer: keras.layers.Layer, path: str, on: str) -> None:
+    """Refuses a channels_first feature map: every method here reads channels from the last axis, so its
+    maps would have the wrong shape and content, with no error."""
+    own = getattr(layer, "data_format", None)
+    if on == "output" and own is not None:
+        layout, source = own, f"data_format='{own}'"
+    else:  # no data_format of its own (or its input is captured): the global setting decides
+        layout = keras.config.image_data_format()
+        source = f"keras.config.image_data_format() is '{layout}'"
+    if layout == "channels_first":
+        raise ValueError(
+            f"Layer '{path}' produces a channels_first feature map ({source}); keras-cam explainers support "
+            "channels_last feature maps only for now, and would return wrong maps. Build the model with "
+            "data_format='channels_last' (and keras.config.set_image_data_format('channels_last'))."
+        )
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:

@@ -8,7 +8,6 @@ import numpy as np
 
 from keras_cam._validation import to_numpy
 from keras_cam.explainers.base import BaseCAM, Explanation, minmax
-from keras_cam.targets import resolve_targets
 
 DEFAULT_CHANNEL_BATCH = 32
 
@@ -61,9 +60,7 @@ class ScoreCAM(BaseCAM):
                 batch_size: Optional[int] = None) -> Explanation:
         """See `BaseCAM.explain`; here `batch_size` is the number of masked images per forward pass."""
         chunk = self.channel_batch if batch_size is None else self._batch_size(batch_size, 1 << 30)
-        inputs = self._prepare_inputs(images)
-        resolved = resolve_targets(targets, inputs.n, self._num_classes())
-        self._resolve_on_first_call(inputs)
+        inputs, resolved = self._prepare_call(images, targets)
         # First pass, compiled like every method's: activations, explained classes and their scores.
         acts, idx, scores = self._run_batches(inputs, resolved, self._batch_size(None, inputs.n), False, False)
         chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, h, w, k)
@@ -136,5 +133,6 @@ class ScoreCAM(BaseCAM):
 
 def _channel_masks(channels: Any, size) -> Any:
     """(k, h, w) channels -> (k, H, W) masks in [0, 1]: bilinear upsampling, per-channel min-max."""
-    up = keras.ops.image.resize(channels[..., None], size, interpolation="bilinear", antialias=False)[..., 0]
+    up = keras.ops.image.resize(channels[..., None], size, interpolation="bilinear", antialias=False,
+                                data_format="channels_last")[..., 0]
     return minmax(up)
