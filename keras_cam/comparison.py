@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import keras
 import numpy as np
 
-from keras_cam import faithfulness
+from keras_cam import faithfulness, metrics
 from keras_cam._validation import as_image_batch
 from keras_cam.explainers import available_methods, get_explainer
 from keras_cam.targets import resolve_targets
@@ -94,7 +94,7 @@ def compare_methods(
 
     ```python
     images, labels, masks = kc.datasets.make_shapes(64, size=48, seed=1)
-    result = kc.metrics.compare_methods(model, images, targets=labels, masks=masks)
+    result = kc.compare_methods(model, images, targets=labels, masks=masks)
     print(result.to_markdown())
     ```
     """
@@ -150,8 +150,6 @@ def compare_methods(
 
 
 def _score(model, x, maps, targets, masks, steps, batch_size, row: Dict[str, Any]) -> Dict[str, Any]:
-    from keras_cam import metrics  # metrics re-exports compare_methods: import it late to avoid a cycle
-
     row["pointing_game"] = None if masks is None else metrics.pointing_game(maps, masks)
     row["energy_pointing_game"] = None if masks is None else metrics.energy_pointing_game(maps, masks)
     row["deletion_auc"] = faithfulness.deletion_auc(model, x, maps, targets, steps=steps, batch_size=batch_size)

@@ -1,16 +1,16 @@
-"""Scores for heatmaps: localization against ground-truth masks, and faithfulness to the model.
+"""Scores for heatmaps.
 
 - `pointing_game`, `pointing_game_per_image`, `energy_pointing_game`: does the map point at the object?
-  They need object masks, e.g. those of `keras_cam.datasets.make_shapes`.
-- `deletion_auc`, `insertion_auc` (and their curves, from `keras_cam.faithfulness`): does the map rank first
-  the pixels the model relies on? They need the model, not masks.
-- `compare_methods`: every explainer on the same images, with all of the above and the time per image.
-
-The mask scores are pure numpy (plus OpenCV for resizing); they accept numpy arrays, lists or backend tensors
-and never modify them.
+  They need object masks, e.g. those of `keras_cam.datasets.make_shapes`. They are pure numpy (plus OpenCV
+  for resizing), accept numpy arrays, lists or backend tensors, and never modify them; importing this module
+  loads neither Keras nor a backend.
+- `deletion_auc`, `insertion_auc` and their curves: does the map rank first the pixels the model relies on?
+  They run the model, so they live in `keras_cam.faithfulness` and are found here on first use.
+- Every explainer compared with all of these: `kc.compare_methods` (in `keras_cam.comparison`).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Tuple
 
 import cv2
@@ -18,13 +18,17 @@ import numpy as np
 
 from keras_cam._validation import to_numpy
 
-# Faithfulness scores live in their own module (they run the model); they are re-exported here so that every
-# heatmap score is found under `kc.metrics`.
-from keras_cam.faithfulness import deletion_auc, deletion_curve, insertion_auc, insertion_curve
-from keras_cam.comparison import MethodComparison, compare_methods  # noqa: E402  (every method, scored)
+# Scores that run the model: resolved from `keras_cam.faithfulness` on first use (PEP 562), so that scoring
+# heatmaps against masks does not import Keras and a backend.
+_MODEL_SCORES = ("deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve")
 
-__all__ = ["MethodComparison", "compare_methods", "deletion_auc", "deletion_curve", "energy_pointing_game", "insertion_auc", "insertion_curve",
-           "pointing_game", "pointing_game_per_image"]
+__all__ = ["energy_pointing_game", "pointing_game", "pointing_game_per_image", *_MODEL_SCORES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL_SCORES:
+        return getattr(importlib.import_module("keras_cam.faithfulness"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check(heatmaps: Any, masks: Any) -> Tuple[np.ndarray, np.ndarray]:

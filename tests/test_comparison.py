@@ -41,7 +41,7 @@ def test_every_method_localizes_and_beats_random():
     model = _bright_square_model()
     images, masks = _squares()
     before = images.copy()
-    result = kc.metrics.compare_methods(model, images, targets=1, masks=masks, steps=8)
+    result = kc.compare_methods(model, images, targets=1, masks=masks, steps=8)
     rows = {row["method"]: row for row in result.rows}
     assert list(rows) == kc.available_methods() + [RANDOM]
     assert result.skipped == {} and result.targets.tolist() == [1] * 12
@@ -63,7 +63,7 @@ def test_every_method_localizes_and_beats_random():
 def test_markdown_table_and_predicted_targets():
     model = _bright_square_model()
     images, _ = _squares(4)
-    result = kc.metrics.compare_methods(model, images, methods=["gradcam", "eigencam"], steps=4,
+    result = kc.compare_methods(model, images, methods=["gradcam", "eigencam"], steps=4,
                                         reference=False)
     assert result.targets.tolist() == [1, 1, 1, 1]  # None: the predicted class, bright squares are class 1
     lines = result.to_markdown().splitlines()
@@ -74,22 +74,22 @@ def test_markdown_table_and_predicted_targets():
 def test_methods_that_do_not_apply_are_skipped_unless_named():
     model = _bright_square_model(head=False)
     images, masks = _squares(4)
-    result = kc.metrics.compare_methods(model, images, targets=1, masks=masks,
+    result = kc.compare_methods(model, images, targets=1, masks=masks,
                                         methods=None, steps=2, reference=False)
     assert "cam" in result.skipped and "CAMHead" in result.skipped["cam"]
     assert "cam" not in result.heatmaps and "gradcam" in result.heatmaps
     with pytest.raises(ValueError, match="CAMHead"):
-        kc.metrics.compare_methods(model, images, methods=["cam"])
+        kc.compare_methods(model, images, methods=["cam"])
 
 
 def test_bad_input_gets_one_clear_error():
     model = _bright_square_model()
     images, masks = _squares(4)
     with pytest.raises(ValueError, match="Unknown method 'gradkam'"):
-        kc.metrics.compare_methods(model, images, methods=["gradkam"])
+        kc.compare_methods(model, images, methods=["gradkam"])
     with pytest.raises(ValueError, match="`masks` must have shape"):
-        kc.metrics.compare_methods(model, images, masks=masks[:2])
+        kc.compare_methods(model, images, masks=masks[:2])
     with pytest.raises(ValueError, match="`methods` is empty"):
-        kc.metrics.compare_methods(model, images, methods=[])
+        kc.compare_methods(model, images, methods=[])
     with pytest.raises(ValueError, match="a callable cannot be compared"):
-        kc.metrics.compare_methods(model, images, targets=lambda out: out[:, 0])
+        kc.compare_methods(model, images, targets=lambda out: out[:, 0])
