@@ -24,7 +24,8 @@ import keras
 import numpy as np
 
 from keras_cam import backend as seam
-from keras_cam.filters import FilterVisualizer, deprocess_image
+from keras_cam.activation_maximization import FilterVisualizer
+from keras_cam.visualize import deprocess_image
 
 LAYER = "block3_conv1"
 

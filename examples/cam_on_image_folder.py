@@ -1,7 +1,7 @@
-"""Class activation maps for an image folder: backbone + CAMHead, trained, then CAM overlays (seed 001).
+"""Class activation maps for an image folder: backbone + CAMHead, trained, then CAM overlays.
 
-The recipe of "Learning Deep Features for Discriminative Localization" (Zhou et al. 2016), as in the flowers
-walkthrough of seed 001: a convolutional backbone without its top, global average pooling and one dense
+The recipe of "Learning Deep Features for Discriminative Localization" (Zhou et al. 2016), as in the classic
+flowers walkthrough: a convolutional backbone without its top, global average pooling and one dense
 layer (`kc.CAMHead`), trained on the classes; the CAM of class c is sum_k w_k^c f_k(x, y) from the dense
 weights w and the last feature map f.
 
@@ -77,7 +77,7 @@ def build_model(args, num_classes):
     backbone = constructor(weights=args.weights, include_top=False, input_shape=(args.size, args.size, 3),
                            **kwargs)
     if args.weights and not args.fine_tune:
-        backbone.trainable = False  # as in seed 001: train only the head on top of pretrained features
+        backbone.trainable = False  # as in the CAM recipe: train only the head on top of pretrained features
     model = kc.attach_cam_head(backbone, num_classes, feature_layer=args.feature_layer)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])

@@ -1,15 +1,15 @@
-"""Seed 002: fixed kernels in a Conv2D, then ReLU, as feature extraction ("filter, then detect").
+"""Fixed kernels in a Conv2D, then ReLU, as feature extraction ("filter, then detect").
 
-The four kernels of the seed's exercise (edge detect, bottom sobel, emboss, sharpen) are set as the weights
+The four kernels of the classic exercise (edge detect, bottom sobel, emboss, sharpen) are set as the weights
 of one `Conv2D(4, 3, padding="same", use_bias=False)` followed by a ReLU, and applied to a grayscale
 `make_shapes` image. Writes to `--out`:
 
 - `kernels.png`: the kernels (`kc.kernel_grid`; mid-grey is 0, bright positive, dark negative),
 - `image.png`: the input image,
 - `feature_maps.png`: the feature maps after the convolution (top row) and after the ReLU (bottom row),
-  each channel normalized on its own as in the seed's pictures (`kc.feature_map_grid`).
+  each channel normalized on its own (as `plt.imshow` does) (`kc.feature_map_grid`).
 
-It also prints the seed's numerical exercise: a 6x6 image with a vertical and a horizontal line, the
+It also prints the exercise's numbers: a 6x6 image with a vertical and a horizontal line, the
 2x2 kernel [[1, -1], [1, -1]] with "valid" padding, before and after ReLU.
 
     python examples/fixed_kernels.py --out /tmp/fixed_kernels
@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 import keras_cam as kc
-from keras_cam.filters import feature_map_grid, feature_maps, kernel_grid
+from keras_cam import feature_map_grid, feature_maps, kernel_grid
 
 # learntools.computer_vision.visiontools: edge, bottom_sobel, emboss, sharpen
 KERNELS = {
@@ -63,7 +63,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     images, _, _ = kc.datasets.make_shapes(1, size=args.size, seed=args.seed)
-    # One channel, as the seed's decode_jpeg(channels=1): ITU-R 601 luma.
+    # One channel, as decode_jpeg(channels=1) gives: ITU-R 601 luma.
     grey = images[..., :1] * 0.299 + images[..., 1:2] * 0.587 + images[..., 2:] * 0.114
     model = conv_relu(list(KERNELS.values()))
     names = list(KERNELS)

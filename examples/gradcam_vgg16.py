@@ -1,10 +1,10 @@
-"""Grad-CAM on VGG16: where does the network see an "African elephant"? (seed 000's recipe, in keras-cam).
+"""Grad-CAM on VGG16: where does the network see an "African elephant"? (the classic recipe, in keras-cam).
 
-Seed 000 follows "Deep Learning with Python": VGG16 with ImageNet weights, an image resized to 224x224 and
+The classic recipe of "Deep Learning with Python": VGG16 with ImageNet weights, an image resized to 224x224 and
 run through `vgg16.preprocess_input`, then Grad-CAM for class 386 ("African elephant") at the last
 convolutional layer `block5_conv3`, and an OpenCV JET heatmap blended over the photo at 0.4. Step by step:
 
-    seed 000 (TF1 / keras.backend)                      keras-cam
+    the recipe (TF1 / keras.backend)                    keras-cam
     ------------------------------------------------    ----------------------------------------------------
     grads = K.gradients(model.output[:, 386],           kc.GradCAM(model, layer="block5_conv3") captures the
                         last_conv_layer.output)[0]      layer's output by intercepting its call and takes
@@ -18,12 +18,12 @@ convolutional layer `block5_conv3`, and an OpenCV JET heatmap blended over the p
     heatmap = np.maximum(heatmap, 0); heatmap /= max    normalize=True: per-image min-max to [0, 1]
     cv2.resize(heatmap, img size); applyColorMap(JET);  kc.overlay(image, heatmap, alpha=0.4, colormap="jet"):
     heatmap * 0.4 + img; cv2.imwrite(...)               the same resize and JET map, blended as a convex mix
-                                                        0.4 * heat + 0.6 * image (the seed's `heat*0.4 + img`
+                                                        0.4 * heat + 0.6 * image (the recipe's `heat*0.4 + img`
                                                         saturates bright pixels); kc.save_image writes it
 
-One difference on purpose: the seed differentiates the softmax probability of class 386; keras-cam scores
+One difference on purpose: the recipe differentiates the softmax probability of class 386; keras-cam scores
 the logit (the softmax is skipped for the duration of the call, the model is left untouched), which does
-not saturate for confident predictions. `--probabilities` reproduces the seed's choice.
+not saturate for confident predictions. `--probabilities` reproduces the recipe's choice.
 
 Nothing is downloaded here. Give the ImageNet weights as a file (Keras' own
 `vgg16_weights_tf_dim_ordering_tf_kernels.h5`, with the classifier top) to get a meaningful heatmap:
@@ -59,7 +59,7 @@ def parse_args(argv=None):
     parser.add_argument("--alpha", type=float, default=0.4,
                         help="heatmap strength in the overlay (default 0.4)")
     parser.add_argument("--probabilities", action="store_true",
-                        help="differentiate the softmax probability, as seed 000 does (default: the logit)")
+                        help="differentiate the softmax probability, as the recipe does (default: the logit)")
     parser.add_argument("--out", default="elephant_cam.jpg", help="output image (.jpg or .png)")
     return parser.parse_args(argv)
 
@@ -94,7 +94,7 @@ def main(argv=None):
 
     picture, x = load_image(args.image)
     explainer = kc.GradCAM(model, layer=args.layer, use_logits=not args.probabilities)
-    # upsample=False keeps the 14x14 map of block5_conv3; kc.overlay resizes it to the picture, as the seed's
+    # upsample=False keeps the 14x14 map of block5_conv3; kc.overlay resizes it to the picture, as the recipe's
     # cv2.resize does, whatever the picture's own size.
     explanation = explainer.compute(x, targets=args.class_index, upsample=False)
     heatmap = explanation.heatmaps[0]

@@ -9,35 +9,41 @@ import importlib
 import importlib.util
 from typing import Any, List
 
-# Public names -> the module that defines them. They are imported on first use (PEP 562), so that
-# `import keras_cam` and `keras-cam --help` do not pay for importing Keras and its backend up front, and
-# the command line can import the backend quietly (TensorFlow logs to the process's stderr on import).
+# The public names, one line each: name -> the module that defines it. They are imported on first use
+# (PEP 562), so that `import keras_cam` and `keras-cam --help` do not pay for importing Keras and its backend
+# up front, and the command line can import the backend quietly (TensorFlow logs to stderr on import).
 _EXPORTS = {
-    "CAM": "keras_cam.explainers",
+    # explainers
     "BaseCAM": "keras_cam.explainers",
-    "EigenCAM": "keras_cam.explainers",
     "GradCAM": "keras_cam.explainers",
     "GradCAMPlusPlus": "keras_cam.explainers",
     "HiResCAM": "keras_cam.explainers",
+    "XGradCAM": "keras_cam.explainers",
     "LayerCAM": "keras_cam.explainers",
     "ScoreCAM": "keras_cam.explainers",
-    "XGradCAM": "keras_cam.explainers",
+    "EigenCAM": "keras_cam.explainers",
+    "CAM": "keras_cam.explainers",
     "available_methods": "keras_cam.explainers",
+    "class_activation_maps": "keras_cam.explainers",
     "get_explainer": "keras_cam.explainers",
-    "MethodComparison": "keras_cam.comparison",
-    "compare_methods": "keras_cam.comparison",
-    "FilterVisualizer": "keras_cam.filters",
-    "feature_map_grid": "keras_cam.filters",
-    "feature_maps": "keras_cam.filters",
-    "kernel_grid": "keras_cam.filters",
+    # layers
     "CAMHead": "keras_cam.layers",
     "attach_cam_head": "keras_cam.layers",
-    "class_activation_maps": "keras_cam.layers",
+    # filters and feature maps
+    "FilterVisualizer": "keras_cam.activation_maximization",
+    "feature_maps": "keras_cam.feature_extraction",
+    # pictures
+    "feature_map_grid": "keras_cam.visualize",
     "image_grid": "keras_cam.visualize",
+    "kernel_grid": "keras_cam.visualize",
     "overlay": "keras_cam.visualize",
     "save_image": "keras_cam.visualize",
+    # scoring every method
+    "MethodComparison": "keras_cam.comparison",
+    "compare_methods": "keras_cam.comparison",
 }
-_SUBMODULES = ("callbacks", "datasets", "metrics")
+#: Submodules that are part of the public API as namespaces (`kc.callbacks.CAMSnapshot`, ...).
+_NAMESPACES = ("callbacks", "datasets", "metrics")
 
 
 def __getattr__(name: str) -> Any:
@@ -56,31 +62,4 @@ def __dir__() -> List[str]:
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CAM",
-    "BaseCAM",
-    "CAMHead",
-    "EigenCAM",
-    "FilterVisualizer",
-    "GradCAM",
-    "GradCAMPlusPlus",
-    "HiResCAM",
-    "MethodComparison",
-    "LayerCAM",
-    "ScoreCAM",
-    "XGradCAM",
-    "attach_cam_head",
-    "callbacks",
-    "available_methods",
-    "class_activation_maps",
-    "compare_methods",
-    "datasets",
-    "feature_map_grid",
-    "feature_maps",
-    "get_explainer",
-    "image_grid",
-    "kernel_grid",
-    "metrics",
-    "overlay",
-    "save_image",
-]
+__all__ = sorted(_EXPORTS) + list(_NAMESPACES)

@@ -6,9 +6,28 @@ user passed in: images are copied into a fresh float32 array before anything els
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """`value` as an int >= `minimum` (bools refused), or one clear `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_number(name: str, value: Any, minimum: float, strict: bool = False) -> float:
+    """`value` as a finite float >= `minimum` (> with `strict`), or one clear `ValueError` naming `name`."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
+    if not math.isfinite(v) or v < minimum or (strict and v == minimum):
+        raise ValueError(f"`{name}` must be a finite number {'>' if strict else '>='} {minimum}, got {value!r}.")
+    return v
 
 
 def to_numpy(x: Any) -> np.ndarray:

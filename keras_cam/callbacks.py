@@ -16,9 +16,11 @@ import cv2
 import keras
 import numpy as np
 
-from keras_cam import visualize
+from keras_cam import metrics, visualize
 from keras_cam._validation import as_image_batch
+from keras_cam.activation_maximization import FilterVisualizer
 from keras_cam.explainers import BaseCAM, get_explainer
+from keras_cam.feature_extraction import FeatureMapExtractor
 
 _FRAME = re.compile(r"^epoch_(\d{3,})\.png$")
 
@@ -186,13 +188,11 @@ class CAMSnapshot(SnapshotCallback):
         else:
             kwargs = {} if self.layer is None else {"layer": self.layer}
             self.explainer = get_explainer(self.method, self.model, **kwargs)
-        self.explainer._prepare_inputs(self.images)  # shape errors now, not deep in training
+        self.explainer.check_inputs(self.images)  # shape errors now, not deep in training
 
     def render(self, epoch: int, logs: Dict[str, Any]) -> np.ndarray:
         result = self.explainer.compute(self.images, self.targets)
         if self.masks is not None:
-            from keras_cam import metrics
-
             logs["cam_pointing_game"] = metrics.pointing_game(result.heatmaps, self.masks)
             logs["cam_energy_pointing_game"] = metrics.energy_pointing_game(result.heatmaps, self.masks)
         tiles = [_at_least(visualize.overlay(img, hm, alpha=self.alpha, colormap=self.colormap), self.tile_size)
@@ -243,16 +243,12 @@ class FeatureMapSnapshot(SnapshotCallback):
         self._extractor = None
 
     def prepare(self) -> None:
-        from keras_cam.filters import FeatureMapExtractor
-
         self._extractor = FeatureMapExtractor(self.model, self.layer)
         self._extractor.check_inputs(self.images)
 
     def render(self, epoch: int, logs: Dict[str, Any]) -> np.ndarray:
-        from keras_cam.filters import feature_map_grid
-
         maps = self._extractor(self.images)
-        grids = [feature_map_grid(m[..., : self.max_channels]) for m in maps]
+        grids = [visualize.feature_map_grid(m[..., : self.max_channels]) for m in maps]
         return visualize.image_grid(grids, cols=len(grids), margin=6)
 
 
@@ -298,8 +294,6 @@ class FilterSnapshot(SnapshotCallback):
         self.visualizer = None
 
     def prepare(self) -> None:
-        from keras_cam.filters import FilterVisualizer
-
         self.visualizer = FilterVisualizer(self.model, self.layer)
         self.visualizer.check_filters(self.filters)
 

@@ -2,10 +2,13 @@
 
 Peers build `keras.Model(model.inputs, [layer.output, model.output])`, which fails on nested backbones,
 Sequential models and subclassed models. Here the target layer's `call` is wrapped for the duration of one
-model call instead (DESIGN.md §1): the wrapper hands the layer's output to a `transform` (which records it and,
-for gradients, makes it a differentiation point) and returns what the transform returns. The wrapper is an
-instance attribute shadowing the class method, installed and removed in `try/finally`, so the model is exactly
-what the user gave after any call, also one that raised.
+model call instead (docs/architecture.md, "Call interception"): the wrapper hands the layer's output to a
+`transform` (which records it and, for gradients, makes it a differentiation point) and returns what the
+transform returns. The wrapper is an instance attribute shadowing the class method, installed and removed in
+`try/finally`, so the model is exactly what the user gave after any call, also one that raised.
+
+This module is the only one that reads Keras private attributes (`_functional`, `_inputs`, `_outputs`,
+`_keras_history`, `_flatten_layers`, `_build_shapes_dict`); everything else asks it.
 """
 from __future__ import annotations
 
@@ -227,6 +230,58 @@ def intercept(
         yield
 
 
+@contextlib.contextmanager
+def recording(layer: keras.layers.Layer, on: str = "output") -> Iterator[List[Any]]:
+    """Within the block, every output (or first input) of `layer` is appended to the yielded list."""
+    recorded: List[Any] = []
+
+    def record(tensor: Any) -> Any:
+        recorded.append(tensor)
+        return tensor
+
+    with intercept(layer, record, on=on):
+        yield recorded
+
+
+class CaptureError(ValueError):
+    """The layer's output could not be captured (it was not called, or it has several outputs)."""
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the layer has produced its output, so nothing behind it runs.
+
+    Keras may re-raise it as a new instance of this class with a longer message, so it carries no data.
+    """
+
+
+def forward_to(model: keras.layers.Layer, layer: keras.layers.Layer, inputs: Any) -> Any:
+    """`layer`'s output when `model` runs on `inputs`; the layers after it are not computed.
+
+    Raising from the hook is what makes a filter-pattern step cost the truncated model's forward and backward
+    (VGG16's block3_conv1 is a third of its work), on any model, without building a sub-model.
+    """
+    recorded: List[Any] = []
+
+    def stop(output: Any) -> Any:
+        recorded.append(output)
+        raise _StopForward("layer output captured")
+
+    try:
+        with intercept(layer, stop):
+            model(inputs, training=False)
+    except _StopForward:
+        pass
+    if not recorded:
+        raise CaptureError(
+            f"Layer '{layer.name}' was not called when model '{model.name}' ran, so its output cannot be "
+            "captured. Pass a layer that the model's forward pass uses."
+        )
+    output = recorded[0]
+    if isinstance(output, (list, tuple, dict)):
+        raise CaptureError(f"Layer '{layer.name}' returns several tensors; pass a layer with one output.")
+    return output
+
+
 def graph_tensors(model: keras.layers.Layer, which: str) -> list:
     """The symbolic `inputs` or `outputs` of a Functional/Sequential model; [] for subclassed models."""
     if not isinstance(model, keras.Model):
@@ -236,6 +291,52 @@ def graph_tensors(model: keras.layers.Layer, which: str) -> list:
         if model is None:
             return []
     return keras.tree.flatten(getattr(model, f"_{which}", None) or [])
+
+
+def input_shape(model: keras.layers.Layer) -> Optional[Tuple[Optional[int], ...]]:
+    """The shape (without the batch axis) of the model's single input: from its graph, or for a subclassed
+    model the shape it was built with; None when it cannot be known. Raises for several inputs."""
+    inputs = graph_tensors(model, "inputs")
+    if len(inputs) > 1:
+        raise ValueError(
+            f"Model '{model.name}' has {len(inputs)} inputs; filter visualization and feature maps work on "
+            "single-input image models. Pass the image branch (a sub-model) instead."
+        )
+    if inputs:
+        return tuple(inputs[0].shape[1:])
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    return tuple(next(iter(shapes.values())))[1:] if len(shapes) == 1 else None
+
+
+def output_units(model: keras.layers.Layer, sample: Any = None) -> Optional[int]:
+    """K of the model's single (N, K) output: read from its graph, else (a subclassed model) from running
+    `sample` once; None for other outputs, or when unknown without a sample."""
+    outputs = graph_tensors(model, "outputs")
+    if not outputs and sample is not None:
+        out = model(sample, training=False)
+        outputs = [] if isinstance(out, (list, tuple, dict)) else [out]  # several outputs: no class count
+    if len(outputs) == 1 and len(outputs[0].shape) == 2:
+        return int(outputs[0].shape[-1])
+    return None
+
+
+def walk_layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
+    """Every sublayer of `layer`, depth first in layer order: `Model.layers`, then layers tracked as
+    attributes (custom layers holding layers, subclassed models) that `layers` omits."""
+    seen: set = set()
+    found: List[keras.layers.Layer] = []
+
+    def visit(node: keras.layers.Layer) -> None:
+        children = list(node.layers) if isinstance(node, keras.Model) else []
+        children += [c for c in node._flatten_layers(include_self=False, recursive=False) if c not in children]
+        for child in children:
+            if id(child) not in seen:
+                seen.add(id(child))
+                found.append(child)
+                visit(child)
+
+    visit(layer)
+    return found
 
 
 def output_layers(model: keras.layers.Layer) -> List[keras.layers.Layer]:

@@ -207,7 +207,7 @@ def _add_filters(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 def _run_filters(args: argparse.Namespace) -> int:
     from keras_cam import visualize
-    from keras_cam.filters import FilterVisualizer
+    from keras_cam.activation_maximization import FilterVisualizer
 
     model = _load_model(args.model, args.unsafe)
     viz = FilterVisualizer(model, args.layer)

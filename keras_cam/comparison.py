@@ -125,7 +125,7 @@ def compare_methods(
         raise ValueError("`targets` must be None, an int or one int per image here (deletion and insertion "
                          "score one class per image); a callable cannot be compared.")
     first = next(iter(explainers.values()))
-    fixed = resolve_targets(targets, len(x), first._num_classes())
+    fixed = resolve_targets(targets, len(x), first.num_classes)
     if targets is None:
         fixed = first.compute(x, None, batch_size=batch_size).targets
     fixed = np.asarray(fixed, dtype=np.int64)

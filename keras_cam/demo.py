@@ -16,7 +16,8 @@ import numpy as np
 from keras_cam import datasets, metrics, visualize
 from keras_cam.callbacks import CAMSnapshot
 from keras_cam.comparison import RANDOM, compare_methods
-from keras_cam.layers import CAMHead, class_activation_maps
+from keras_cam.explainers import class_activation_maps
+from keras_cam.layers import CAMHead
 
 DEFAULT_EPOCHS = 10
 CLASSES = ("circle", "square", "triangle")

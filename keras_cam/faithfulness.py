@@ -3,17 +3,18 @@
 Deletion removes the pixels a heatmap ranks highest first and watches the class score fall (a faithful map
 makes it fall fast: low area under the curve). Insertion starts from a baseline and puts the top pixels back
 (a faithful map makes the score rise fast: high area). All perturbed images of a batch go through the model
-in chunks of `batch_size`, through one compiled predict function.
+in chunks of `batch_size`, through the model's forward pass compiled once per model and chunk shape (and kept
+while the model lives, so repeated calls do not compile again).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Tuple, Union
 
 import cv2
 import keras
 import numpy as np
 
-from keras_cam import backend as seam
+from keras_cam._batching import check_batch_size, compiled_forward, run_batched, signature
 from keras_cam._validation import as_image_batch, to_numpy
 
 Baseline = Union[float, str, np.ndarray]
@@ -64,21 +65,14 @@ def _curves(
     hm = _heatmaps_at(heatmaps, (n, h, w))
     if int(steps) < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
-    if int(batch_size) < 1:
-        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
     base = _baseline_images(x, baseline)
 
-    forward = seam.get().compile(lambda batch: model(batch, training=False), model)
+    rows = check_batch_size(batch_size)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        size = min(batch_size, len(batch))
-        out = []
-        for i in range(0, len(batch), size):
-            chunk = batch[i : i + size]
-            if len(chunk) < size:  # pad: one compiled signature for every chunk
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
-            out.append(to_numpy(keras.ops.convert_to_numpy(forward(keras.ops.convert_to_tensor(chunk)))))
-        out = np.concatenate(out)[: len(batch)]
+        size = min(rows, len(batch))
+        forward = compiled_forward(model, signature([batch], size))
+        (out,) = run_batched(lambda chunk: forward(keras.ops.convert_to_tensor(chunk)), [batch], size)
         if out.ndim != 2:
             raise ValueError(f"Deletion/insertion need a classifier with outputs (N, classes), got {out.shape}.")
         return out

@@ -1,6 +1,7 @@
-"""`CAMHead` (global average pooling + dense in one layer), `attach_cam_head` and `class_activation_maps`.
+"""`CAMHead` (global average pooling + dense in one layer) and `attach_cam_head`.
 
-A model whose classifier is a `CAMHead` has class activation maps for free (seed 001, Zhou et al. 2016):
+A model whose classifier is a `CAMHead` has class activation maps for free (Zhou et al. 2016; the maps are
+computed by `keras_cam.explainers.cam`):
 the score of class `c` is `S_c = sum_k w_k^c mean_{x,y} f_k(x, y) + b_c`, so the map
 `M_c(x, y) = sum_k w_k^c f_k(x, y)` says how much each location contributes to it.
 """
@@ -11,8 +12,8 @@ from typing import Any, Optional, Union
 import keras
 import numpy as np
 
-from keras_cam._validation import as_image_batch, close_matches
-from keras_cam.targets import resolve_targets
+from keras_cam import capture
+from keras_cam._validation import close_matches
 
 
 @keras.saving.register_keras_serializable(package="keras_cam")
@@ -304,78 +305,10 @@ def find_cam_head(model: keras.layers.Layer) -> CAMHead:
         return model
     if not isinstance(model, keras.layers.Layer):
         raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
-    heads = [layer for layer in _walk(model) if isinstance(layer, CAMHead)]
+    heads = [layer for layer in capture.walk_layers(model) if isinstance(layer, CAMHead)]
     if not heads:
         raise ValueError(
             f"Model '{model.name}' has no CAMHead layer; add one with kc.CAMHead(num_classes) or "
             "kc.attach_cam_head(backbone, num_classes), or use kc.GradCAM for models without one."
         )
     return heads[-1]
-
-
-def _walk(layer: keras.layers.Layer, seen: Optional[set] = None) -> list:
-    """All sublayers of `layer`, depth first in layer order (`Model.layers`, then tracked sublayers)."""
-    seen = set() if seen is None else seen
-    found = []
-    children = list(layer.layers) if isinstance(layer, keras.Model) else []
-    # Layers tracked as attributes (custom layers holding layers, subclassed models) that `layers` omits.
-    children += [l for l in layer._flatten_layers(include_self=False, recursive=False) if l not in children]
-    for child in children:
-        if id(child) in seen:
-            continue
-        seen.add(id(child))
-        found.append(child)
-        if not isinstance(child, CAMHead):
-            found.extend(_walk(child, seen))
-    return found
-
-
-def class_activation_maps(model: keras.Model, images: Any, targets: Any = None) -> np.ndarray:
-    """Class activation maps (CAM, Zhou et al. 2016) of a model with a `CAMHead`.
-
-    For class `c` the map is `M_c(x, y) = sum_k w_k^c f_k(x, y)`, where `f_k` is channel `k` of the
-    feature map the `CAMHead` receives (its input) and `w_k^c = head.kernel[k, c]` the head's class
-    weights; averaging `M_c` over `(x, y)` gives the class logit minus its bias. No gradients are needed.
-    Each map is then passed through ReLU (only evidence *for* the class is kept), upsampled bilinearly to
-    the input's height and width, and min-max normalized to `[0, 1]` per image (a constant map becomes 0).
-
-    This is `kc.CAM(model).explain(images, targets)`; use `kc.CAM` directly to reuse its compiled function
-    over many calls, or for the options of `explain` (`upsample`, `normalize`, `batch_size`).
-
-    Args:
-        model: a Keras model containing a `CAMHead` (nested models included), e.g. from `attach_cam_head`.
-        images: float array `(N, H, W, C)`, preprocessed as the model expects. Not modified.
-        targets: the class explained per image: `None` (the predicted class), an int (the same class for
-            every image) or a sequence of `N` ints.
-
-    Returns:
-        float32 array `(N, H, W)` with values in `[0, 1]`.
-
-    Example:
-
-    >>> import keras, numpy as np, keras_cam as kc
-    >>> model = keras.Sequential([
-    ...     keras.Input((32, 32, 3)),
-    ...     keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
-    ...     kc.CAMHead(3),
-    ... ])
-    >>> cams = kc.class_activation_maps(model, np.random.rand(2, 32, 32, 3), targets=1)
-    >>> cams.shape, str(cams.dtype)
-    ((2, 32, 32), 'float32')
-    """
-    head = find_cam_head(model)  # a model without a CAMHead fails here, with the fix in the message
-    from keras_cam.explainers import CAM  # explainers import this module; import lazily to avoid a cycle
-
-    try:
-        model_inputs = list(model.inputs or [])
-    except (AttributeError, ValueError):  # subclassed models have no symbolic inputs
-        model_inputs = []
-    if len(model_inputs) <= 1 and not isinstance(images, (list, tuple, dict)):
-        # Checked against the model's input shape here, so the message names the expected shape for every
-        # model kind; `as_image_batch` returns a float32 copy and never touches the caller's array.
-        expected = tuple(model_inputs[0].shape[1:]) if model_inputs else None
-        images = as_image_batch(images, expected_shape=expected)
-        # CAM reads column `c` of the head's kernel, so the head's class count bounds the targets, whatever
-        # the model's outputs look like.
-        resolve_targets(targets, images.shape[0], head.num_classes)
-    return CAM(model).explain(images, targets=targets)

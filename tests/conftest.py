@@ -51,6 +51,38 @@ def tiny_cam_model(input_shape: Tuple[int, int, int] = (16, 16, 3), num_classes:
     raise ValueError(f"kind must be 'sequential', 'functional' or 'nested', got {kind!r}")
 
 
+def numpy_weights(model, seed=0, bias=0.1):
+    """He-normal kernels and constant biases drawn by numpy: the same weights on every backend.
+
+    Layers are built with zero initializers: Keras' random initializers draw from each backend's own
+    generator (different numbers per backend) and cost seconds of compilation per shape on JAX.
+    """
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if getattr(layer, "kernel", None) is not None:
+            fan_in = int(np.prod(layer.kernel.shape[:-1]))
+            weights = [rng.normal(0.0, np.sqrt(2.0 / fan_in), layer.kernel.shape).astype(np.float32)]
+            if getattr(layer, "bias", None) is not None:
+                weights.append(np.full(layer.bias.shape, bias, np.float32))
+            layer.set_weights(weights)
+    return model
+
+
+def conv(filters, name, **kwargs):
+    return keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="zeros",
+                               name=name, **kwargs)
+
+
+def classifier(size=16):
+    model = keras.Sequential([
+        keras.Input((size, size, 3)),
+        conv(8, "conv"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros", name="probs"),
+    ])
+    return numpy_weights(model, seed=0, bias=0.0)
+
+
 @pytest.fixture
 def make_cam_model():
     """The `tiny_cam_model` builder, as a fixture."""

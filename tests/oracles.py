@@ -1,6 +1,6 @@
-"""Numpy references for the explainer tests (DESIGN.md §6).
+"""Numpy references for the explainer tests (docs/architecture.md, "Oracles").
 
-Convolution with im2col and its backpropagation (seed 003), global average pooling, dense, and the
+Convolution with im2col and its backpropagation (as in the classic numpy exercise), global average pooling, dense, and the
 heatmap formulas of each method written out independently of the library.
 """
 import cv2

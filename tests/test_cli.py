@@ -1,4 +1,5 @@
-"""The `keras-cam explain` / `filters` command line, end to end on a saved model and PNG files."""
+"""The `keras-cam` command line (explain, filters, demo): end to end on a saved model and PNG files, help,
+usage errors and library errors as one line with exit status 2."""
 import os
 import subprocess
 import sys
@@ -88,3 +89,32 @@ def test_help_for_each_command(capsys):
     for command in ("explain", "filters", "demo"):
         assert cli.main([command, "--help"]) == 0
         assert "usage: keras-cam " + command in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------- demo
+
+
+def test_cli_help_exits_zero(capsys):
+    for argv in (["--help"], ["demo", "--help"]):
+        assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "--epochs" in out and "--no-compare" in out
+
+
+def test_cli_usage_errors_exit_two_with_one_line(capsys):
+    for argv in (["demo", "--epochs", "0"], ["demo", "--seed", "x"], ["nope"], []):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("keras-cam"), err
+    assert cli.main(["demo", "--epochs", "0"]) == 2
+    assert "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_cli_library_errors_are_one_line_exit_two(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    # --out names an existing file: the demo cannot create its folder (an OSError from the library).
+    code = cli.main(["demo", "--epochs", "1", "--out", str(blocker / "sub")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-cam: error: ")

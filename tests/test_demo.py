@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import keras_cam as kc
-from keras_cam import cli
 from keras_cam.demo import build_demo_model, run_demo, train_demo_model
 
 
@@ -81,32 +80,3 @@ def test_full_demo_meets_its_targets(tmp_path, capsys):
     for name, row in rows.items():
         assert row["pointing_game"] >= 0.85, (name, row)
         assert row["insertion_auc"] > random["insertion_auc"] + 0.2, (name, row, random)
-
-
-# ---------------------------------------------------------------------------------------------------- CLI
-
-
-def test_cli_help_exits_zero(capsys):
-    for argv in (["--help"], ["demo", "--help"]):
-        assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    assert "--epochs" in out and "--no-compare" in out
-
-
-def test_cli_usage_errors_exit_two_with_one_line(capsys):
-    for argv in (["demo", "--epochs", "0"], ["demo", "--seed", "x"], ["nope"], []):
-        assert cli.main(argv) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and err.startswith("keras-cam"), err
-    assert cli.main(["demo", "--epochs", "0"]) == 2
-    assert "--epochs: expected a positive integer, got 0" in capsys.readouterr().err
-
-
-def test_cli_library_errors_are_one_line_exit_two(capsys, tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    # --out names an existing file: the demo cannot create its folder (an OSError from the library).
-    code = cli.main(["demo", "--epochs", "1", "--out", str(blocker / "sub")])
-    assert code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("keras-cam: error: ")

@@ -262,7 +262,7 @@ def test_class_activation_maps_match_numpy_formula(kind):
     np.testing.assert_allclose(kc.class_activation_maps(model, x, targets=2),
                                cam_oracle(features, kernel, [2] * 5, (20, 24)), atol=1e-4)
     np.testing.assert_array_equal(x, x_copy)  # the caller's images are untouched
-    # Summing M_c over locations gives back the logit (seed 001: S_c = sum_{x,y} M_c(x, y)).
+    # Averaging M_c over locations gives back the logit: S_c = mean_{x,y} M_c(x, y) + b_c.
     logits = features.mean(axis=(1, 2)) @ kernel + np.array(head.bias)
     np.testing.assert_allclose(np_softmax(logits), keras.ops.convert_to_numpy(model(x)), rtol=1e-4, atol=1e-6)
 

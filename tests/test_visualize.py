@@ -1,12 +1,17 @@
-"""Overlays, grids and image files (OpenCV inside, RGB in and out)."""
+"""Overlays, grids (images, feature maps, kernels) and image files (OpenCV inside, RGB in and out)."""
 import os
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
 import keras_cam as kc
 from keras_cam import visualize
+from keras_cam.visualize import feature_map_grid, kernel_grid
+from tests.conftest import classifier
+
+SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # responds to vertical edges
 
 
 def test_to_uint8():
@@ -93,7 +98,7 @@ def test_image_grid_layout():
     tiles = [np.full((4, 6, 3), v, np.uint8) for v in (10, 20, 30, 40, 50)]
     grid = kc.image_grid(tiles, cols=3, margin=2)
     assert grid.dtype == np.uint8
-    assert grid.shape == (2 * 4 + 1 * 2, 3 * 6 + 2 * 2, 3)  # seed 004's formula: no outer margin
+    assert grid.shape == (2 * 4 + 1 * 2, 3 * 6 + 2 * 2, 3)  # no outer margin
     for i, value in enumerate((10, 20, 30, 40, 50)):
         r, c = divmod(i, 3)
         y, x = r * (4 + 2), c * (6 + 2)
@@ -194,3 +199,54 @@ def test_read_image(tmp_path):
         visualize.read_image(tmp_path / "junk.png")
     with pytest.raises(ValueError, match="`size`"):
         visualize.read_image(path, size=(0, 4))
+
+
+def test_feature_map_grid_normalizes_each_channel():
+    maps = np.zeros((6, 8, 3), np.float32)
+    maps[..., 0] = np.arange(8)[None, :] * 1000.0  # a ramp at a large scale
+    maps[..., 1] = np.arange(6)[:, None] * -0.001  # a ramp at a tiny, negative scale
+    maps[..., 2] = 7.0  # constant
+    grid = feature_map_grid(maps, colormap=None, margin=2)
+    assert grid.shape == (2 * 6 + 2, 2 * 8 + 2, 3) and grid.dtype == np.uint8
+    first, second, third = grid[:6, :8, 0], grid[:6, 10:18, 0], grid[8:14, :8, 0]
+    assert first[:, 0].max() == 0 and first[:, -1].min() == 255
+    assert second[0].min() == 255 and second[-1].max() == 0  # -0.001 * row: top is the largest
+    assert third.max() == 0
+    assert feature_map_grid(maps, scale=3).shape == (2 * 18 + 5, 2 * 24 + 5, 3)  # magma by default
+
+
+def test_kernel_grid_pictures_kernels():
+    rgb = keras.layers.Conv2D(4, 3, use_bias=False, kernel_initializer="zeros")
+    rgb.build((None, 8, 8, 3))
+    kernel = np.zeros((3, 3, 3, 4), np.float32)
+    kernel[1, 1, 0, 0] = 2.0  # filter 0: a red dot on mid-grey
+    kernel[0, 0, 2, 0] = -2.0  # ... and a dark blue corner
+    kernel[:, :, :, 1] = 0.3
+    rgb.set_weights([kernel])
+    grid = kernel_grid(rgb)  # 3x3 kernels x8: 24 px tiles, 2 columns, 2 px margins
+    assert grid.shape == (2 * 24 + 2, 2 * 24 + 2, 3)
+    center = grid[8:16, 8:16]
+    assert np.all(center[..., 0] == 255) and np.all(center[..., 1:] == 128)
+    assert np.all(grid[:8, :8, 2] == 0)
+    assert np.all(grid[:24, 26:50] == 255)  # a uniform positive kernel is white
+
+    grey = keras.layers.Conv2D(3, 3, kernel_initializer="zeros")
+    grey.build((None, 8, 8, 1))
+    weights = np.zeros((3, 3, 1, 3), np.float32)
+    weights[:, :, 0, 0] = SOBEL_X
+    grey.set_weights([weights, np.zeros(3, np.float32)])
+    tiles = kernel_grid(grey, cols=3, scale=1, margin=0)
+    assert tiles.shape == (3, 9, 3)
+    np.testing.assert_array_equal(tiles[:, :3, 0], [[64, 128, 191], [0, 128, 255], [64, 128, 191]])
+    deep = keras.layers.Conv2D(2, 3, kernel_initializer="zeros")
+    deep.build((None, 8, 8, 5))
+    assert kernel_grid(deep, per_input=True, scale=2, margin=1).shape == (2 * 6 + 1, 5 * 6 + 4, 3)
+
+
+def test_grid_errors():
+    with pytest.raises(ValueError, match="Conv2D.*'probs' \\(Dense\\)"):
+        kernel_grid(classifier().get_layer("probs"))
+    with pytest.raises(ValueError, match="layer object"):
+        kernel_grid("conv1")
+    with pytest.raises(ValueError, match="maps\\[0\\]"):
+        feature_map_grid(np.zeros((1, 4, 4, 2)))

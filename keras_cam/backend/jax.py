@@ -1,7 +1,7 @@
 """JAX implementation of the backend seam (see `keras_cam/backend/__init__.py`).
 
 Gradients w.r.t. an intermediate activation: the hook returns `stop_gradient(a) + probe` with `probe = 0`,
-and `jax.grad` w.r.t. `probe` is the gradient w.r.t. the activation (DESIGN.md §1).
+and `jax.grad` w.r.t. `probe` is the gradient w.r.t. the activation (docs/architecture.md, "The backend seam").
 """
 from __future__ import annotations
 

@@ -1,24 +1,24 @@
 """The shared explainer pipeline: capture, targets, batching, ReLU, upsampling and normalization.
 
 A method is a short subclass that says how it weighs channels (`get_cam_weights`) or, when it is not a
-weighted sum of channels, how it builds its map (`compute_cam`). Everything else happens here, once.
+weighted sum of channels, how it builds its map (`compute_cam`). Everything else happens here, once. A
+subclass that sets `name` registers itself for `get_explainer` (docs/architecture.md, "One call").
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import keras
 import numpy as np
 
 from keras_cam import backend as seam
 from keras_cam import capture
-from keras_cam._validation import as_image_batch, to_numpy
+from keras_cam._batching import FunctionCache, chunk_size, run_batched, signature, to_tensors
+from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
 from keras_cam.targets import PREDICTED, Targets, callable_scores, class_scores, resolve_targets
 
-DEFAULT_BATCH_SIZE = 32
-_EPS = 1e-7
 _RELATIVE_EPS = 1e-5
 
 
@@ -37,29 +37,7 @@ class Explanation:
     scores: np.ndarray
 
 
-class _Inputs:
-    """The user's inputs as a flat list of arrays plus how to rebuild the model's input structure."""
-
-    def __init__(self, arrays: List[np.ndarray], image_index: int, keys: Optional[List[str]], single: bool):
-        self.arrays = arrays
-        self.image_index = image_index
-        self.keys = keys
-        self.single = single
-
-    @property
-    def n(self) -> int:
-        return self.arrays[0].shape[0]
-
-    @property
-    def image(self) -> np.ndarray:
-        return self.arrays[self.image_index]
-
-    def pack(self, tensors: Sequence[Any]) -> Any:
-        if self.single:
-            return tensors[0]
-        if self.keys is not None:
-            return dict(zip(self.keys, tensors))
-        return list(tensors)
+_REGISTRY: Dict[str, Type["BaseCAM"]] = {}
 
 
 class BaseCAM:
@@ -68,7 +46,8 @@ class BaseCAM:
     Subclasses override `get_cam_weights(activations, grads, targets) -> (N, C)` (the map is then
     `ReLU(sum_k w_k A_k)`), or `compute_cam(activations, grads, targets) -> (N, h, w)` for other
     constructions. `targets` is the int32 (N,) class index explained per image.
-    Set `needs_grads = False` for methods that use activations only.
+    Set `needs_grads = False` for methods that use activations only, and `name` (plus `aliases`) to make
+    the method available to `get_explainer`.
 
     Args:
         model: any Keras 3 model: Sequential, Functional, subclassed, with nested models (e.g. a
@@ -90,13 +69,19 @@ class BaseCAM:
     ```
     """
 
-    #: Lower-case name used by `get_explainer` (aliases in `aliases`).
+    #: Lower-case name used by `get_explainer` (aliases in `aliases`); set it to register a method.
     name: str = "base"
     aliases: Tuple[str, ...] = ()
     needs_grads: bool = True
     #: Where on the layer the activations are taken: its "output" (or its "input", for CAM).
     capture_on: str = "output"
     accepts_callable_targets: bool = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a method of its own, not a user's tweak of one
+            for alias in (cls.name,) + tuple(cls.aliases):
+                _REGISTRY[_key(alias)] = cls
 
     def __init__(
         self,
@@ -116,10 +101,10 @@ class BaseCAM:
         self.use_logits = bool(use_logits)
         self.input_index = input_index
         self.input_name = input_name
-        self._fns: Dict[tuple, Callable] = {}
+        self._fns = FunctionCache()
         self._seam = seam.get()
         self._logit_layers: Optional[list] = None  # found on the first call (subclassed models need a sample)
-        self._output_units: Optional[int] = None  # likewise: the size of a single (N, K) output
+        self._output_units: Optional[int] = capture.output_units(model)  # subclassed: on the first call
 
     # -- what a method says ----------------------------------------------------------------------------------
 
@@ -137,6 +122,20 @@ class BaseCAM:
     @property
     def layer(self) -> keras.layers.Layer:
         return self.layer_ref.layer
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """Classes of the model's single (N, K) output (1 for one unit), or None when it has another form
+        or is not known yet (a subclassed model's output is seen on the first call)."""
+        return self._output_units
+
+    def check_inputs(self, images: Any) -> Any:
+        """Validates `images` for this explainer's model; returns float32 copies in the same structure.
+
+        Raises the `ValueError` a call would raise for these images (wrong rank, size, channels, NaN, ...),
+        without running the model. Callbacks use it to fail when they are created, not deep in training.
+        """
+        return self._prepare_inputs(images).user_structure()
 
     def __call__(self, images: Any, targets: Targets = None) -> np.ndarray:
         return self.explain(images, targets)
@@ -166,18 +165,12 @@ class BaseCAM:
         """
         return self.compute(images, targets, upsample, normalize, batch_size).heatmaps
 
-    def compute(
-        self,
-        images: Any,
-        targets: Targets = None,
-        upsample: bool = True,
-        normalize: bool = True,
-        batch_size: Optional[int] = None,
-    ) -> Explanation:
+    def compute(self, images: Any, targets: Targets = None, upsample: bool = True, normalize: bool = True,
+                batch_size: Optional[int] = None) -> Explanation:
         """Like `explain`, but also returns the explained class and its score per image."""
         inputs, resolved = self._prepare_call(images, targets)
-        maps, idx, scores = self._run_batches(inputs, resolved, self._batch_size(batch_size, inputs.n),
-                                              upsample, normalize)
+        maps, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, batch_size), upsample,
+                                              normalize)
         return Explanation(maps.astype(np.float32), idx.astype(np.int64), scores.astype(np.float32))
 
     def explain_labels(
@@ -200,10 +193,11 @@ class BaseCAM:
         """
         inputs = self._prepare_inputs(images)
         if labels is None:
-            probs = [keras.ops.convert_to_numpy(self.model(inputs.pack([a[i : i + 32] for a in inputs.arrays]),
-                                                           training=False))
-                     for i in range(0, inputs.n, 32)]
-            present = np.concatenate(probs) > threshold
+            size = chunk_size(inputs.n, kwargs.get("batch_size"))
+            forward = self._compiled(("forward", inputs.structure, signature(inputs.arrays, size)),
+                                     lambda: self._forward_graph(inputs.structure))
+            (probs,) = run_batched(lambda *arrays: forward(*to_tensors(arrays)), inputs.arrays, size)
+            present = probs > threshold
         else:
             present = np.asarray(labels).astype(bool)
             if present.ndim != 2 or present.shape[0] != inputs.n:
@@ -211,49 +205,62 @@ class BaseCAM:
         rows, cols = np.nonzero(present)
         result: List[Dict[int, np.ndarray]] = [{} for _ in range(inputs.n)]
         if rows.size:
-            pairs = inputs.pack([a[rows] for a in inputs.arrays])
-            maps = self.explain(pairs, targets=cols, **kwargs)
+            maps = self.explain(inputs.rows(rows).user_structure(), targets=cols, **kwargs)
             for r, c, m in zip(rows, cols, maps):
                 result[r][int(c)] = m
         return result
 
     # -- the pipeline ----------------------------------------------------------------------------------------
 
-    def _run_batches(self, inputs: _Inputs, targets, bs: int, upsample: bool, normalize: bool):
-        """Runs the compiled graph over chunks of `bs` images; returns its concatenated outputs."""
-        results = []
-        for start in range(0, inputs.n, bs):
-            stop = min(start + bs, inputs.n)
-            chunk = [_pad(a[start:stop], bs) for a in inputs.arrays]
-            t = targets if callable(targets) else _pad(targets[start:stop], bs)
-            results.append([r[: stop - start] for r in self._run_chunk(inputs, chunk, t, upsample, normalize)])
-        return tuple(np.concatenate(parts) for parts in zip(*results))
+    def _prepare_call(self, images: Any, targets: Targets) -> Tuple[ModelInputs, Any]:
+        """Validated inputs and resolved targets for one call; refuses what would give wrong maps."""
+        inputs = self._prepare_inputs(images)
+        resolved = resolve_targets(targets, inputs.n, self.num_classes)
+        self._resolve_on_first_call(inputs)
+        _check_channels_last(self.layer, self.layer_ref.path, self.capture_on)
+        if not callable(resolved) and self.num_classes == 1 and not self._logit_layers:
+            raise ValueError(
+                f"Model '{self.model.name}' ends in a single output unit without a sigmoid: that is a regression "
+                "output (or a binary classifier's logit), and class targets would read it as a binary "
+                "classifier and explain its negation for negative outputs. Pass `targets` as a callable that "
+                "scores the output, e.g. targets=lambda out: out[:, 0] (or end a binary classifier in a sigmoid)."
+            )
+        return inputs, resolved
 
-    def _run_chunk(self, inputs: _Inputs, chunk: List[np.ndarray], targets, upsample: bool, normalize: bool):
-        key = (tuple((a.shape, a.dtype.str) for a in chunk), upsample, normalize,
+    def _run_batches(self, inputs: ModelInputs, targets: Any, size: int, upsample: bool, normalize: bool):
+        """Runs the compiled graph over chunks of `size` images; returns its concatenated outputs."""
+        key = ("graph", inputs.structure, signature(inputs.arrays, size), upsample, normalize,
                targets if callable(targets) else None)
-        fn = self._fns.get(key)
-        if fn is None:
-            fn = self._seam.compile(self._graph(inputs, targets, upsample, normalize), self.model)
-            self._fns[key] = fn
-        index = np.zeros(chunk[0].shape[0], np.int32) - 1 if callable(targets) else targets
-        tensors = [keras.ops.convert_to_tensor(a) for a in chunk]
-        out = fn(keras.ops.convert_to_tensor(index), *tensors)
-        return tuple(to_numpy(keras.ops.convert_to_numpy(o)) for o in out)
+        fn = self._compiled(key, lambda: self._graph(inputs.structure, tuple(inputs.image.shape[1:3]), targets,
+                                                     upsample, normalize))
+        index = np.full(inputs.n, PREDICTED, np.int32) if callable(targets) else targets
+        return run_batched(lambda *arrays: fn(*to_tensors(arrays)), [index] + inputs.arrays, size)
 
-    def _graph(self, inputs: _Inputs, targets, upsample: bool, normalize: bool) -> Callable:
-        """The function that is compiled: inputs -> (heatmaps, target indices, scores)."""
-        size = tuple(inputs.image.shape[1:3])
+    def _compiled(self, key: Any, make: Callable[[], Callable]) -> Callable:
+        """The compiled version of `make()`, built once per key (purpose, structure, signature, options)."""
+        return self._fns.get(key, lambda: self._seam.compile(make(), self.model))
+
+    def _graph(self, structure: InputStructure, size: Tuple[int, int], targets: Any, upsample: bool,
+               normalize: bool) -> Callable:
+        """The function that is compiled: (class indices, *inputs) -> (heatmaps, target indices, scores)."""
 
         def fn(index, *tensors):
-            score_fn = self._score_fn(targets, index)
-            activations, grads, _, (scores, idx) = self._activations(inputs.pack(tensors), score_fn)
+            activations, grads, _, (scores, idx) = self._activations(structure.pack(tensors),
+                                                                     self._score_fn(targets, index))
             cam = self._postprocess(self.compute_cam(activations, grads, idx), size, upsample, normalize)
             return cam, idx, scores
 
         return fn
 
-    def _score_fn(self, targets, index) -> Callable:
+    def _forward_graph(self, structure: InputStructure) -> Callable:
+        """The model's own outputs (probabilities as the model gives them), for `explain_labels`."""
+
+        def forward(*tensors):
+            return keras.ops.cast(self.model(structure.pack(tensors), training=False), "float32")
+
+        return forward
+
+    def _score_fn(self, targets: Any, index: Any) -> Callable:
         """outputs -> (scores to differentiate, (scores, class indices)) for resolved targets."""
 
         def score_fn(outputs):
@@ -276,16 +283,10 @@ class BaseCAM:
             if self.needs_grads and self.capture_on == "output":
                 a, g, outputs, aux = self._seam.activation_grads(self.model, model_inputs, self.layer, score_fn)
             else:
-                recorded = {}
-
-                def record(t):
-                    recorded["a"] = t
-                    return t
-
-                with capture.intercept(self.layer, record, on=self.capture_on):
+                with capture.recording(self.layer, on=self.capture_on) as recorded:
                     outputs = self.model(model_inputs, training=False)
                 _, aux = score_fn(outputs)
-                a, g = recorded["a"], None
+                a, g = recorded[0], None
         if len(a.shape) != 4 or a.shape[1] == 1 and a.shape[2] == 1:
             raise ValueError(
                 f"Layer '{self.layer_ref.path}' produced a tensor of shape {tuple(a.shape)} at run time, which "
@@ -295,22 +296,7 @@ class BaseCAM:
         g = None if g is None else keras.ops.cast(g, "float32")
         return a, g, outputs, aux
 
-    def _prepare_call(self, images: Any, targets: Targets) -> Tuple[_Inputs, Any]:
-        """Validated inputs and resolved targets for one call; refuses what would give wrong maps."""
-        inputs = self._prepare_inputs(images)
-        resolved = resolve_targets(targets, inputs.n, self._num_classes())
-        self._resolve_on_first_call(inputs)
-        _check_channels_last(self.layer, self.layer_ref.path, self.capture_on)
-        if not callable(resolved) and self._output_units == 1 and not self._logit_layers:
-            raise ValueError(
-                f"Model '{self.model.name}' ends in a single output unit without a sigmoid: that is a regression "
-                "output (or a binary classifier's logit), and class targets would read it as a binary "
-                "classifier and explain its negation for negative outputs. Pass `targets` as a callable that "
-                "scores the output, e.g. targets=lambda out: out[:, 0] (or end a binary classifier in a sigmoid)."
-            )
-        return inputs, resolved
-
-    def _resolve_on_first_call(self, inputs: _Inputs) -> None:
+    def _resolve_on_first_call(self, inputs: ModelInputs) -> None:
         """Finds what needs a sample input: the auto layer, the logit layers and the output size of
         subclassed models."""
         if self.layer_ref is not None and self._logit_layers is not None:
@@ -320,11 +306,8 @@ class BaseCAM:
             self.layer_ref = self._find_layer(None, sample)
         if self._logit_layers is None:  # also without use_logits: tells whether outputs are probabilities
             self._logit_layers = capture.logit_layers(self.model, sample)
-        self._output_units = self._num_classes()
-        if self._output_units is None and not capture.graph_tensors(self.model, "outputs"):
-            outputs = self.model(sample, training=False)  # a subclassed model: one image, once
-            if not isinstance(outputs, (list, tuple, dict)) and len(outputs.shape) == 2:
-                self._output_units = int(outputs.shape[-1])
+        if self._output_units is None:
+            self._output_units = capture.output_units(self.model, sample)
 
     def _logits_scope(self):
         if not self.use_logits:
@@ -348,69 +331,8 @@ class BaseCAM:
     def _find_layer(self, layer: capture.LayerSpec, sample: Any = None) -> capture.LayerRef:
         return capture.find_layer(self.model, layer, sample=sample)
 
-    def _batch_size(self, batch_size: Optional[int], n: int) -> int:
-        if batch_size is None:
-            return min(n, DEFAULT_BATCH_SIZE)
-        if int(batch_size) < 1:
-            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-        return min(n, int(batch_size))
-
-    def _num_classes(self) -> Optional[int]:
-        outputs = capture.graph_tensors(self.model, "outputs")
-        if len(outputs) == 1 and len(outputs[0].shape) == 2:
-            return outputs[0].shape[-1]
-        return None
-
-    def _prepare_inputs(self, images: Any) -> _Inputs:
-        model_inputs = capture.graph_tensors(self.model, "inputs")
-        if len(model_inputs) <= 1 and not isinstance(images, (list, tuple, dict)):
-            expected = tuple(model_inputs[0].shape[1:]) if model_inputs else None
-            return _Inputs([as_image_batch(images, expected)], 0, None, True)
-        if not isinstance(images, (list, tuple, dict)):
-            raise ValueError(
-                f"Model '{self.model.name}' has {len(model_inputs)} inputs; pass `images` as a list (or dict "
-                "by input name) with one array per input. The image input is found by rank (or set "
-                "`input_index` / `input_name`)."
-            )
-        keys = None
-        if isinstance(images, dict):
-            keys = list(images)
-            values = [images[k] for k in keys]
-        else:
-            values = list(images)
-        if model_inputs and len(values) != len(model_inputs):
-            raise ValueError(f"Model '{self.model.name}' has {len(model_inputs)} inputs but {len(values)} arrays "
-                             "were given.")
-        image_index = self._image_input_index(values, keys, model_inputs)
-        arrays = []
-        for i, v in enumerate(values):
-            if i == image_index:
-                expected = tuple(model_inputs[i].shape[1:]) if model_inputs else None
-                arrays.append(as_image_batch(v, expected))
-            else:
-                arrays.append(np.array(to_numpy(v), copy=True))
-        if len({a.shape[0] for a in arrays}) != 1:
-            raise ValueError(f"All inputs need the same batch size, got {[a.shape[0] for a in arrays]}.")
-        return _Inputs(arrays, image_index, keys, single=len(values) == 1 and keys is None and not model_inputs)
-
-    def _image_input_index(self, values, keys, model_inputs) -> int:
-        names = [getattr(t, "name", "").split(":")[0] for t in model_inputs]
-        if self.input_name is not None:
-            if keys is not None and self.input_name in keys:
-                return keys.index(self.input_name)
-            if self.input_name in names:
-                return names.index(self.input_name)
-            raise ValueError(f"Input '{self.input_name}' not found; the model's inputs are {names or keys}.")
-        if self.input_index is not None:
-            if not 0 <= self.input_index < len(values):
-                raise ValueError(f"`input_index` {self.input_index} is out of range for {len(values)} inputs.")
-            return self.input_index
-        rank4 = [i for i, v in enumerate(values) if np.ndim(to_numpy(v)) == 4]
-        if len(rank4) != 1:
-            raise ValueError(
-                f"Found {len(rank4)} rank-4 inputs; say which one is the image with `input_index` or `input_name`."
-            )
-        return rank4[0]
+    def _prepare_inputs(self, images: Any) -> ModelInputs:
+        return prepare_inputs(self.model, images, self.input_index, self.input_name)
 
 
 def minmax(cam: Any) -> Any:
@@ -445,9 +367,43 @@ def _check_channels_last(layer: keras.layers.Layer, path: str, on: str) -> None:
         )
 
 
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
-    """Pads axis 0 to `size` by repeating the last row (keeps one compiled signature for ragged batches)."""
-    if a.shape[0] == size:
-        return a
-    reps = np.repeat(a[-1:], size - a.shape[0], axis=0)
-    return np.concatenate([a, reps], axis=0)
+# ------------------------------------------------------------------------------------------------ registry
+
+
+def _key(name: str) -> str:
+    # "Grad-CAM++", "grad_cam_plus_plus", "gradcampp" -> one spelling
+    key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
+    return key.replace("plusplus", "++").replace("pp", "++") if key.startswith("gradcam") else key
+
+
+def registered_methods() -> List[Type[BaseCAM]]:
+    """The method classes, in the order they were defined."""
+    return list(dict.fromkeys(_REGISTRY.values()))
+
+
+def available_methods() -> List[str]:
+    """Names accepted by `get_explainer`, one per method, in the order the methods were defined."""
+    return [cls.name for cls in registered_methods()]
+
+
+def get_explainer(name: Any, model: keras.Model, **kwargs: Any) -> BaseCAM:
+    """An explainer by name (`"gradcam"`, `"gradcam++"`, `"scorecam"`, ...; "-", "_", "+" tolerant).
+
+    An explainer instance or class is accepted too (an instance is returned as is).
+
+    Example:
+
+    ```python
+    explainer = kc.get_explainer("Grad-CAM++", model, layer="conv2")
+    ```
+    """
+    if isinstance(name, BaseCAM):
+        return name
+    if isinstance(name, type) and issubclass(name, BaseCAM):
+        return name(model, **kwargs)
+    if not isinstance(name, str):
+        raise ValueError(f"`method` must be a name or an explainer, got {type(name).__name__}.")
+    cls = _REGISTRY.get(_key(name))
+    if cls is None:
+        raise ValueError(f"Unknown method '{name}'. Available methods: {', '.join(available_methods())}.")
+    return cls(model, **kwargs)

@@ -42,6 +42,19 @@ class GradCAMPlusPlus(BaseCAM):
         return ops.sum(alpha * ops.relu(grads), axis=(1, 2))
 
 
+class HiResCAM(BaseCAM):
+    """HiResCAM (Draelos & Carin 2020): element-wise gradient x activation, summed over channels.
+
+    Faithful to the model for any architecture ending in GAP + Dense (there it equals Grad-CAM).
+    """
+
+    name = "hirescam"
+    aliases = ("hires-cam",)
+
+    def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
+        return keras.ops.sum(activations * grads, axis=-1)
+
+
 class XGradCAM(BaseCAM):
     """XGrad-CAM (Fu et al. 2020): gradients weighted by normalized activations.
 
@@ -55,19 +68,6 @@ class XGradCAM(BaseCAM):
         ops = keras.ops
         total = ops.sum(activations, axis=(1, 2))
         return ops.sum(activations * grads, axis=(1, 2)) / (total + _EPS)
-
-
-class HiResCAM(BaseCAM):
-    """HiResCAM (Draelos & Carin 2020): element-wise gradient x activation, summed over channels.
-
-    Faithful to the model for any architecture ending in GAP + Dense (there it equals Grad-CAM).
-    """
-
-    name = "hirescam"
-    aliases = ("hires-cam",)
-
-    def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
-        return keras.ops.sum(activations * grads, axis=-1)
 
 
 class LayerCAM(BaseCAM):

@@ -1,15 +1,14 @@
 """Score-CAM (Wang et al. 2020): each channel weighed by the model's score on the input masked by it."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import keras
 import numpy as np
 
-from keras_cam._validation import to_numpy
+from keras_cam._batching import (DEFAULT_BATCH_SIZE, check_batch_size, chunk_size, run_batched, signature,
+                                 to_tensors)
 from keras_cam.explainers.base import BaseCAM, Explanation, minmax
-
-DEFAULT_CHANNEL_BATCH = 32
 
 
 class ScoreCAM(BaseCAM):
@@ -48,38 +47,41 @@ class ScoreCAM(BaseCAM):
         input_index: Optional[int] = None,
         input_name: Optional[str] = None,
         max_channels: Optional[int] = None,
-        batch_size: int = DEFAULT_CHANNEL_BATCH,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         super().__init__(model, layer, use_logits, input_index, input_name)
         if max_channels is not None and int(max_channels) < 1:
             raise ValueError(f"`max_channels` must be >= 1 or None, got {max_channels}.")
         self.max_channels = None if max_channels is None else int(max_channels)
-        self.channel_batch = self._batch_size(batch_size, 1 << 30)
+        self.channel_batch = check_batch_size(batch_size)
 
     def compute(self, images: Any, targets=None, upsample: bool = True, normalize: bool = True,
                 batch_size: Optional[int] = None) -> Explanation:
         """See `BaseCAM.explain`; here `batch_size` is the number of masked images per forward pass."""
-        chunk = self.channel_batch if batch_size is None else self._batch_size(batch_size, 1 << 30)
+        chunk = self.channel_batch if batch_size is None else check_batch_size(batch_size)
         inputs, resolved = self._prepare_call(images, targets)
         # First pass, compiled like every method's: activations, explained classes and their scores.
-        acts, idx, scores = self._run_batches(inputs, resolved, self._batch_size(None, inputs.n), False, False)
+        acts, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n), False, False)
         chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, h, w, k)
-        # Fewer channels than a chunk: smaller chunks rather than forward passes over empty masks.
+        # Fewer channels than a chunk: smaller chunks rather than forward passes over padding.
         chunk = min(chunk, chosen.shape[-1])
-        masked = self._masked_fn(inputs, chunk, resolved)
-        weights = np.stack([self._channel_weights(masked, inputs, i, chosen[i], idx[i], chunk)
+        key = ("masked", inputs.structure, signature(inputs.arrays, 1), chunk,
+               resolved if callable(resolved) else None)
+        masked = self._compiled(key, lambda: self._masked_graph(inputs.structure, tuple(inputs.image.shape[1:3]),
+                                                                chunk, resolved))
+        weights = np.stack([self._channel_weights(masked, inputs.rows(slice(i, i + 1)), chosen[i], idx[i], chunk)
                             for i in range(inputs.n)])
         cam = keras.ops.einsum("nhwc,nc->nhw", keras.ops.convert_to_tensor(chosen),
                                keras.ops.convert_to_tensor(weights))
         maps = self._postprocess(cam, tuple(inputs.image.shape[1:3]), upsample, normalize)
-        heatmaps = to_numpy(keras.ops.convert_to_numpy(maps)).astype(np.float32)
+        heatmaps = np.asarray(keras.ops.convert_to_numpy(maps)).astype(np.float32)
         return Explanation(heatmaps, idx.astype(np.int64), scores.astype(np.float32))
 
-    def _graph(self, inputs, targets, upsample, normalize):
+    def _graph(self, structure, size, targets, upsample, normalize):
         # The first pass returns the raw activations instead of a map.
         def fn(index, *tensors):
             score_fn = self._score_fn(targets, index)
-            activations, _, _, (scores, idx) = self._activations(inputs.pack(tensors), score_fn)
+            activations, _, _, (scores, idx) = self._activations(structure.pack(tensors), score_fn)
             return activations, idx, scores
 
         return fn
@@ -92,43 +94,32 @@ class ScoreCAM(BaseCAM):
         variance = a.reshape(-1, c).var(axis=0)
         return np.sort(np.argsort(-variance, kind="stable")[: self.max_channels])
 
-    def _channel_weights(self, masked, inputs, i: int, a: np.ndarray, target: int, chunk: int) -> np.ndarray:
-        """Softmax over channels of the target score on image `i` masked by each channel of `a` (h, w, k)."""
+    def _channel_weights(self, masked, image, a: np.ndarray, target: int, chunk: int) -> np.ndarray:
+        """Softmax over channels of the target score on one image masked by each channel of `a` (h, w, k)."""
         channels = np.ascontiguousarray(np.transpose(a, (2, 0, 1)))  # (k, h, w)
-        k = channels.shape[0]
         # The image goes in once; masks are built and applied inside the compiled function, per chunk.
-        image = [keras.ops.convert_to_tensor(arr[i : i + 1]) for arr in inputs.arrays]
+        tensors = to_tensors(image.arrays)
         index = keras.ops.convert_to_tensor(np.full((chunk,), target, np.int32))
-        scores = []
-        for start in range(0, k, chunk):
-            part = channels[start : start + chunk]
-            count = part.shape[0]
-            if count < chunk:  # pad with empty channels (empty masks): one compiled signature for every chunk
-                part = np.concatenate([part, np.zeros((chunk - count,) + part.shape[1:], part.dtype)])
-            out = masked(index, keras.ops.convert_to_tensor(part), *image)
-            scores.append(to_numpy(keras.ops.convert_to_numpy(out))[:count])
-        s = np.concatenate(scores).astype(np.float64)
+        (scores,) = run_batched(lambda part: masked(index, keras.ops.convert_to_tensor(part), *tensors),
+                                [channels], chunk)
+        s = scores.astype(np.float64)
         w = np.exp(s - s.max())
         return (w / w.sum()).astype(np.float32)
 
-    def _masked_fn(self, inputs, chunk: int, targets):
-        """Compiled (index, channels (chunk, h, w), *one image's inputs) -> scores of the masked images."""
-        size = tuple(inputs.image.shape[1:3])
-        key = ("masked", chunk, tuple(a.shape[1:] for a in inputs.arrays), targets if callable(targets) else None)
-        if key not in self._fns:
+    def _masked_graph(self, structure, size, chunk: int, targets) -> Callable:
+        """(index, channels (chunk, h, w), *one image's inputs) -> scores of the image masked by each."""
 
-            def masked(index, channels, *tensors):
-                ops = keras.ops
-                masks = _channel_masks(channels, size)[..., None]  # (chunk, H, W, 1)
-                batch = [ops.repeat(t, chunk, axis=0) for t in tensors]
-                image = batch[inputs.image_index]
-                batch[inputs.image_index] = image * ops.cast(masks, image.dtype)
-                with self._logits_scope():
-                    outputs = self.model(inputs.pack(batch), training=False)
-                return self._score_fn(targets, index)(outputs)[0]
+        def masked(index, channels, *tensors):
+            ops = keras.ops
+            masks = _channel_masks(channels, size)[..., None]  # (chunk, H, W, 1)
+            batch = [ops.repeat(t, chunk, axis=0) for t in tensors]
+            image = batch[structure.image_index]
+            batch[structure.image_index] = image * ops.cast(masks, image.dtype)
+            with self._logits_scope():
+                outputs = self.model(structure.pack(batch), training=False)
+            return self._score_fn(targets, index)(outputs)[0]
 
-            self._fns[key] = self._seam.compile(masked, self.model)
-        return self._fns[key]
+        return masked
 
 
 def _channel_masks(channels: Any, size) -> Any:

@@ -1,8 +1,7 @@
-"""Filter visualization, feature maps and kernel pictures: values, not only shapes.
+"""Filter visualization by gradient ascent: values, not only shapes.
 
 Oracles: hand-set edge kernels (the pattern's stripes must follow the kernel), the filter's own activation
-(a pattern must beat the same pixels shuffled), a direct sub-model for feature maps, and seed 004's own
-`deprocess_image`.
+(a pattern must beat the same pixels shuffled), and the keras.io recipe's own `deprocess_image`.
 """
 import random
 
@@ -10,38 +9,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cam.filters import (
-    FilterVisualizer,
-    deprocess_image,
-    feature_map_grid,
-    feature_maps,
-    kernel_grid,
-)
-from tests.conftest import random_images
+from keras_cam.activation_maximization import AscentOptions, FilterVisualizer
+from keras_cam.visualize import deprocess_image
+from keras_cam.feature_extraction import feature_maps
+from tests.conftest import classifier, conv, numpy_weights, random_images
 
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # responds to vertical edges
-
-
-def numpy_weights(model, seed=0, bias=0.1):
-    """He-normal kernels and constant biases drawn by numpy: the same weights on every backend.
-
-    Layers are built with zero initializers: Keras' random initializers draw from each backend's own
-    generator (different numbers per backend) and cost seconds of compilation per shape on JAX.
-    """
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if getattr(layer, "kernel", None) is not None:
-            fan_in = int(np.prod(layer.kernel.shape[:-1]))
-            weights = [rng.normal(0.0, np.sqrt(2.0 / fan_in), layer.kernel.shape).astype(np.float32)]
-            if getattr(layer, "bias", None) is not None:
-                weights.append(np.full(layer.bias.shape, bias, np.float32))
-            layer.set_weights(weights)
-    return model
-
-
-def conv(filters, name, **kwargs):
-    return keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer="zeros",
-                               name=name, **kwargs)
 
 
 def edge_model(size=32):
@@ -54,16 +27,6 @@ def edge_model(size=32):
     kernel[..., 1] = SOBEL_X.T[:, :, None]
     model.get_layer("edges").set_weights([kernel])
     return model
-
-
-def classifier(size=16):
-    model = keras.Sequential([
-        keras.Input((size, size, 3)),
-        conv(8, "conv"),
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros", name="probs"),
-    ])
-    return numpy_weights(model, seed=0, bias=0.0)
 
 
 def deep_model(seed=2, name="deep"):
@@ -106,9 +69,9 @@ def test_edge_kernels_give_stripes_along_the_kernel():
 
 @pytest.mark.backends
 def test_deeper_patterns_excite_their_filter_more_than_matched_noise(backbone, conv2_viz):
-    start = conv2_viz.optimize(steps=0)  # all 8 filters: seed 004's grey + noise
+    start = conv2_viz.optimize(steps=0)  # all 8 filters: the grey start with noise
     # A filter that is zero on the whole start image has a zero gradient through its ReLU: gradient ascent
-    # cannot move it (in seed 004 as here). On a near-uniform grey start, about half of a random layer is.
+    # cannot move it (in the keras.io recipe as here). On a near-uniform grey start, about half of a random layer is.
     initial = interior_mean(feature_maps(backbone, "conv2", start))[np.arange(8), np.arange(8)]
     own = np.flatnonzero(initial > 0)
     assert len(own) >= 4
@@ -179,11 +142,11 @@ class Subclassed(keras.Model):
 
 @pytest.mark.backends
 def test_subclassed_model_and_one_compilation_per_shape(monkeypatch):
-    import keras_cam.filters as filters
+    import keras_cam.activation_maximization as am
 
     traces = []
-    score = filters._filter_score
-    monkeypatch.setattr(filters, "_filter_score", lambda *a: traces.append(1) or score(*a))
+    score = am._filter_score
+    monkeypatch.setattr(am, "_filter_score", lambda *a: traces.append(1) or score(*a))
     model = Subclassed()
     model(np.zeros((1, 16, 16, 3), np.float32))
     numpy_weights(model)
@@ -213,21 +176,6 @@ def test_class_visualization_increases_the_class_logit():
     assert np.all(logits(end)[classes, classes] > logits(start)[classes, classes] + 1e-3)
 
 
-@pytest.mark.backends
-def test_feature_maps_are_the_layer_output():
-    inputs = keras.Input((16, 16, 3))
-    hidden = keras.layers.Conv2D(5, 3, activation="relu", kernel_initializer="zeros", name="c1")(inputs)
-    outputs = keras.layers.Dense(2, kernel_initializer="zeros")(keras.layers.GlobalAveragePooling2D()(hidden))
-    model = numpy_weights(keras.Model(inputs, outputs), seed=2, bias=-0.05)
-    images = random_images(5, 16)
-    copy = images.copy()
-    maps = feature_maps(model, "c1", images, batch_size=2)
-    expected = keras.ops.convert_to_numpy(keras.Model(inputs, hidden)(images))
-    assert maps.dtype == np.float32 and maps.shape == (5, 14, 14, 5)
-    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(images, copy)
-
-
 def test_sizes_penalties_and_octaves():
     free = keras.Sequential([keras.Input((None, None, 1)), conv(4, "c1"), conv(4, "c2")])
     numpy_weights(free, seed=1)
@@ -235,7 +183,7 @@ def test_sizes_penalties_and_octaves():
     assert viz.visualize(filters=[0], steps=2).shape == (1, 64, 64, 3)  # free size: 64; grey -> RGB
     assert viz.visualize(filters=[0, 1], size=(20, 28), steps=2).shape == (2, 20, 28, 3)
     raw = viz.optimize(filters=[1], size=24)
-    assert 0 < raw.min() and raw.max() < 255  # the 0..255 scale: seed 004's start, step 1
+    assert 0 < raw.min() and raw.max() < 255  # the 0..255 scale: grey start, step 1
     smooth = viz.optimize(filters=[1], size=24, tv_weight=10.0)
 
     def tv(x):
@@ -258,7 +206,7 @@ def test_grid_progress_bar_and_deprocess(conv2_viz, capsys):
     conv2_viz.visualize(filters=[0], steps=2, verbose=1)
     assert "loss" in capsys.readouterr().out
 
-    def seed_004_deprocess(x):  # verbatim from the seed
+    def recipe_deprocess(x):  # verbatim from the keras.io recipe
         x -= x.mean()
         x /= (x.std() + 1e-5)
         x *= 0.1
@@ -273,49 +221,7 @@ def test_grid_progress_bar_and_deprocess(conv2_viz, capsys):
     ours = deprocess_image(images)
     np.testing.assert_array_equal(images, copy)
     for i in range(2):
-        assert np.abs(ours[i].astype(int) - seed_004_deprocess(images[i].astype(np.float64))).max() <= 1
-
-
-def test_feature_map_grid_normalizes_each_channel():
-    maps = np.zeros((6, 8, 3), np.float32)
-    maps[..., 0] = np.arange(8)[None, :] * 1000.0  # a ramp at a large scale
-    maps[..., 1] = np.arange(6)[:, None] * -0.001  # a ramp at a tiny, negative scale
-    maps[..., 2] = 7.0  # constant
-    grid = feature_map_grid(maps, colormap=None, margin=2)
-    assert grid.shape == (2 * 6 + 2, 2 * 8 + 2, 3) and grid.dtype == np.uint8
-    first, second, third = grid[:6, :8, 0], grid[:6, 10:18, 0], grid[8:14, :8, 0]
-    assert first[:, 0].max() == 0 and first[:, -1].min() == 255
-    assert second[0].min() == 255 and second[-1].max() == 0  # -0.001 * row: top is the largest
-    assert third.max() == 0
-    assert feature_map_grid(maps, scale=3).shape == (2 * 18 + 5, 2 * 24 + 5, 3)  # magma by default
-
-
-def test_kernel_grid_pictures_kernels():
-    rgb = keras.layers.Conv2D(4, 3, use_bias=False, kernel_initializer="zeros")
-    rgb.build((None, 8, 8, 3))
-    kernel = np.zeros((3, 3, 3, 4), np.float32)
-    kernel[1, 1, 0, 0] = 2.0  # filter 0: a red dot on mid-grey
-    kernel[0, 0, 2, 0] = -2.0  # ... and a dark blue corner
-    kernel[:, :, :, 1] = 0.3
-    rgb.set_weights([kernel])
-    grid = kernel_grid(rgb)  # 3x3 kernels x8: 24 px tiles, 2 columns, 2 px margins
-    assert grid.shape == (2 * 24 + 2, 2 * 24 + 2, 3)
-    center = grid[8:16, 8:16]
-    assert np.all(center[..., 0] == 255) and np.all(center[..., 1:] == 128)
-    assert np.all(grid[:8, :8, 2] == 0)
-    assert np.all(grid[:24, 26:50] == 255)  # a uniform positive kernel is white
-
-    grey = keras.layers.Conv2D(3, 3, kernel_initializer="zeros")
-    grey.build((None, 8, 8, 1))
-    weights = np.zeros((3, 3, 1, 3), np.float32)
-    weights[:, :, 0, 0] = SOBEL_X
-    grey.set_weights([weights, np.zeros(3, np.float32)])
-    tiles = kernel_grid(grey, cols=3, scale=1, margin=0)
-    assert tiles.shape == (3, 9, 3)
-    np.testing.assert_array_equal(tiles[:, :3, 0], [[64, 128, 191], [0, 128, 255], [64, 128, 191]])
-    deep = keras.layers.Conv2D(2, 3, kernel_initializer="zeros")
-    deep.build((None, 8, 8, 5))
-    assert kernel_grid(deep, per_input=True, scale=2, margin=1).shape == (2 * 6 + 1, 5 * 6 + 4, 3)
+        assert np.abs(ours[i].astype(int) - recipe_deprocess(images[i].astype(np.float64))).max() <= 1
 
 
 def test_clear_errors(backbone, conv2_viz):
@@ -327,18 +233,12 @@ def test_clear_errors(backbone, conv2_viz):
         conv2_viz.visualize(filters=[0], size=64)
     with pytest.raises(ValueError, match="steps"):
         conv2_viz.visualize(filters=[0], steps=-1)
+    with pytest.raises(ValueError, match="Unknown ascent option 'stpes'; the options are steps, step_size"):
+        conv2_viz.visualize(filters=[0], stpes=3)
     with pytest.raises(ValueError, match="value_range"):
         FilterVisualizer(backbone, "conv2", value_range=(1, 0))
     with pytest.raises(ValueError, match="not found"):
         FilterVisualizer(backbone, "conv9")
-    with pytest.raises(ValueError, match="Conv2D.*'probs' \\(Dense\\)"):
-        kernel_grid(classifier().get_layer("probs"))
-    with pytest.raises(ValueError, match="layer object"):
-        kernel_grid("conv1")
-    with pytest.raises(ValueError, match="\\(N, H, W, C\\)"):
-        feature_maps(classifier(), "probs", random_images(1, 16))
-    with pytest.raises(ValueError, match="maps\\[0\\]"):
-        feature_map_grid(np.zeros((1, 4, 4, 2)))
     # Too small: the layer's output would vanish, or leave nothing inside the border.
     free = keras.Sequential([keras.Input((None, None, 3)),
                              keras.layers.Conv2D(4, 3, kernel_initializer="zeros", name="c1"),
@@ -352,3 +252,16 @@ def test_clear_errors(backbone, conv2_viz):
         FilterVisualizer(free, "c3").visualize(filters=[0], size=24)  # c3 is 2x2
     no_border = FilterVisualizer(free, "c3").optimize(filters=[0], size=24, border=0, steps=1)
     assert no_border.shape == (1, 24, 24, 3)
+
+
+def test_options_are_one_validated_frozen_dataclass():
+    opts = AscentOptions.of({"steps": 3, "seed": 1})
+    assert (opts.steps, opts.seed, opts.jitter, opts.border) == (3, 1, 2, 2)
+    with pytest.raises(Exception):
+        opts.steps = 4  # frozen
+    for bad, message in [({"jitter": -1}, "`jitter` must be an integer >= 0"),
+                         ({"step_size": 0}, "`step_size` must be a finite number > 0"),
+                         ({"batch_size": 0}, "`batch_size` must be an integer >= 1"),
+                         ({"octave_scale": float("nan")}, "`octave_scale` must be a finite number")]:
+        with pytest.raises(ValueError, match=message):
+            AscentOptions.of(bad)

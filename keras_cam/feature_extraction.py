@@ -1,0 +1,101 @@
+"""A layer's activations for a batch of images, computed up to that layer only.
+
+The layer is intercepted during one compiled call (`capture.forward_to`) and the layers behind it never run,
+so layers inside nested and subclassed models work and the cost is the truncated forward pass. Pictures of
+the maps come from `keras_cam.visualize.feature_map_grid`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import keras
+import numpy as np
+
+from keras_cam import backend as seam
+from keras_cam import capture
+from keras_cam._batching import FunctionCache, chunk_size, run_batched, signature
+from keras_cam._inputs import image_input_shape
+from keras_cam._validation import as_image_batch
+
+__all__ = ["FeatureMapExtractor", "feature_maps"]
+
+
+class FeatureMapExtractor:
+    """A layer's output for a batch of images, captured by interception and compiled once per input shape.
+
+    Args:
+        model: any Keras 3 model with one image input.
+        layer: a name, an `"outer/inner"` path, a `keras.layers.Layer` of the model, or `None` for the last
+            spatial layer. Its output must be (N, H, W, C).
+
+    Example:
+
+    ```python
+    extractor = FeatureMapExtractor(model, "conv1")
+    maps = extractor(images)   # float32 (N, H, W, C)
+    ```
+    """
+
+    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None) -> None:
+        if not isinstance(model, keras.layers.Layer):
+            raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
+        self.layer_ref = capture.find_layer(model, layer, require_spatial=False)
+        self.model = model
+        self.input_shape = image_input_shape(model)
+        shape = capture.static_output_shape(self.layer_ref.layer)
+        if shape is not None and len(shape) != 4:
+            raise self._not_spatial(shape)
+        self._seam = seam.get()
+        self._fns = FunctionCache()
+
+    def check_inputs(self, images: Any) -> np.ndarray:
+        """A validated float32 copy (N, H, W, C) of `images`; `ValueError` if they do not fit the model."""
+        return as_image_batch(images, self.input_shape)
+
+    def __call__(self, images: Any, batch_size: Optional[int] = None) -> np.ndarray:
+        """float32 (N, H, W, C) activations of the layer for `images` (as the model expects them)."""
+        images = self.check_inputs(images)
+        rows = chunk_size(len(images), batch_size, even=True)
+        fn = self._fns.get(signature([images], rows), self._compile)
+        (maps,) = run_batched(lambda chunk: fn(keras.ops.convert_to_tensor(chunk)), [images], rows)
+        if maps.ndim != 4:
+            raise self._not_spatial(maps.shape)
+        return maps.astype(np.float32)
+
+    def _compile(self) -> Callable:
+        layer = self.layer_ref.layer
+
+        def forward(x):
+            return keras.ops.cast(capture.forward_to(self.model, layer, x), "float32")
+
+        return self._seam.compile(forward, self.model)
+
+    def _not_spatial(self, shape: Sequence[Any]) -> ValueError:
+        return ValueError(
+            f"Layer '{self.layer_ref.path}' has output shape {tuple(shape)}; feature maps need a layer with "
+            "an (N, H, W, C) output. Pick a convolutional (or pooling, activation, ...) layer."
+        )
+
+
+def feature_maps(model: keras.Model, layer: capture.LayerSpec, images: Any,
+                 batch_size: Optional[int] = None) -> np.ndarray:
+    """A layer's activations for a batch of images.
+
+    Args:
+        model: any Keras 3 model with one image input (layers inside nested models work).
+        layer: a name, an `"outer/inner"` path, a `keras.layers.Layer` of the model, or `None` for the last
+            spatial layer.
+        images: (N, H, W, C) array as the model expects it. Not modified.
+        batch_size: images per compiled call (default 32).
+
+    Returns:
+        float32 (N, h, w, C): the layer's output, computed up to that layer only.
+
+    Example:
+
+    ```python
+    maps = kc.feature_maps(model, "conv1", images)   # (N, h, w, C)
+    picture = kc.feature_map_grid(maps[0])           # one tile per channel
+    ```
+    """
+    return FeatureMapExtractor(model, layer)(images, batch_size=batch_size)

@@ -1,0 +1,14 @@
+"""Pictures with OpenCV: heatmap overlays, mosaics, feature-map and kernel grids, and image files.
+
+RGB in, RGB out: images are float arrays in [0, 1] or uint8 arrays, (H, W, 3) RGB or (H, W) / (H, W, 1)
+grayscale; every function returns new arrays and leaves its inputs alone. OpenCV's BGR order stays inside
+`keras_cam.visualize.images`.
+"""
+from __future__ import annotations
+
+from keras_cam.visualize.grids import feature_map_grid, image_grid, kernel_grid
+from keras_cam.visualize.images import as_rgb, deprocess_image, read_image, save_image, to_uint8
+from keras_cam.visualize.overlays import colormap_code, colormap_names, overlay
+
+__all__ = ["as_rgb", "colormap_code", "deprocess_image", "colormap_names", "feature_map_grid", "image_grid", "kernel_grid", "overlay",
+           "read_image", "save_image", "to_uint8"]

@@ -1,0 +1,214 @@
+"""Image files and pixel conversions: RGB in, RGB out (OpenCV's BGR order stays inside this module).
+
+Images are float arrays in [0, 1] or uint8 arrays, (H, W, 3) RGB or (H, W) / (H, W, 1) grayscale; every
+function returns new arrays and leaves its inputs alone.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import uuid
+from typing import Any, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+from keras_cam._validation import to_numpy
+
+__all__ = ["as_rgb", "deprocess_image", "read_image", "save_image", "to_uint8"]
+
+_SUFFIXES = (".png", ".jpg", ".jpeg")
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def to_uint8(image: Any) -> np.ndarray:
+    """Converts an image (or a batch) to a new uint8 array of the same shape.
+
+    Floats must be in [0, 1] and are scaled by 255 and rounded; uint8 is copied as is; other integer types
+    must hold 0-255; bool becomes 0/255.
+
+    Args:
+        image: array-like of any shape, e.g. (H, W, 3), (H, W) or (N, H, W, 3).
+
+    Returns:
+        A uint8 array with the same shape.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cam.visualize import to_uint8
+    >>> to_uint8(np.array([0.0, 0.5, 1.0])).tolist()
+    [0, 128, 255]
+    """
+    try:
+        arr = np.asarray(to_numpy(image))
+    except Exception as e:  # ragged lists and the like
+        raise ValueError(f"Expected an image array; could not convert it: {e}") from None
+    if arr.dtype == np.uint8:
+        return arr.copy()
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"Expected a numeric image (float in [0, 1] or uint8), got dtype {arr.dtype}.")
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise ValueError(f"Integer images must hold values in 0..255 (got {arr.min()}..{arr.max()}); "
+                             "rescale them, or pass floats in [0, 1].")
+        return arr.astype(np.uint8)
+    arr = arr.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("The image contains NaN or infinite values; clean it first (e.g. np.nan_to_num).")
+    # A little slack for float round-off; 0..255 floats are a mistake to report, not to guess at.
+    if arr.size and (arr.max() > 1.0 + 1e-6 or arr.min() < -1e-6):
+        raise ValueError(
+            f"Float images must be in [0, 1] (got values in [{arr.min():.3g}, {arr.max():.3g}]); "
+            "scale them (e.g. image / 255.0) or pass uint8."
+        )
+    return np.round(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def as_rgb(image: Any, name: str = "image") -> np.ndarray:
+    """A uint8 (H, W, 3) copy of an RGB, RGBA or grayscale image."""
+    img = to_uint8(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] not in (3, 4):
+        raise ValueError(f"`{name}` must be (H, W, 3) RGB or (H, W) / (H, W, 1) grayscale, got shape {img.shape}.")
+    return np.ascontiguousarray(img[..., :3])  # RGBA: the alpha channel is dropped
+
+
+def _bgr(image: Any) -> np.ndarray:
+    """uint8 BGR (H, W, 3) or grayscale (H, W), as cv2 encoders expect."""
+    img = to_uint8(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        return img
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"`image` must be (H, W, 3) RGB or (H, W) / (H, W, 1) grayscale, got shape {img.shape}.")
+    return cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+
+
+def save_image(path: PathLike, image: Any) -> pathlib.Path:
+    """Writes an RGB or grayscale image as PNG or JPEG (chosen by the suffix), atomically.
+
+    Missing parent directories are created. The file is encoded in memory, written to a hidden temporary file
+    beside the target and moved into place with `os.replace`, so readers never see a half-written image and
+    a failure leaves nothing behind.
+
+    Args:
+        path: target file; the suffix must be .png, .jpg or .jpeg (any case).
+        image: (H, W, 3) RGB or (H, W) / (H, W, 1) grayscale; float in [0, 1] or uint8.
+
+    Returns:
+        The path written, as a `pathlib.Path`.
+
+    Raises:
+        ValueError: for an unsupported suffix or a bad image.
+        OSError: when the directory or file cannot be written (naming the path).
+
+    Example:
+
+    >>> import tempfile, numpy as np
+    >>> from keras_cam.visualize import save_image
+    >>> save_image(tempfile.mkdtemp() + "/red.png", np.array([[[1.0, 0.0, 0.0]]])).name
+    'red.png'
+    """
+    path = pathlib.Path(os.fspath(path))
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ValueError(f"Cannot save '{path}': the suffix must be .png, .jpg or .jpeg, got {path.suffix!r}.")
+    ok, encoded = cv2.imencode(suffix, _bgr(image))
+    if not ok:
+        raise ValueError(f"OpenCV could not encode the image for '{path}' as {suffix}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"Cannot create the directory of '{path}': {e.strerror or e}.") from None
+    # O_EXCL on a unique name: no clash with a concurrent writer; mode 0o666 lets the umask decide the final
+    # permissions (mkstemp's 0o600 would make the image private to this user).
+    tmp = path.parent / f".tmp-{uuid.uuid4().hex[:12]}{path.suffix}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(f"Cannot write '{path}': {e.strerror or e}.") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_image(path: PathLike, size: Optional[Union[int, Tuple[int, int]]] = None) -> np.ndarray:
+    """Reads an image file as float32 RGB in [0, 1].
+
+    Grayscale files come back with 3 equal channels; an alpha channel is dropped.
+
+    Args:
+        path: an image file OpenCV can decode (PNG, JPEG, BMP, TIFF, WebP, ...).
+        size: optional `(height, width)` (or one int for a square) to resize to; area interpolation when
+            shrinking, bilinear when enlarging.
+
+    Returns:
+        float32 (H, W, 3) RGB in [0, 1].
+
+    Example:
+
+    >>> import tempfile, numpy as np
+    >>> from keras_cam.visualize import read_image, save_image
+    >>> path = save_image(tempfile.mkdtemp() + "/red.png", np.array([[[1.0, 0.0, 0.0]]]))
+    >>> read_image(path, size=(2, 3)).shape
+    (2, 3, 3)
+    """
+    if size is not None:
+        pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size) if isinstance(size, (tuple, list)) else ()
+        if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair):
+            raise ValueError(f"`size` must be (height, width) with positive integers, or one int, got {size!r}.")
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise ValueError(f"Image file '{name}' does not exist (or is not a file).")
+    try:
+        # imdecode on the bytes, not imread: the same result, and non-ASCII paths work on every platform.
+        data = np.fromfile(name, dtype=np.uint8)
+    except OSError as e:
+        raise ValueError(f"Cannot read '{name}': {e.strerror or e}.") from None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ValueError(f"Cannot decode '{name}' as an image (unsupported format or corrupt file).")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if size is not None:
+        h, w = int(pair[0]), int(pair[1])
+        shrink = h * w < img.shape[0] * img.shape[1]
+        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return img.astype(np.float32) / 255.0
+
+
+def deprocess_image(x: Any) -> np.ndarray:
+    """The keras.io recipe's `deprocess_image`, per image: standardize, x0.1, +0.5, clip to [0, 1], x255, uint8.
+
+    Args:
+        x: one image (H, W, C) or a batch (N, H, W, C), any range. Not modified.
+
+    Returns:
+        uint8 array of the same shape; each image is standardized over all its pixels and channels.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cam.visualize import deprocess_image
+    >>> picture = deprocess_image(np.random.default_rng(0).random((64, 64, 3)) * 255)
+    >>> str(picture.dtype), bool(120 <= picture.mean() <= 135)
+    ('uint8', True)
+    """
+    x = np.asarray(to_numpy(x), dtype=np.float64)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"Expected an image (H, W, C) or a batch (N, H, W, C), got shape {x.shape}.")
+    axes = tuple(range(x.ndim - 3, x.ndim))
+    x = x - x.mean(axis=axes, keepdims=True)
+    x = x / (x.std(axis=axes, keepdims=True) + 1e-5)
+    x = np.clip(x * 0.1 + 0.5, 0.0, 1.0) * 255.0
+    return np.clip(x, 0, 255).astype(np.uint8)  # truncation, as the recipe's astype("uint8")

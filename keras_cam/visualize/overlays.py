@@ -1,0 +1,93 @@
+"""Heatmap overlays: a map coloured with an OpenCV colormap and blended over its image."""
+from __future__ import annotations
+
+from typing import Any, List, Union
+
+import cv2
+import numpy as np
+
+from keras_cam._validation import close_matches, to_numpy
+from keras_cam.visualize.images import as_rgb, to_uint8
+
+__all__ = ["colormap_code", "colormap_names", "overlay"]
+
+_COLORMAPS = {name[len("COLORMAP_"):].lower(): getattr(cv2, name) for name in dir(cv2) if name.startswith("COLORMAP_")}
+
+
+def colormap_names() -> List[str]:
+    """Lists the OpenCV colormap names that `overlay` accepts.
+
+    Returns:
+        Sorted lower-case names: "autumn", "bone", ..., "jet", ..., "turbo", "viridis", ...
+
+    Example:
+
+    >>> from keras_cam.visualize import colormap_names
+    >>> "jet" in colormap_names() and "viridis" in colormap_names()
+    True
+    """
+    return sorted(_COLORMAPS)
+
+
+def colormap_code(colormap: Union[str, int]) -> int:
+    """The `cv2.COLORMAP_*` value for a name (case-insensitive) or a value."""
+    if isinstance(colormap, (int, np.integer)) and not isinstance(colormap, bool):
+        if int(colormap) not in _COLORMAPS.values():
+            raise ValueError(f"Unknown OpenCV colormap value {colormap}; use a cv2.COLORMAP_* constant or one of: "
+                             f"{', '.join(colormap_names())}.")
+        return int(colormap)
+    key = str(colormap).lower()
+    key = key[len("colormap_"):] if key.startswith("colormap_") else key
+    if key not in _COLORMAPS:
+        near = close_matches(key, _COLORMAPS)
+        hint = f" Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""
+        raise ValueError(f"Unknown colormap {colormap!r}.{hint} Available: {', '.join(colormap_names())}.")
+    return _COLORMAPS[key]
+
+
+def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, int] = "jet") -> np.ndarray:
+    """Blends a colored heatmap over an image.
+
+    The heatmap is clipped to [0, 1], resized to the image with bilinear interpolation when sizes differ,
+    colored with an OpenCV colormap and mixed in as a convex blend,
+    `alpha * colored + (1 - alpha) * image`, so nothing saturates and `alpha` is the heatmap's weight.
+
+    Args:
+        image: (H, W, 3) RGB or (H, W) / (H, W, 1) grayscale; float in [0, 1] or uint8.
+        heatmap: (h, w) map with values in [0, 1], e.g. one map of an explainer's output.
+        alpha: the heatmap's weight, in [0, 1]: 0 returns the image, 1 the colored heatmap.
+        colormap: an OpenCV colormap name, case-insensitive ("jet", "viridis", "inferno", "turbo", "hot",
+            ...; see `colormap_names()`), or a `cv2.COLORMAP_*` value.
+
+    Returns:
+        uint8 (H, W, 3) RGB.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cam.visualize import overlay
+    >>> image = np.zeros((32, 32, 3), np.float32)
+    >>> heatmap = np.ones((4, 4), np.float32)   # resized to 32x32
+    >>> overlay(image, heatmap, alpha=1.0)[0, 0].tolist()   # jet at 1.0: dark red
+    [128, 0, 0]
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"`alpha` (the heatmap's weight) must be a number in [0, 1], got {alpha!r}.")
+    img = as_rgb(image)
+    try:
+        hm = np.array(to_numpy(heatmap), dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"`heatmap` must be a numeric (h, w) array; could not convert it: {e}") from None
+    if hm.ndim == 3 and hm.shape[-1] == 1:
+        hm = hm[..., 0]
+    if hm.ndim != 2 or 0 in hm.shape:
+        raise ValueError(f"`heatmap` must be one 2-D map (h, w), got shape {hm.shape}. "
+                         "For a batch, call overlay once per image.")
+    if not np.all(np.isfinite(hm)):
+        raise ValueError("`heatmap` contains NaN or infinite values; check the explainer's input.")
+    code = colormap_code(colormap)
+    if hm.shape != img.shape[:2]:
+        hm = cv2.resize(hm, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colored = cv2.cvtColor(cv2.applyColorMap(to_uint8(np.clip(hm, 0.0, 1.0)), code), cv2.COLOR_BGR2RGB)
+    blended = float(alpha) * colored.astype(np.float32) + (1.0 - float(alpha)) * img.astype(np.float32)
+    return np.round(blended).astype(np.uint8)

@@ -1,0 +1,66 @@
+"""targets.py: targets -> class indices (validated), and outputs -> the score of each image's class."""
+import keras
+import numpy as np
+import pytest
+
+from keras_cam.targets import PREDICTED, callable_scores, class_scores, resolve_targets
+
+
+def test_resolve_targets_forms_and_errors():
+    np.testing.assert_array_equal(resolve_targets(None, 3, 5), [PREDICTED] * 3)
+    np.testing.assert_array_equal(resolve_targets(2, 3, 5), [2, 2, 2])
+    np.testing.assert_array_equal(resolve_targets(np.int64(4), 2, 5), [4, 4])
+    np.testing.assert_array_equal(resolve_targets([0, 4, 1], 3, 5), [0, 4, 1])
+    np.testing.assert_array_equal(resolve_targets(np.array([1.0, 2.0]), 2, 5), [1, 2])  # integral floats
+    assert resolve_targets([7, 9], 2, None).dtype == np.int32  # no class count known: any index >= 0
+    fn = lambda out: out[:, 0]  # noqa: E731
+    assert resolve_targets(fn, 3, 5) is fn
+    # A single unit is a binary classifier: indices 0 and 1.
+    np.testing.assert_array_equal(resolve_targets([0, 1], 2, 1), [0, 1])
+    cases = [
+        ((True, 2, 3), "got a bool"),
+        (([0, 1], 3, 3), "2 entries but there are 3 images"),
+        ((3, 2, 3), r"Target index 3 is out of range: the model has 3 classes \(valid indices 0..2\)"),
+        (([0, 2], 2, 1), "Target index 2 is out of range: the model has 2 classes"),
+        (([-1], 1, 3), "Target index -1 is out of range"),
+        (([-2], 1, None), "must be >= 0, got -2"),
+        (([0.5], 1, 3), "sequence of ints"),
+        ((np.zeros((2, 2), int), 2, 3), r"shape \(2, 2\)"),
+        ((["a"], 1, 3), "sequence of ints"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            resolve_targets(*args)
+
+
+@pytest.mark.backends
+def test_class_scores_on_logits_and_probabilities():
+    logits = np.array([[1.0, 3.0, 2.0], [0.5, -1.0, 4.0]], np.float32)
+    scores, idx = class_scores(keras.ops.convert_to_tensor(logits), keras.ops.convert_to_tensor([-1, 0]))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(idx), [1, 0])  # -1: the predicted class
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scores), [3.0, 0.5])
+    # One unit on logits: class 1 is z, class 0 is -z; predicted where z > 0.
+    z = keras.ops.convert_to_tensor(np.array([[2.0], [-0.5], [0.25]], np.float32))
+    scores, idx = class_scores(z, keras.ops.convert_to_tensor([-1, -1, 0]))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(idx), [1, 0, 0])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scores), [2.0, 0.5, -0.25])
+    # One unit on probabilities: class 1 is p, class 0 is 1 - p; predicted where p > 0.5.
+    p = keras.ops.convert_to_tensor(np.array([[0.9], [0.3]], np.float32))
+    scores, idx = class_scores(p, keras.ops.convert_to_tensor([-1, 1]), probabilities=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(idx), [1, 1])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scores), [0.9, 0.3], rtol=1e-6)
+    scores, idx = class_scores(p, keras.ops.convert_to_tensor([-1, -1]), probabilities=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scores), [0.9, 0.7], rtol=1e-6)
+
+
+@pytest.mark.backends
+def test_scores_need_one_value_per_image():
+    out = keras.ops.convert_to_tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(callable_scores(lambda o: o[:, 2] - o[:, 0], out)),
+                               [2.0, 2.0])
+    with pytest.raises(ValueError, match=r"one score per image, shape \(N,\)"):
+        callable_scores(lambda o: o, out)
+    with pytest.raises(ValueError, match="several outputs.*callable"):
+        class_scores([out, out], keras.ops.convert_to_tensor([0, 0]))
+    with pytest.raises(ValueError, match=r"integer targets need \(N, num_classes\)"):
+        class_scores(keras.ops.reshape(out, (2, 3, 1)), keras.ops.convert_to_tensor([0, 0]))
