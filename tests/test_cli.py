@@ -88,3 +88,8 @@ def test_help_for_each_command(capsys):
     for command in ("explain", "filters", "demo"):
         assert cli.main([command, "--help"]) == 0
         assert "usage: keras-cam " + command in capsys.readouterr().out
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"keras-cam {kc.__version__}\n"
