@@ -10,7 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# TensorFlow CPU is the default backend; JAX and the torch CPU wheel let the suite check all three.
-	$(PY) -m pip install -q -e ".[tensorflow,jax,torch,test]"
+	# The exact builds are the suite's choice, named here: the extras only give ranges, for users.
+	# torch==2.13.0 is the CPU build; any other spec pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q -e ".[jax,test]" tensorflow-cpu "torch==2.13.0"
 	touch $(STAMP)
 
 # Full suite on TensorFlow, then the backend-sensitive tests on JAX and PyTorch.

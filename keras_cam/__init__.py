@@ -60,6 +60,11 @@ def __dir__() -> List[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version: pyproject.toml is its one source
+    import importlib.metadata
+
+    __version__ = importlib.metadata.version("keras-cam")
+except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = sorted(_EXPORTS) + list(_NAMESPACES)

@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Class activation maps, Grad-CAM family heatmaps and filter visualization for Keras 3 "
                     "models (TensorFlow, JAX or PyTorch backend: set KERAS_BACKEND).",
     )
+    from keras_cam import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name, (add, run) in COMMANDS.items():

@@ -91,6 +91,11 @@ def test_help_for_each_command(capsys):
         assert "usage: keras-cam " + command in capsys.readouterr().out
 
 
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"keras-cam {kc.__version__}\n"
+
+
 # ------------------------------------------------------------------------------------------------- demo
 
 
