@@ -320,6 +320,15 @@ def output_units(model: keras.layers.Layer, sample: Any = None) -> Optional[int]
     return None
 
 
+def output_names(model: keras.layers.Layer) -> List[str]:
+    """Names of the model's outputs in order (their layers' names); [] when the model has no graph."""
+    if isinstance(model, keras.Sequential):
+        layers = _sublayers(model)
+        return [layers[-1].name] if layers else []
+    names = getattr(model, "output_names", None) if graph_tensors(model, "outputs") else None
+    return list(names or [])
+
+
 def walk_layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
     """Every sublayer of `layer`, depth first in layer order: `Model.layers`, then layers tracked as
     attributes (custom layers holding layers, subclassed models) that `layers` omits."""

@@ -179,7 +179,8 @@ def _run_explain(args: argparse.Namespace) -> int:
                                  visualize.overlay(picture, heatmap, alpha=args.alpha, colormap=args.colormap))
             if args.save_raw:
                 np.save(stem + ".npy", heatmap)
-            print(f"{path}: class {int(target)} score {float(score):.4f} -> {stem}.png")
+            what = "output" if explainer.output_kind == "regression" else f"class {int(target)} score"
+            print(f"{path}: {what} {float(score):.4f} -> {stem}.png")
     return 0
 
 

@@ -421,46 +421,6 @@ def test_global_channels_first_setting(global_channels_first):
         kc.GradCAM(model, layer="relu")(xs)
 
 
-class _LinearUnit(keras.Model):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")
-        self.gap = keras.layers.GlobalAveragePooling2D()
-        self.out = keras.layers.Dense(1)
-
-    def call(self, x):
-        return self.out(self.gap(self.conv(x)))
-
-
-@pytest.mark.backends
-@pytest.mark.parametrize("kind", ["functional", "subclassed", "camhead"])
-def test_single_unit_without_sigmoid_needs_a_callable_target(kind):
-    wts = fixed_weights(seed=9, k=1)
-    x = images(n=3)
-    if kind == "functional":
-        model = functional_model(wts, activation=None)
-    elif kind == "subclassed":
-        keras.utils.set_random_seed(0)
-        model = _LinearUnit(name="linear_unit")
-        model(x)
-    else:
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 3, name="conv"),
-                                  kc.CAMHead(1, activation=None)])
-    methods = ["cam"] if kind == "camhead" else ["gradcam", "scorecam"]
-    for method in methods:
-        explainer = kc.get_explainer(method, model)
-        for targets in (None, 0, [1, 0, 1]):
-            with pytest.raises(ValueError, match="single output unit without a sigmoid.*callable"):
-                explainer(x, targets=targets)
-    if kind == "functional":  # a callable scores the output itself: the numpy reference's map of the unit
-        a, g, logits = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"],
-                                                         wts["b"], np.zeros(3, int))
-        result = kc.GradCAM(model, layer="conv1").compute(x, targets=lambda out: out[:, 0])
-        np.testing.assert_allclose(result.heatmaps, oracles.finish(oracles.gradcam(a, g)), atol=2e-4)
-        np.testing.assert_allclose(result.scores, logits[:, 0], rtol=1e-4, atol=1e-5)
-
-
 # ------------------------------------------------------------------------------- layers, errors, side effects
 
 

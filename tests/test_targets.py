@@ -64,3 +64,37 @@ def test_scores_need_one_value_per_image():
         class_scores([out, out], keras.ops.convert_to_tensor([0, 0]))
     with pytest.raises(ValueError, match=r"integer targets need \(N, num_classes\)"):
         class_scores(keras.ops.reshape(out, (2, 3, 1)), keras.ops.convert_to_tensor([0, 0]))
+
+
+@pytest.mark.backends
+def test_output_target_picks_an_output_by_position_name_or_key():
+    import keras_cam as kc
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(image)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    cls = keras.layers.Dense(3, activation="softmax", name="species")(pooled)
+    reg = keras.layers.Dense(1, name="size")(pooled)
+    x = np.random.default_rng(0).random((3, 8, 8, 3)).astype("float32")
+    listed = keras.Model(image, [cls, reg])
+    explainer = kc.GradCAM(listed, layer="conv")
+    by_lambda = explainer.compute(x, targets=lambda out: out[0][:, 2])  # logits: the softmax is skipped
+    for target in (kc.targets.output(0, 2), kc.targets.output("species", class_index=2)):
+        result = explainer.compute(x, targets=target)
+        np.testing.assert_allclose(result.heatmaps, by_lambda.heatmaps, atol=1e-6)
+        np.testing.assert_allclose(result.scores, by_lambda.scores, rtol=1e-6)
+    size = explainer.compute(x, targets=kc.targets.output("size"))
+    np.testing.assert_allclose(size.scores, keras.ops.convert_to_numpy(listed(x)[1])[:, 0], rtol=1e-5)
+    predicted = explainer.compute(x, targets=kc.targets.output("species"))  # None: the largest logit
+    logits = by_lambda.scores  # class 2's logit; the predicted logit is at least as large
+    assert np.all(predicted.scores >= logits - 1e-6)
+    keyed = keras.Model(image, {"a": cls, "b": reg})
+    np.testing.assert_allclose(kc.GradCAM(keyed, layer="conv").compute(x, targets=kc.targets.output("b")).scores,
+                               size.scores, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"Output 'nope' not found; the model's outputs are \['species', 'size'\]"):
+        explainer(x, targets=kc.targets.output("nope"))
+    with pytest.raises(ValueError, match="Output index 5 is out of range: the model has 2 outputs"):
+        explainer(x, targets=kc.targets.output(5))
+    with pytest.raises(ValueError, match="several outputs.*kc.targets.output"):
+        explainer(x)

@@ -17,7 +17,7 @@ from keras_cam import backend as seam
 from keras_cam import capture
 from keras_cam._batching import FunctionCache, chunk_size, run_batched, signature, to_tensors
 from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
-from keras_cam.targets import PREDICTED, Targets, callable_scores, class_scores, resolve_targets
+from keras_cam.targets import PREDICTED, OutputTarget, Targets, callable_scores, class_scores, resolve_targets
 
 _RELATIVE_EPS = 1e-5
 
@@ -58,6 +58,10 @@ class BaseCAM:
             softmax/sigmoid (the model is patched only for the duration of a call).
         input_index: for multi-input models, the position of the image input (default: the rank-4 one).
         input_name: for multi-input models, the name of the image input.
+        binary: how to read a single output unit. `None` (default): a unit ending in a sigmoid is a binary
+            classifier (class 1 = the unit, class 0 = its negation) and any other unit a regression output
+            (`targets=None` explains the output itself). `True`: binary also without a sigmoid (a model that
+            outputs a logit, trained with `from_logits=True`); `False`: always regression.
 
     Example:
 
@@ -90,6 +94,7 @@ class BaseCAM:
         use_logits: bool = True,
         input_index: Optional[int] = None,
         input_name: Optional[str] = None,
+        binary: Optional[bool] = None,
     ) -> None:
         if not isinstance(model, keras.layers.Layer):
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
@@ -101,6 +106,7 @@ class BaseCAM:
         self.use_logits = bool(use_logits)
         self.input_index = input_index
         self.input_name = input_name
+        self.binary = None if binary is None else bool(binary)
         self._fns = FunctionCache()
         self._seam = seam.get()
         self._logit_layers: Optional[list] = None  # found on the first call (subclassed models need a sample)
@@ -128,6 +134,16 @@ class BaseCAM:
         """Classes of the model's single (N, K) output (1 for one unit), or None when it has another form
         or is not known yet (a subclassed model's output is seen on the first call)."""
         return self._output_units
+
+    @property
+    def output_kind(self) -> Optional[str]:
+        """How class targets read the model's output: "classes" (N, K > 1), "binary" or "regression" (one
+        unit, see `binary`), or None (several outputs or another shape: targets must be callables)."""
+        if self.num_classes is None:
+            return None
+        if self.num_classes > 1:
+            return "classes"
+        return "binary" if self._binary_unit() else "regression"
 
     def check_inputs(self, images: Any) -> Any:
         """Validates `images` for this explainer's model; returns float32 copies in the same structure.
@@ -215,16 +231,11 @@ class BaseCAM:
     def _prepare_call(self, images: Any, targets: Targets) -> Tuple[ModelInputs, Any]:
         """Validated inputs and resolved targets for one call; refuses what would give wrong maps."""
         inputs = self._prepare_inputs(images)
-        resolved = resolve_targets(targets, inputs.n, self.num_classes)
         self._resolve_on_first_call(inputs)
+        if isinstance(targets, OutputTarget):
+            targets = targets.bind(capture.output_names(self.model))
+        resolved = resolve_targets(targets, inputs.n, self.num_classes, binary=self._binary_unit())
         _check_channels_last(self.layer, self.layer_ref.path, self.capture_on)
-        if not callable(resolved) and self.num_classes == 1 and not self._logit_layers:
-            raise ValueError(
-                f"Model '{self.model.name}' ends in a single output unit without a sigmoid: that is a regression "
-                "output (or a binary classifier's logit), and class targets would read it as a binary "
-                "classifier and explain its negation for negative outputs. Pass `targets` as a callable that "
-                "scores the output, e.g. targets=lambda out: out[:, 0] (or end a binary classifier in a sigmoid)."
-            )
         return inputs, resolved
 
     def _run_batches(self, inputs: ModelInputs, targets: Any, size: int, upsample: bool, normalize: bool):
@@ -272,7 +283,7 @@ class BaseCAM:
                 return scores, (scores, keras.ops.zeros_like(scores, dtype="int32") + PREDICTED)
             # Probabilities only when a sigmoid/softmax is left in place (use_logits=False).
             probabilities = not self.use_logits and bool(self._logit_layers)
-            scores, idx = class_scores(outputs, index, probabilities=probabilities)
+            scores, idx = class_scores(outputs, index, probabilities=probabilities, binary=self._binary_unit())
             return scores, (scores, idx)
 
         return score_fn
@@ -308,6 +319,10 @@ class BaseCAM:
             self._logit_layers = capture.logit_layers(self.model, sample)
         if self._output_units is None:
             self._output_units = capture.output_units(self.model, sample)
+
+    def _binary_unit(self) -> bool:
+        """Whether a single output unit is a binary classifier (else a regression output)."""
+        return self.binary if self.binary is not None else bool(self._logit_layers)
 
     def _logits_scope(self):
         if not self.use_logits:

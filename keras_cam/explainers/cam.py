@@ -43,8 +43,10 @@ class CAM(BaseCAM):
 
     def get_cam_weights(self, activations: Any, grads: Any, targets: Any) -> Any:
         kernel = keras.ops.cast(keras.ops.convert_to_tensor(self.layer.dense.kernel), "float32")  # (C, K)
-        if kernel.shape[-1] == 1:  # one sigmoid unit: class 0 is the negated unit
+        if kernel.shape[-1] == 1:  # one unit: binary (class 0 is the negated unit) or regression (index 0)
             column = kernel[:, 0][None, :]
+            if not self._binary_unit():
+                return keras.ops.zeros_like(keras.ops.cast(targets, "float32"))[:, None] + column
             return keras.ops.where(keras.ops.expand_dims(targets, -1) == 0, -column, column)
         return keras.ops.transpose(keras.ops.take(kernel, targets, axis=1))  # (N, C)
 

@@ -20,7 +20,7 @@ class ScoreCAM(BaseCAM):
     `batch_size` masked images, so memory stays bounded whatever the channel count.
 
     Args:
-        model, layer, use_logits, input_index, input_name: as for every explainer (see `BaseCAM`).
+        model, layer, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).
         max_channels: Faster Score-CAM: only the `max_channels` channels with the largest activation
             variance (per image) are scored; None scores all channels.
         batch_size: masked images per forward pass (default 32); `explain(batch_size=...)` overrides it.
@@ -48,8 +48,9 @@ class ScoreCAM(BaseCAM):
         input_name: Optional[str] = None,
         max_channels: Optional[int] = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        binary: Optional[bool] = None,
     ) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name)
+        super().__init__(model, layer, use_logits, input_index, input_name, binary)
         if max_channels is not None and int(max_channels) < 1:
             raise ValueError(f"`max_channels` must be >= 1 or None, got {max_channels}.")
         self.max_channels = None if max_channels is None else int(max_channels)
