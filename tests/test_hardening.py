@@ -66,3 +66,6 @@ def test_regression_on_subclassed_and_camhead_models():
     w = keras.ops.convert_to_numpy(model.layers[-1].kernel)[:, 0]
     np.testing.assert_allclose(cam.heatmaps, oracles.finish(feats @ w, size=(10, 10)), atol=2e-4)
     np.testing.assert_allclose(cam.heatmaps, kc.GradCAM(model, layer="conv")(x), atol=2e-4)
+
+
+# ------------------------------------------------------------------------ command line (cases below)
