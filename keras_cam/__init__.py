@@ -41,6 +41,9 @@ _EXPORTS = {
     # scoring every method
     "MethodComparison": "keras_cam.comparison",
     "compare_methods": "keras_cam.comparison",
+    # the cache of compiled functions
+    "clear_cache": "keras_cam._batching",
+    "set_cache_size": "keras_cam._batching",
 }
 #: Submodules that are part of the public API as namespaces (`kc.callbacks.CAMSnapshot`, ...).
 _NAMESPACES = ("callbacks", "datasets", "metrics")

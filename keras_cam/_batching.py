@@ -4,14 +4,17 @@ Every part of keras-cam that runs the model on arrays (explainers, Score-CAM's m
 the filter visualizer, the faithfulness scores) goes through `run_batched`: chunks of a fixed number of rows,
 the last one padded by repeating its last row, so one compiled function (one input signature) serves every
 chunk; outputs come back as numpy arrays with the padding cut off. Compiled functions are kept in a
-`FunctionCache`, keyed by what they were traced for (see docs/architecture.md, "Compile once").
+cache, keyed by what they were traced for: `SharedCache` (`CACHE`) for everything that may be shared between
+objects on the same model, `FunctionCache` for what belongs to one object (docs/architecture.md, "Compile
+once").
 """
 from __future__ import annotations
 
 import collections
 import math
+import threading
 import weakref
-from typing import Any, Callable, Hashable, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -28,16 +31,21 @@ def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
     return check_int(name, batch_size, 1)
 
 
-def chunk_size(n: int, batch_size: Any = None, even: bool = False) -> int:
-    """Rows per chunk for `n` rows: at most `batch_size` (default 32) and never more than `n`.
+def chunk_size(n: int, batch_size: Any = None, even: bool = False, bucket: bool = False) -> int:
+    """Rows per chunk for `n` rows: at most `batch_size` (default 32) and never more than needed.
 
     With `even`, the rows are spread over the fewest chunks as evenly as possible (ceil(n / count)), so the
-    padding of the last chunk is small; otherwise every chunk has `min(n, batch_size)` rows.
+    padding of the last chunk is small. With `bucket`, fewer rows than `batch_size` are rounded up to a power
+    of two, so that calls with 1 to `batch_size` rows share a handful of compiled signatures (1, 2, 4, ...,
+    `batch_size`) instead of one each; padding costs at most twice the rows of a small call.
     """
-    size = min(n, DEFAULT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size))
-    if even and size:
+    cap = DEFAULT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size)
+    size = max(min(n, cap), 1)
+    if even:
         size = math.ceil(n / math.ceil(n / size))
-    return max(size, 1)
+    if bucket and size < cap:
+        size = min(cap, 1 << (size - 1).bit_length())
+    return size
 
 
 def pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
@@ -80,7 +88,7 @@ def run_batched(call: Callable[..., Any], arrays: Sequence[np.ndarray], size: in
 
 
 class FunctionCache:
-    """Compiled functions by key, the least recently used dropped first beyond `maxsize`.
+    """Compiled functions of one object by key, the least recently used dropped first beyond `maxsize`.
 
     A key says what a function was traced for (its purpose, options and input signature), so a hit never
     retraces. Dropping a compiled function frees its traces (graphs, jitted executables).
@@ -108,25 +116,117 @@ class FunctionCache:
         return len(self._entries)
 
 
-_PER_MODEL: "weakref.WeakKeyDictionary[Any, FunctionCache]" = weakref.WeakKeyDictionary()
+class SharedCache:
+    """Compiled functions shared by everything that runs the same model, by (model, key).
 
-
-def model_cache(model: Any) -> FunctionCache:
-    """A `FunctionCache` that lives as long as `model` (held weakly: the cache never keeps a model alive).
-
-    Functions stored here must not hold `model` strongly themselves (close over `weakref.ref(model)`).
+    Models are held weakly: when a model is collected, its entries are dropped with it, and the functions
+    stored here must not hold their model strongly either (close over `weakref.ref(model)`, or reach it
+    through an `Owner`). Entries of every model share one least-recently-used bound, `maxsize`, so a
+    long-running process does not grow: a compiled function per signature is a few MB of graphs or
+    executables (docs/architecture.md, "Compile once").
     """
-    cache = _PER_MODEL.get(model)
-    if cache is None:
-        cache = _PER_MODEL[model] = FunctionCache()
-    return cache
+
+    def __init__(self, maxsize: int = 32) -> None:
+        self.maxsize = check_int("maxsize", maxsize, 1)
+        self._entries: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
+        self._models: Dict[int, weakref.ref] = {}
+        self._lock = threading.RLock()  # weakref callbacks run whenever the collector does
+
+    def get(self, model: Any, key: Hashable, build: Callable[[], Any]) -> Any:
+        """The entry for (`model`, `key`), built with `build()` (and remembered) on a miss."""
+        mid = id(model)
+        with self._lock:
+            ref = self._models.get(mid)
+            if ref is None or ref() is not model:  # a new model (or a new one at a recycled id)
+                self._drop_model(mid)
+                self._models[mid] = weakref.ref(model, lambda _, mid=mid: self._drop_model(mid))
+            entry = self._entries.get((mid, key))
+            if entry is not None:
+                self._entries.move_to_end((mid, key))
+                return entry
+        entry = build()  # outside the lock: tracing may take seconds
+        with self._lock:
+            self._entries[(mid, key)] = entry
+            self._evict()
+        return entry
+
+    def set_maxsize(self, maxsize: int) -> int:
+        with self._lock:
+            previous, self.maxsize = self.maxsize, check_int("maxsize", maxsize, 1)
+            self._evict()
+        return previous
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def count(self, model: Any) -> int:
+        """How many entries belong to `model`."""
+        return sum(1 for mid, _ in list(self._entries) if mid == id(model) and self._models.get(mid)
+                   and self._models[mid]() is model)
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+    def _drop_model(self, mid: int) -> None:
+        with self._lock:
+            self._models.pop(mid, None)
+            for key in [k for k in self._entries if k[0] == mid]:
+                del self._entries[key]
+
+
+#: The one cache of compiled functions (see `set_cache_size` and `clear_cache`).
+CACHE = SharedCache()
+
+
+def set_cache_size(maxsize: int) -> int:
+    """Sets how many compiled functions keras-cam keeps (least recently used dropped first); returns the old.
+
+    Explainers on the same model, layer, method and options share compiled functions: one per input
+    signature (input size and a batch-size bucket). The default, 32, covers a few methods and layers at a few
+    image sizes; a service that sees many image sizes may lower it to bound memory, or raise it to avoid
+    recompiling.
+
+    Example:
+
+    ```python
+    previous = kc.set_cache_size(8)
+    ```
+    """
+    return CACHE.set_maxsize(maxsize)
+
+
+def clear_cache() -> None:
+    """Drops every compiled function keras-cam keeps (they are rebuilt on the next call)."""
+    CACHE.clear()
+
+
+class Owner:
+    """The object a shared compiled function calls back into, held weakly and set before every call.
+
+    Explainers that share a compiled function are equivalent (same model, layer, method and options), so the
+    function may run for whichever of them calls; it never keeps one alive.
+    """
+
+    def __init__(self) -> None:
+        self._ref: Optional[weakref.ref] = None
+
+    def bind(self, obj: Any) -> None:
+        self._ref = weakref.ref(obj)
+
+    def __call__(self) -> Any:
+        return self._ref()
 
 
 def compiled_forward(model: Any, sig: tuple) -> Callable:
-    """`model(x, training=False)` compiled for one input signature, kept while `model` lives."""
+    """`model(x, training=False)` compiled for one input signature, shared and kept while `model` lives."""
     ref = weakref.ref(model)
 
     def forward(x: Any) -> Any:
         return ref()(x, training=False)
 
-    return model_cache(model).get(("forward", sig), lambda: seam.get().compile(forward, model))
+    return CACHE.get(model, ("forward", sig), lambda: seam.get().compile(forward, model))

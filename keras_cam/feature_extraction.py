@@ -6,6 +6,7 @@ the maps come from `keras_cam.visualize.feature_map_grid`.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Optional, Sequence
 
 import keras
@@ -13,7 +14,7 @@ import numpy as np
 
 from keras_cam import backend as seam
 from keras_cam import capture
-from keras_cam._batching import FunctionCache, chunk_size, run_batched, signature
+from keras_cam._batching import CACHE, chunk_size, run_batched, signature
 from keras_cam._inputs import image_input_shape
 from keras_cam._validation import as_image_batch
 
@@ -46,7 +47,6 @@ class FeatureMapExtractor:
         if shape is not None and len(shape) != 4:
             raise self._not_spatial(shape)
         self._seam = seam.get()
-        self._fns = FunctionCache()
 
     def check_inputs(self, images: Any) -> np.ndarray:
         """A validated float32 copy (N, H, W, C) of `images`; `ValueError` if they do not fit the model."""
@@ -55,18 +55,20 @@ class FeatureMapExtractor:
     def __call__(self, images: Any, batch_size: Optional[int] = None) -> np.ndarray:
         """float32 (N, H, W, C) activations of the layer for `images` (as the model expects them)."""
         images = self.check_inputs(images)
-        rows = chunk_size(len(images), batch_size, even=True)
-        fn = self._fns.get(signature([images], rows), self._compile)
+        rows = chunk_size(len(images), batch_size, even=True, bucket=True)
+        key = ("feature_maps", self.layer_ref.path, signature([images], rows))
+        fn = CACHE.get(self.model, key, self._compile)
         (maps,) = run_batched(lambda chunk: fn(keras.ops.convert_to_tensor(chunk)), [images], rows)
         if maps.ndim != 4:
             raise self._not_spatial(maps.shape)
         return maps.astype(np.float32)
 
     def _compile(self) -> Callable:
-        layer = self.layer_ref.layer
+        # Shared by every extractor of this layer; the model is held weakly, as the shared cache requires.
+        layer, model = self.layer_ref.layer, weakref.ref(self.model)
 
         def forward(x):
-            return keras.ops.cast(capture.forward_to(self.model, layer, x), "float32")
+            return keras.ops.cast(capture.forward_to(model(), layer, x), "float32")
 
         return self._seam.compile(forward, self.model)
 

@@ -52,10 +52,10 @@ def test_deletion_compiles_once_per_model_and_never_keeps_it_alive():
     images = np.random.default_rng(0).random((3, 4, 4, 1)).astype(np.float32)
     maps = np.random.default_rng(1).random((3, 4, 4)).astype(np.float32)
     first = faithfulness.deletion_auc(model, images, maps, targets=0, steps=4)
-    assert len(_batching.model_cache(model)) == 1
+    assert _batching.CACHE.count(model) == 1
     assert faithfulness.deletion_auc(model, images, maps, targets=0, steps=4) == first
     faithfulness.insertion_auc(model, images, maps, targets=0, steps=4)
-    assert len(_batching.model_cache(model)) == 1  # the same forward pass, the same chunk shape: reused
+    assert _batching.CACHE.count(model) == 1  # the same forward pass, the same chunk shape: reused
     ref = weakref.ref(model)
     del model
     gc.collect()

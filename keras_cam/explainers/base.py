@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_cam import backend as seam
 from keras_cam import capture
-from keras_cam._batching import FunctionCache, chunk_size, run_batched, signature, to_tensors
+from keras_cam._batching import CACHE, Owner, chunk_size, run_batched, signature, to_tensors
 from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
 from keras_cam.targets import PREDICTED, OutputTarget, Targets, callable_scores, class_scores, resolve_targets
 
@@ -107,7 +107,6 @@ class BaseCAM:
         self.input_index = input_index
         self.input_name = input_name
         self.binary = None if binary is None else bool(binary)
-        self._fns = FunctionCache()
         self._seam = seam.get()
         self._logit_layers: Optional[list] = None  # found on the first call (subclassed models need a sample)
         self._output_units: Optional[int] = capture.output_units(model)  # subclassed: on the first call
@@ -185,8 +184,8 @@ class BaseCAM:
                 batch_size: Optional[int] = None) -> Explanation:
         """Like `explain`, but also returns the explained class and its score per image."""
         inputs, resolved = self._prepare_call(images, targets)
-        maps, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, batch_size), upsample,
-                                              normalize)
+        maps, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, batch_size, bucket=True),
+                                              upsample, normalize)
         return Explanation(maps.astype(np.float32), idx.astype(np.int64), scores.astype(np.float32))
 
     def explain_labels(
@@ -209,9 +208,9 @@ class BaseCAM:
         """
         inputs = self._prepare_inputs(images)
         if labels is None:
-            size = chunk_size(inputs.n, kwargs.get("batch_size"))
+            size = chunk_size(inputs.n, kwargs.get("batch_size"), bucket=True)
             forward = self._compiled(("forward", inputs.structure, signature(inputs.arrays, size)),
-                                     lambda: self._forward_graph(inputs.structure))
+                                     lambda owner: self._forward_graph(owner, inputs.structure))
             (probs,) = run_batched(lambda *arrays: forward(*to_tensors(arrays)), inputs.arrays, size)
             present = probs > threshold
         else:
@@ -242,32 +241,48 @@ class BaseCAM:
         """Runs the compiled graph over chunks of `size` images; returns its concatenated outputs."""
         key = ("graph", inputs.structure, signature(inputs.arrays, size), upsample, normalize,
                targets if callable(targets) else None)
-        fn = self._compiled(key, lambda: self._graph(inputs.structure, tuple(inputs.image.shape[1:3]), targets,
-                                                     upsample, normalize))
+        fn = self._compiled(key, lambda owner: self._graph(owner, inputs.structure, tuple(inputs.image.shape[1:3]),
+                                                           targets, upsample, normalize))
         index = np.full(inputs.n, PREDICTED, np.int32) if callable(targets) else targets
         return run_batched(lambda *arrays: fn(*to_tensors(arrays)), [index] + inputs.arrays, size)
 
-    def _compiled(self, key: Any, make: Callable[[], Callable]) -> Callable:
-        """The compiled version of `make()`, built once per key (purpose, structure, signature, options)."""
-        return self._fns.get(key, lambda: self._seam.compile(make(), self.model))
+    def _compiled(self, key: Any, make: Callable[[Owner], Callable]) -> Callable:
+        """The compiled version of `make(owner)`, built once per model, method, options and `key` (purpose,
+        structure, signature) and shared by every equivalent explainer.
 
-    def _graph(self, structure: InputStructure, size: Tuple[int, int], targets: Any, upsample: bool,
+        `make` gets the `Owner` to call back into (`owner()` is the explainer running the call) and must not
+        close over `self`, or the shared cache would keep this explainer and its model alive.
+        """
+        entry = CACHE.get(self.model, (type(self), self._config()) + tuple(key),
+                          lambda: _Compiled(make, self._seam, self.model))
+        entry.owner.bind(self)
+        return entry.fn
+
+    def _config(self) -> tuple:
+        """What the compiled functions depend on besides the model and the input: the layer and options.
+        A method whose compiled code reads options of its own adds them here."""
+        return (self.layer_ref.path, self.capture_on, self.use_logits, self._binary_unit())
+
+    @staticmethod
+    def _graph(owner: Owner, structure: InputStructure, size: Tuple[int, int], targets: Any, upsample: bool,
                normalize: bool) -> Callable:
         """The function that is compiled: (class indices, *inputs) -> (heatmaps, target indices, scores)."""
 
         def fn(index, *tensors):
-            activations, grads, _, (scores, idx) = self._activations(structure.pack(tensors),
-                                                                     self._score_fn(targets, index))
-            cam = self._postprocess(self.compute_cam(activations, grads, idx), size, upsample, normalize)
+            this = owner()
+            activations, grads, _, (scores, idx) = this._activations(structure.pack(tensors),
+                                                                     this._score_fn(targets, index))
+            cam = this._postprocess(this.compute_cam(activations, grads, idx), size, upsample, normalize)
             return cam, idx, scores
 
         return fn
 
-    def _forward_graph(self, structure: InputStructure) -> Callable:
+    @staticmethod
+    def _forward_graph(owner: Owner, structure: InputStructure) -> Callable:
         """The model's own outputs (probabilities as the model gives them), for `explain_labels`."""
 
         def forward(*tensors):
-            return keras.ops.cast(self.model(structure.pack(tensors), training=False), "float32")
+            return keras.ops.cast(owner().model(structure.pack(tensors), training=False), "float32")
 
         return forward
 
@@ -348,6 +363,14 @@ class BaseCAM:
 
     def _prepare_inputs(self, images: Any) -> ModelInputs:
         return prepare_inputs(self.model, images, self.input_index, self.input_name)
+
+
+class _Compiled:
+    """A shared compiled function and the `Owner` slot it calls back into."""
+
+    def __init__(self, make: Callable[[Owner], Callable], seam_module: Any, model: keras.Model) -> None:
+        self.owner = Owner()
+        self.fn = seam_module.compile(make(self.owner), model)
 
 
 def minmax(cam: Any) -> Any:

@@ -62,14 +62,14 @@ class ScoreCAM(BaseCAM):
         chunk = self.channel_batch if batch_size is None else check_batch_size(batch_size)
         inputs, resolved = self._prepare_call(images, targets)
         # First pass, compiled like every method's: activations, explained classes and their scores.
-        acts, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n), False, False)
+        acts, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, bucket=True), False, False)
         chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, h, w, k)
         # Fewer channels than a chunk: smaller chunks rather than forward passes over padding.
         chunk = min(chunk, chosen.shape[-1])
         key = ("masked", inputs.structure, signature(inputs.arrays, 1), chunk,
                resolved if callable(resolved) else None)
-        masked = self._compiled(key, lambda: self._masked_graph(inputs.structure, tuple(inputs.image.shape[1:3]),
-                                                                chunk, resolved))
+        masked = self._compiled(key, lambda owner: self._masked_graph(
+            owner, inputs.structure, tuple(inputs.image.shape[1:3]), chunk, resolved))
         weights = np.stack([self._channel_weights(masked, inputs.rows(slice(i, i + 1)), chosen[i], idx[i], chunk)
                             for i in range(inputs.n)])
         cam = keras.ops.einsum("nhwc,nc->nhw", keras.ops.convert_to_tensor(chosen),
@@ -78,11 +78,13 @@ class ScoreCAM(BaseCAM):
         heatmaps = np.asarray(keras.ops.convert_to_numpy(maps)).astype(np.float32)
         return Explanation(heatmaps, idx.astype(np.int64), scores.astype(np.float32))
 
-    def _graph(self, structure, size, targets, upsample, normalize):
+    @staticmethod
+    def _graph(owner, structure, size, targets, upsample, normalize):
         # The first pass returns the raw activations instead of a map.
         def fn(index, *tensors):
-            score_fn = self._score_fn(targets, index)
-            activations, _, _, (scores, idx) = self._activations(structure.pack(tensors), score_fn)
+            this = owner()
+            activations, _, _, (scores, idx) = this._activations(structure.pack(tensors),
+                                                                 this._score_fn(targets, index))
             return activations, idx, scores
 
         return fn
@@ -107,18 +109,20 @@ class ScoreCAM(BaseCAM):
         w = np.exp(s - s.max())
         return (w / w.sum()).astype(np.float32)
 
-    def _masked_graph(self, structure, size, chunk: int, targets) -> Callable:
+    @staticmethod
+    def _masked_graph(owner, structure, size, chunk: int, targets) -> Callable:
         """(index, channels (chunk, h, w), *one image's inputs) -> scores of the image masked by each."""
 
         def masked(index, channels, *tensors):
             ops = keras.ops
+            this = owner()
             masks = _channel_masks(channels, size)[..., None]  # (chunk, H, W, 1)
             batch = [ops.repeat(t, chunk, axis=0) for t in tensors]
             image = batch[structure.image_index]
             batch[structure.image_index] = image * ops.cast(masks, image.dtype)
-            with self._logits_scope():
-                outputs = self.model(structure.pack(batch), training=False)
-            return self._score_fn(targets, index)(outputs)[0]
+            with this._logits_scope():
+                outputs = this.model(structure.pack(batch), training=False)
+            return this._score_fn(targets, index)(outputs)[0]
 
         return masked
 
