@@ -1,7 +1,4 @@
-"""Synthetic shapes on cluttered backgrounds, with ground-truth masks: an offline dataset for CAM work.
-
-Every heatmap of a model trained on these images can be scored against the truth
-(`keras_cam.metrics.pointing_game`), and nothing needs to be downloaded.
+"""Synthetic 2-D shapes on cluttered backgrounds, with ground-truth masks (and boxes).
 
 - `make_shapes`: one labelled shape per image (softmax classification).
 - `make_multilabel_shapes`: one to `max_objects` shapes of distinct classes per image (sigmoid, multi-label).
@@ -10,16 +7,15 @@ Each image is a smooth two-colour gradient with pixel noise, thin random lines a
 small ellipses, short strokes: none of them looks like a class shape), and the object(s) painted on top in a
 random colour that contrasts with what lies under them, at a random position. An object's area is drawn
 independently of its class, so size is no shortcut: a classifier has to look at the outline. Shapes stand
-upright by default (`rotation=0`); turning them freely makes the task much slower to learn.
+upright by default (`rotation=0`); turning them freely makes the task much slower to learn. Masks are drawn
+without anti-aliasing, so a mask is exactly the set of pixels painted with the object's colour.
 
-Generation is deterministic for a seed (same arguments, bit-identical arrays) and uses its own
-`numpy.random.Generator`; the global `numpy` and `random` states are never touched. Masks are drawn without
-anti-aliasing, so a mask is exactly the set of pixels painted with the object's colour.
+The argument checks at the top are shared by the signal and volume generators of this package.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -35,10 +31,12 @@ SHAPES = ("circle", "square", "triangle", "cross", "star", "ring")
 # fraction and turned into a radius with the first table; the second keeps every object inside the image.
 _UNIT_AREA = {"circle": 3.142, "square": 2.43, "triangle": 2.04, "cross": 2.20, "star": 2.09, "ring": 2.19}
 _EXTENT = {"circle": 1.0, "square": 1.1, "triangle": 1.3, "cross": 1.4, "star": 1.3, "ring": 1.0}
-# The angle at which each shape stands upright: square axis-aligned, triangle and star pointing up, cross a "+".
-# `rotation` turns shapes away from this pose. Measured with a 4-layer CNN on 1,500 images at 48 px: upright
-# shapes reach ~0.95 validation accuracy in 5 epochs; turns of +-20 degrees stay below 0.6, free turns near chance.
-_UPRIGHT = {"circle": 0.0, "square": np.pi / 4, "triangle": -np.pi / 2, "cross": 0.0, "star": -np.pi / 2, "ring": 0.0}
+# The angle at which each shape stands upright: square axis-aligned, triangle and star pointing up, cross a
+# "+". `rotation` turns shapes away from this pose. Measured with a 4-layer CNN on 1,500 images at 48 px:
+# upright shapes reach ~0.95 validation accuracy in 5 epochs; turns of +-20 degrees stay below 0.6, free turns
+# near chance.
+_UPRIGHT = {"circle": 0.0, "square": np.pi / 4, "triangle": -np.pi / 2, "cross": 0.0, "star": -np.pi / 2,
+            "ring": 0.0}
 
 # Object area as a fraction of the image: large enough to classify at 48 px, small enough that a random
 # point lands on the object rarely (the pointing game's chance level is about the mean area).
@@ -52,31 +50,56 @@ def _check_int(name: str, value: object, low: int) -> int:
     return int(value)
 
 
-def _check(n: object, size: object, seed: object, classes: Sequence[str], clutter: object,
-           distractors: object, rotation: object) -> Tuple[int, int, Tuple[str, ...]]:
-    """Validates the arguments shared by both generators; returns `(n, size, classes)`."""
-    n = _check_int("n", n, 1)
-    size = _check_int("size", size, 16)
-    _check_int("seed", seed, 0)
+def _check_amount(name: str, value: object, meaning: str) -> float:
+    """A finite number >= 0, such as a clutter or noise strength; `meaning` explains the scale."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a number >= 0 ({meaning}), got {value!r}.")
+    return float(value)
+
+
+def _check_classes(classes: Sequence[str], names: Tuple[str, ...], what: str) -> Tuple[str, ...]:
+    """2 or more distinct names from `names`; `what` names the family in messages ("shape", "motif")."""
     if isinstance(classes, str):
-        raise ValueError(f"`classes` must be a sequence of shape names, e.g. ('circle', 'square'), "
+        raise ValueError(f"`classes` must be a sequence of {what} names, e.g. {names[:2]!r}, "
                          f"not the string {classes!r}.")
     classes = tuple(classes)
     for c in classes:
-        if c not in SHAPES:
-            near = close_matches(str(c), SHAPES)
+        if c not in names:
+            near = close_matches(str(c), names)
             hint = f" Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""
-            raise ValueError(f"Unknown shape class {c!r} in `classes`; valid names: {', '.join(SHAPES)}.{hint}")
+            raise ValueError(f"Unknown {what} class {c!r} in `classes`; valid names: {', '.join(names)}."
+                             + hint)
     if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise ValueError(f"`classes` must hold 2 or more distinct names from {', '.join(SHAPES)}; got {classes}.")
-    if isinstance(clutter, bool) or not isinstance(clutter, (int, float, np.number)) \
-            or not math.isfinite(clutter) or clutter < 0:
-        raise ValueError(f"`clutter` must be a number >= 0 (0 = clean gradient, 1 = default), got {clutter!r}.")
+        raise ValueError(f"`classes` must hold 2 or more distinct names from {', '.join(names)}; "
+                         f"got {classes}.")
+    return classes
+
+
+def _streams(seed: int, count: int) -> Tuple[np.random.Generator, ...]:
+    """`count` independent generators for one seed, so that what one part of a sample draws does not shift
+    the others (e.g. more distractors leave the objects as they are)."""
+    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(count))
+
+
+def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Shuffled int64 labels in 0..k-1 whose counts differ by at most one."""
+    return rng.permutation(np.arange(n) % k).astype(np.int64)
+
+
+def _check(n: object, size: object, seed: object, classes: Sequence[str], clutter: object,
+           distractors: object, rotation: object) -> Tuple[int, int, Tuple[str, ...]]:
+    """Validates the arguments shared by both shape generators; returns `(n, size, classes)`."""
+    n = _check_int("n", n, 1)
+    size = _check_int("size", size, 16)
+    _check_int("seed", seed, 0)
+    classes = _check_classes(classes, SHAPES, "shape")
+    _check_amount("clutter", clutter, "0 = clean gradient, 1 = default")
     _check_int("distractors", distractors, 0)
     if isinstance(rotation, bool) or not isinstance(rotation, (int, float, np.number)) \
             or not 0 <= rotation <= 180:
-        raise ValueError(f"`rotation` must be a number of degrees in [0, 180] (0 = upright, 180 = any angle), "
-                         f"got {rotation!r}.")
+        raise ValueError("`rotation` must be a number of degrees in [0, 180] (0 = upright, 180 = any "
+                         f"angle), got {rotation!r}.")
     return n, size, classes
 
 
@@ -148,7 +171,8 @@ def _background(rng: np.random.Generator, size: int, clutter: float) -> np.ndarr
     img = (a[None, None] * (1 - ramp[..., None]) + b[None, None] * ramp[..., None]).astype(np.float32)
     for _ in range(int(round(clutter * 6))):
         p0, p1 = rng.integers(0, size, 2), rng.integers(0, size, 2)
-        cv2.line(img, tuple(int(v) for v in p0), tuple(int(v) for v in p1), tuple(float(v) for v in rng.random(3)), 1)
+        color = tuple(float(v) for v in rng.random(3))
+        cv2.line(img, tuple(int(v) for v in p0), tuple(int(v) for v in p1), color, 1)
     img += rng.normal(0, 0.04 * clutter + 0.01, img.shape).astype(np.float32)
     return img
 
@@ -186,11 +210,13 @@ def make_shapes(
     clutter: float = 1.0,
     distractors: int = 4,
     rotation: float = 0.0,
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return_boxes: bool = False,
+) -> Union[Tuple[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Generates `n` images, each with one shape of a class on a cluttered background, and its mask.
 
     The object covers 8-18 % of the image whatever its class, so the pointing game's chance level is about
-    0.13. Labels are balanced (counts differ by at most one) and shuffled.
+    0.13. Labels are balanced (counts differ by at most one) and shuffled. Asking for boxes changes nothing
+    else: the first three arrays are the same with and without them.
 
     Args:
         n: number of images (>= 1).
@@ -203,10 +229,14 @@ def make_shapes(
         rotation: the largest turn, in degrees either way, away from the upright pose (square axis-aligned,
             triangle and star pointing up, cross a "+"). 0 keeps shapes upright, which a small CNN learns
             in a few epochs; 180 allows any orientation, a much harder task.
+        return_boxes: also return each object's bounding box, e.g. to score
+            `keras_cam.metrics.localization_accuracy`.
 
     Returns:
         A tuple `(images, labels, masks)`: float32 `(n, size, size, 3)` RGB in [0, 1], int64 `(n,)` class
-        indices, and bool `(n, size, size)` marking the object's pixels.
+        indices, and bool `(n, size, size)` marking the object's pixels. With `return_boxes=True`,
+        `(images, labels, masks, boxes)`, boxes being int64 `(n, 4)` rows `(x0, y0, x1, y1)`, half-open and
+        tight: `masks[i, y0:y1, x0:x1]` holds every pixel of object `i`, and each edge of the box touches it.
 
     Example:
 
@@ -214,10 +244,16 @@ def make_shapes(
     >>> images, labels, masks = make_shapes(6, size=48, seed=0)
     >>> images.shape, labels.tolist().count(0), masks.dtype
     ((6, 48, 48, 3), 2, dtype('bool'))
+    >>> *_, boxes = make_shapes(6, size=48, seed=0, return_boxes=True)
+    >>> x0, y0, x1, y1 = boxes[0]
+    >>> int(masks[0, y0:y1, x0:x1].sum()) == int(masks[0].sum())
+    True
     """
     n, size, classes = _check(n, size, seed, classes, clutter, distractors, rotation)
+    if not isinstance(return_boxes, (bool, np.bool_)):
+        raise ValueError(f"`return_boxes` must be True or False, got {return_boxes!r}.")
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(n) % len(classes)).astype(np.int64)
+    labels = _balanced_labels(rng, n, len(classes))
     images = np.empty((n, size, size, 3), np.float32)
     masks = np.empty((n, size, size), bool)
     for i, label in enumerate(labels):
@@ -227,7 +263,18 @@ def make_shapes(
         _paint(rng, img, mask)  # painted last, so every mask pixel shows the object
         images[i] = np.clip(img, 0.0, 1.0)
         masks[i] = mask
+    if return_boxes:
+        return images, labels, masks, _mask_boxes(masks)
     return images, labels, masks
+
+
+def _mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """int64 (N, 4) half-open boxes `(x0, y0, x1, y1)` tight around non-empty (N, H, W) masks."""
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    y0, x0 = rows.argmax(axis=1), cols.argmax(axis=1)
+    y1 = rows.shape[1] - rows[:, ::-1].argmax(axis=1)  # one past the last occupied row
+    x1 = cols.shape[1] - cols[:, ::-1].argmax(axis=1)
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
 
 
 def make_multilabel_shapes(
@@ -270,8 +317,8 @@ def make_multilabel_shapes(
     n, size, classes = _check(n, size, seed, classes, clutter, distractors, rotation)
     if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) \
             or not 1 <= max_objects <= len(classes):
-        raise ValueError(f"`max_objects` must be an integer in 1..{len(classes)} (one object per class at most), "
-                         f"got {max_objects!r}.")
+        raise ValueError(f"`max_objects` must be an integer in 1..{len(classes)} (one object per class at "
+                         f"most), got {max_objects!r}.")
     rng = np.random.default_rng(seed)
     c = len(classes)
     images = np.empty((n, size, size, 3), np.float32)
