@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from typing import Any, List
+
+# OpenCV refuses to decode images above OPENCV_IO_MAX_IMAGE_PIXELS, which it reads once, when cv2 is first
+# imported (Keras imports cv2 too), and whose own default of 2**30 lets a 1 MB PNG of 32000 x 32000 take
+# 3 GB and 20 s. Lower it to keras_cam.visualize.DEFAULT_MAX_PIXELS (Pillow's decompression-bomb threshold)
+# before anything imports cv2, for the formats whose headers read_image does not check itself; a value the
+# user set is kept. Imported after keras or cv2, this has no effect: read_image's header check still holds.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", "178956970")
 
 # The public names, one line each: name -> the module that defines it. They are imported on first use
 # (PEP 562), so that `import keras_cam` and `keras-cam --help` do not pay for importing Keras and its backend

@@ -53,27 +53,30 @@ def test_error_in_a_subprocess_is_one_line_exit_2(saved):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the CLI quiets TF itself
     proc = subprocess.run([sys.executable, "-m", "keras_cam", "explain", path, str(root / "missing.png")],
                           capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 2
+    assert proc.returncode == 2  # nothing could be explained
     # Exactly one line: no traceback, and none of the backend's start-up logs either.
-    assert proc.stderr.splitlines() == [f"keras-cam: error: image file '{root / 'missing.png'}' does not exist"]
+    assert proc.stderr.splitlines() == [
+        f"keras-cam: skipped {root / 'missing.png'}: does not exist (or is not a file)"]
+    assert proc.stdout.startswith("explained 0 images, skipped 1, in ")
 
 
 @pytest.mark.parametrize("args, message", [
     (["explain", "{root}/nope.keras", "{png}"], "model file '{root}/nope.keras' does not exist"),
     (["explain", "{root}/notes.txt", "{png}"], "cannot load '{root}/notes.txt' as a Keras model"),
-    (["explain", "{model}", "{root}/notes.txt"], "Cannot decode '{root}/notes.txt' as an image"),
     (["explain", "{model}", "{png}", "--layer", "conv"], "Layer 'conv' not found"),
     (["explain", "{model}", "{png}", "--method", "gradkam"], "Unknown method 'gradkam'. Available methods: gradcam"),
     (["explain", "{model}", "{png}", "--target", "7"], "Target index 7 is out of range"),
     (["filters", "{model}", "--layer", "nope", "--out", "{root}/f.png"], "Layer 'nope' not found"),
 ])
-def test_errors_are_one_line(saved, capsys, args, message):
+def test_errors_are_one_line(saved, capsys, monkeypatch, tmp_path, args, message):
     root, path, pngs, _ = saved
+    monkeypatch.chdir(tmp_path)  # where the default --out, cam_out, would go
     fill = dict(root=root, png=pngs[0], model=path)
     assert cli.main([a.format(**fill) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("keras-cam: error: ")
     assert message.format(**fill) in err[0]
+    assert os.listdir(tmp_path) == []  # no output folder for work that failed before its first image
 
 
 def test_filters_command(saved, tmp_path, capsys):
@@ -94,6 +97,59 @@ def test_help_for_each_command(capsys):
 def test_version(capsys):
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out == f"keras-cam {kc.__version__}\n"
+
+
+def test_each_command_is_declared_once_in_the_registry(capsys):
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    assert list(subparsers.choices) == list(cli.COMMANDS) == ["explain", "filters", "demo"]
+    helps = {a.dest: a.help for a in subparsers._choices_actions}
+    for name, command in cli.COMMANDS.items():
+        assert subparsers.choices[name].description == command.description
+        assert helps[name] == command.help
+        assert subparsers.choices[name].get_default("_run") is command.run
+    assert cli.main(["explain", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit status: 0 when every image was explained, 1 when some were skipped, 2 when none" in text
+    assert "--output NAME|INDEX" in text and "--max-pixels N" in text
+
+
+def test_explain_takes_folders_recursively_in_order_and_leaves_out_its_own_outputs(saved, tmp_path, capsys):
+    root, path, pngs, _ = saved
+    photos = tmp_path / "photos"
+    for name, png in (("b.png", pngs[0]), ("a/z.png", pngs[1]), ("a/y.png", pngs[2])):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        (photos / name).write_bytes(open(png, "rb").read())
+    (photos / "notes.txt").write_text("not an image")  # not an image suffix: not taken from a folder
+    (tmp_path / "empty").mkdir()
+    out = photos / "cam"  # inside the folder explained: a second run must not explain the first's overlays
+    for _ in range(2):
+        assert cli.main(["explain", path, str(photos), str(tmp_path / "empty"), "--out", str(out)]) == 1
+        captured = capsys.readouterr()
+        lines = captured.out.splitlines()
+        explained = [line.split(":")[0] for line in lines[:3]]
+        assert explained == [str(photos / n) for n in ("a/y.png", "a/z.png", "b.png")]
+        assert lines[3].startswith("explained 3 images, skipped 1, in ")
+        assert captured.err == f"keras-cam: skipped {tmp_path / 'empty'}: a folder without image files\n"
+    overlays = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert overlays == ["a", "a/y_gradcam.png", "a/z_gradcam.png", "b_gradcam.png"]
+
+
+def test_output_stems_are_distinct_and_never_an_input(tmp_path):
+    def stems(names, out="out"):
+        return [os.path.relpath(s, tmp_path) for s in cli._output_stems([str(tmp_path / n) for n in names],
+                                                                        str(tmp_path / out), "gradcam")]
+
+    # Folders relative to the inputs' common parent; names that would clash get their extension.
+    assert stems(["a/x.png", "b/x.png", "c/x.png", "c/x.jpg"]) == [
+        "out/a/x_gradcam", "out/b/x_gradcam", "out/c/x_png_gradcam", "out/c/x_jpg_gradcam"]
+    assert stems(["p/q/x.png", "p/q/y.png"]) == ["out/x_gradcam", "out/y_gradcam"]
+    # Equal but for case (one file on macOS and Windows), then a number; a clash with an unrelated name.
+    assert stems(["x.png", "X.PNG", "x_png.png"]) == [
+        "out/x_png_gradcam-2", "out/X_PNG_gradcam-3", "out/x_png_gradcam"]
+    # --out is the input folder: an overlay never replaces an input, nor a .npy.
+    assert stems(["x.png", "x_gradcam.png", "y", "y_gradcam.npy"], out=".") == [
+        "x_png_gradcam", "x_gradcam_gradcam", "y_gradcam-2", "y_gradcam_gradcam"]
 
 
 # ------------------------------------------------------------------------------------------------- demo

@@ -7,8 +7,11 @@ grayscale; every function returns new arrays and leaves its inputs alone. OpenCV
 from __future__ import annotations
 
 from keras_cam.visualize.grids import feature_map_grid, image_grid, kernel_grid
+from keras_cam.visualize.headers import (DEFAULT_MAX_PIXELS, ImageFileError, ImageHeader, check_image_file,
+                                         read_header)
 from keras_cam.visualize.images import as_rgb, deprocess_image, read_image, save_image, to_uint8
 from keras_cam.visualize.overlays import colormap_code, colormap_names, overlay
 
 __all__ = ["as_rgb", "colormap_code", "deprocess_image", "colormap_names", "feature_map_grid", "image_grid", "kernel_grid", "overlay",
-           "read_image", "save_image", "to_uint8"]
+           "read_image", "save_image", "to_uint8",
+           "DEFAULT_MAX_PIXELS", "ImageFileError", "ImageHeader", "check_image_file", "read_header"]

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from keras_cam._validation import to_numpy
+from keras_cam.visualize.headers import DEFAULT_MAX_PIXELS, ImageFileError, check_image_file, check_max_pixels
 
 __all__ = ["as_rgb", "deprocess_image", "read_image", "save_image", "to_uint8"]
 
@@ -143,18 +144,29 @@ def save_image(path: PathLike, image: Any) -> pathlib.Path:
     return path
 
 
-def read_image(path: PathLike, size: Optional[Union[int, Tuple[int, int]]] = None) -> np.ndarray:
-    """Reads an image file as float32 RGB in [0, 1].
+def read_image(path: PathLike, size: Optional[Union[int, Tuple[int, int]]] = None,
+               max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads an image file as float32 RGB in [0, 1], refusing image bombs before decoding them.
 
-    Grayscale files come back with 3 equal channels; an alpha channel is dropped.
+    Grayscale files come back with 3 equal channels; an alpha channel is dropped. The size a PNG, JPEG,
+    BMP, GIF or WebP file declares is read from its header and checked against `max_pixels` before
+    anything is decoded; other formats rely on OpenCV's own limit (`OPENCV_IO_MAX_IMAGE_PIXELS`, see
+    `keras_cam.visualize.headers`).
 
     Args:
         path: an image file OpenCV can decode (PNG, JPEG, BMP, TIFF, WebP, ...).
         size: optional `(height, width)` (or one int for a square) to resize to; area interpolation when
             shrinking, bilinear when enlarging.
+        max_pixels: the most pixels (height x width) of the file and of `size`; None for no limit of ours.
+            The default, 178,956,970, is Pillow's decompression-bomb threshold (about 13,400 x 13,400).
 
     Returns:
         float32 (H, W, 3) RGB in [0, 1].
+
+    Raises:
+        ValueError: the file does not exist, cannot be read or decoded, or has more than `max_pixels`
+            pixels (an `ImageFileError`, whose `reason` leaves out the path); or `size` is invalid or above
+            `max_pixels`, or `max_pixels` is invalid.
 
     Example:
 
@@ -164,27 +176,53 @@ def read_image(path: PathLike, size: Optional[Union[int, Tuple[int, int]]] = Non
     >>> read_image(path, size=(2, 3)).shape
     (2, 3, 3)
     """
+    check_max_pixels(max_pixels)
     if size is not None:
         pair = (size, size) if isinstance(size, (int, np.integer)) else tuple(size) if isinstance(size, (tuple, list)) else ()
         if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in pair):
             raise ValueError(f"`size` must be (height, width) with positive integers, or one int, got {size!r}.")
+        pixels = int(pair[0]) * int(pair[1])
+        if max_pixels is not None and pixels > max_pixels:  # a resize allocates too
+            raise ValueError(f"`size` {tuple(int(v) for v in pair)} is {pixels:,} pixels, above "
+                             f"max_pixels={max_pixels:,}; pass a smaller size (or raise max_pixels).")
     name = os.fspath(path)
-    if not os.path.isfile(name):
-        raise ValueError(f"Image file '{name}' does not exist (or is not a file).")
+    check_image_file(name, max_pixels)  # exists, header readable, within the limit: before decoding
     try:
         # imdecode on the bytes, not imread: the same result, and non-ASCII paths work on every platform.
         data = np.fromfile(name, dtype=np.uint8)
     except OSError as e:
-        raise ValueError(f"Cannot read '{name}': {e.strerror or e}.") from None
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        raise ImageFileError(name, f"cannot be read ({e.strerror or e})") from None
+    except MemoryError:
+        raise ImageFileError(name, "not enough memory to read the file") from None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as e:  # OpenCV's own limits and allocation failures raise, corrupt data returns None
+        raise ImageFileError(name, _opencv_reason(e)) from None
+    except MemoryError:
+        raise ImageFileError(name, "not enough memory to decode it") from None
     if img is None:
-        raise ValueError(f"Cannot decode '{name}' as an image (unsupported format or corrupt file).")
+        why = "unsupported format, or a corrupt or truncated file"
+        raise ImageFileError(name, f"OpenCV cannot decode it ({why})",
+                             f"Cannot decode '{name}' as an image ({why}).")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if size is not None:
         h, w = int(pair[0]), int(pair[1])
         shrink = h * w < img.shape[0] * img.shape[1]
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return img.astype(np.float32) / 255.0
+
+
+def _opencv_reason(error: Exception) -> str:
+    """Why OpenCV refused to decode a file, from its multi-line `cv2.error`, as one short clause."""
+    text = " ".join(str(error).split())
+    if "CV_IO_MAX_IMAGE" in text:
+        return ("OpenCV refuses it: it is larger than the OPENCV_IO_MAX_IMAGE_PIXELS (or _WIDTH / _HEIGHT) "
+                "environment variable allows, which OpenCV reads once, when cv2 is imported; set it before "
+                "starting Python if you trust the file")
+    detail = text.split(" error: ", 1)[-1]  # drop "OpenCV(5.0.0) /path/to/file.cpp:79:"
+    if "Failed to allocate" in detail or "Insufficient memory" in detail:
+        return f"not enough memory to decode it ({detail})"
+    return f"OpenCV cannot decode it ({detail})"
 
 
 def deprocess_image(x: Any) -> np.ndarray:
