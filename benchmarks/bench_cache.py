@@ -1,11 +1,12 @@
 """Compiled functions are shared and bounded: what a fresh explainer per call costs, and memory over time.
 
-Measured side by side in one run, on the active backend:
+Measured on the active backend, each memory scenario in a fresh process:
 
 1. 20 calls of a fresh `kc.GradCAM(model)` against 20 calls of one reused explainer (goal: <= 1.5x), after
    one warm-up call each; medians of interleaved rounds.
-2. Resident memory growth (RSS, MB) over 1,000 fresh explainers, over batch sizes 1..64, and over 100 image
-   sizes, each after a warm-up (goal: <= 50 MB each), with the default cache size and with `--cache-size`.
+2. Resident memory growth (RSS, MB, after `gc.collect()`) over 1,000 fresh explainers, over batch sizes
+   1..64 (three times), and over 100 new image sizes with the default cache (16 compiled functions) and with
+   `kc.set_cache_size(8)`, printed every 25 sizes so the plateau shows (goal: flat, <= 50 MB).
 
 Usage: KERAS_BACKEND=jax python benchmarks/bench_cache.py [--save]
 (`--save` writes benchmarks/results/cache_<backend>.md.)
@@ -14,15 +15,19 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
 import numpy as np
 
 import keras_cam as kc
-from keras_cam import _batching
+
+SIZES = [(24 + 2 * (i % 50), 24 + 2 * (i // 50) + 2 * (i % 7)) for i in range(110)]
 
 
 def rss_mb() -> float:
@@ -42,78 +47,87 @@ def model() -> keras.Model:
     ])
 
 
-def growth(step, count: int) -> float:
-    gc.collect()
-    before = rss_mb()
-    for i in range(count):
+def scenario(name: str) -> list:
+    """RSS growth (MB) at checkpoints of one scenario, measured after a warm-up in this process."""
+    net, rng = model(), np.random.default_rng(0)
+    x = rng.random((8, 32, 32, 3)).astype("float32")
+    explainer = kc.GradCAM(net)
+    if name.startswith("sizes"):
+        kc.set_cache_size(int(name.split("-")[1]))
+        steps = [lambda i: explainer(rng.random((2,) + SIZES[10 + i] + (3,)).astype("float32"))
+                 for i in range(100)]
+        warm = [lambda i: explainer(rng.random((2,) + SIZES[i] + (3,)).astype("float32")) for i in range(10)]
+    elif name == "batches":
+        batch = rng.random((64, 32, 32, 3)).astype("float32")
+        steps = [lambda i: explainer(batch[: 1 + i % 64]) for i in range(192)]
+        warm = steps[:64]
+    else:
+        steps = [lambda i: kc.GradCAM(net)(x) for i in range(1000)]
+        warm = steps[:20]
+    for i, step in enumerate(warm):
         step(i)
     gc.collect()
-    return rss_mb() - before
+    before, marks = rss_mb(), []
+    every = len(steps) // 4
+    for i, step in enumerate(steps):
+        step(i)
+        if (i + 1) % every == 0:
+            gc.collect()
+            marks.append(round(rss_mb() - before, 1))
+    return marks
+
+
+def fresh_vs_reused(rounds: int) -> tuple:
+    net = model()
+    x = np.random.default_rng(0).random((8, 32, 32, 3)).astype("float32")
+    reused = kc.GradCAM(net)
+    reused(x)
+    kc.GradCAM(net)(x)
+    fresh_t, reused_t = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(20):
+            kc.GradCAM(net)(x)
+        fresh_t.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(20):
+            reused(x)
+        reused_t.append(time.perf_counter() - start)
+    return statistics.median(fresh_t), statistics.median(reused_t)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--scenario", help=argparse.SUPPRESS)  # internal: one scenario in this process
     args = parser.parse_args()
-    net = model()
-    rng = np.random.default_rng(0)
-    x = rng.random((8, 32, 32, 3)).astype("float32")
-    reused = kc.GradCAM(net)
-    reused(x)
-    kc.GradCAM(net)(x)
-
-    def fresh(_):
-        kc.GradCAM(net)(x)
-
-    def again(_):
-        reused(x)
-
-    fresh_t, reused_t = [], []
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        for i in range(20):
-            fresh(i)
-        fresh_t.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for i in range(20):
-            again(i)
-        reused_t.append(time.perf_counter() - start)
-    ratio = statistics.median(fresh_t) / statistics.median(reused_t)
-
-    batches = rng.random((64, 32, 32, 3)).astype("float32")
-    sizes = [(24 + 2 * (i % 50), 24 + 2 * (i // 50) + 2 * (i % 7)) for i in range(100)]
-    images = {s: rng.random((2, s[0], s[1], 3)).astype("float32") for s in sizes}
-
-    def by_batch(i):
-        reused(batches[: 1 + i % 64])
-
-    def by_size(i):
-        reused(images[sizes[i % 100]])
-
-    for i in range(64):  # warm-up: every bucket of batch sizes compiled once
-        by_batch(i)
-    rows = [("1,000 fresh explainers", growth(fresh, 1000)),
-            ("batch sizes 1..64 (x3)", growth(by_batch, 192))]
-    rows.append((f"100 image sizes (cache {_batching.CACHE.maxsize})", growth(by_size, 200)))
-    previous = kc.set_cache_size(8)
-    rows.append(("100 image sizes (cache 8)", growth(by_size, 200)))
-    kc.set_cache_size(previous)
-
+    if args.scenario:
+        print(json.dumps(scenario(args.scenario)))
+        return
     backend = keras.backend.backend()
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    fresh, reused = fresh_vs_reused(args.rounds)
+    rows = []
+    for name, label in [("fresh", "1,000 fresh explainers (every 250)"),
+                        ("batches", "batch sizes 1..64, three times (every 48 calls)"),
+                        ("sizes-16", "100 new image sizes, default cache of 16 (every 25)"),
+                        ("sizes-8", "100 new image sizes, `kc.set_cache_size(8)` (every 25)")]:
+        out = subprocess.run([sys.executable, __file__, "--scenario", name], capture_output=True, text=True,
+                             env=os.environ, check=True).stdout.strip().splitlines()[-1]
+        rows.append((label, json.loads(out)))
     lines = [f"# Compiled-function cache, {backend}", "",
-             f"- 20 fresh `kc.GradCAM(model)` calls / 20 calls on one explainer: **{ratio:.2f}x** "
-             f"(medians of {args.rounds} interleaved rounds: {statistics.median(fresh_t) * 1e3:.0f} ms vs "
-             f"{statistics.median(reused_t) * 1e3:.0f} ms; goal <= 1.5x)",
-             f"- model: 2 conv layers, 8 images of 32x32; load average at start "
-             f"{'/'.join(f'{v:.1f}' for v in os.getloadavg())}", "",
-             "| RSS growth over | MB (goal <= 50) |", "|---|---|"]
-    lines += [f"| {name} | {mb:.1f} |" for name, mb in rows]
+             f"- 20 fresh `kc.GradCAM(model)` calls / 20 calls on one explainer: **{fresh / reused:.2f}x** "
+             f"(medians of {args.rounds} interleaved rounds: {fresh * 1e3:.0f} ms vs {reused * 1e3:.0f} ms; "
+             "goal <= 1.5x)",
+             f"- model: 2 conv layers, free input size; 8 images of 32x32 (2 per call for image sizes); load "
+             f"average at start {load}", "",
+             "| RSS growth (MB) over | at each quarter |", "|---|---|"]
+    lines += [f"| {label} | {', '.join(str(v) for v in marks)} |" for label, marks in rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.save:
-        path = os.path.join(os.path.dirname(__file__), "results", f"cache_{backend}.md")
-        with open(path, "w") as f:
+        with open(os.path.join(os.path.dirname(__file__), "results", f"cache_{backend}.md"), "w") as f:
             f.write(text)
 
 

@@ -126,7 +126,7 @@ class SharedCache:
     executables (docs/architecture.md, "Compile once").
     """
 
-    def __init__(self, maxsize: int = 32) -> None:
+    def __init__(self, maxsize: int = 16) -> None:
         self.maxsize = check_int("maxsize", maxsize, 1)
         self._entries: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
         self._models: Dict[int, weakref.ref] = {}
@@ -169,8 +169,11 @@ class SharedCache:
                    and self._models[mid]() is model)
 
     def _evict(self) -> None:
+        if len(self._entries) <= self.maxsize:
+            return
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
+        seam.get().release_memory()
 
     def _drop_model(self, mid: int) -> None:
         with self._lock:
@@ -187,9 +190,9 @@ def set_cache_size(maxsize: int) -> int:
     """Sets how many compiled functions keras-cam keeps (least recently used dropped first); returns the old.
 
     Explainers on the same model, layer, method and options share compiled functions: one per input
-    signature (input size and a batch-size bucket). The default, 32, covers a few methods and layers at a few
-    image sizes; a service that sees many image sizes may lower it to bound memory, or raise it to avoid
-    recompiling.
+    signature (input size and a batch-size bucket). The default, 16, covers every method on a model at an
+    image size or two; a compiled function costs a few MB (about 4 MB for a small CNN on JAX), so a service
+    that sees many image sizes may lower it to bound memory, or raise it to avoid recompiling.
 
     Example:
 

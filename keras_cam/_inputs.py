@@ -71,6 +71,13 @@ def prepare_inputs(
     they are. Nothing the user passed is modified.
     """
     model_inputs = capture.graph_tensors(model, "inputs")
+    if len(model_inputs) == 1 and isinstance(images, (list, tuple)) and len(images) != 1:
+        raise ValueError(
+            f"Model '{model.name}' has one input, but `images` is a {type(images).__name__} of {len(images)} "
+            "items: pass one array (N, H, W, C), e.g. np.stack(images) for a list of single images."
+        )
+    if len(model_inputs) == 1 and isinstance(images, (list, tuple)):
+        images = images[0]  # one batch in a list: the model takes it as it is
     if len(model_inputs) <= 1 and not isinstance(images, (list, tuple, dict)):
         expected = tuple(model_inputs[0].shape[1:]) if model_inputs else None
         return ModelInputs([as_image_batch(images, expected)], InputStructure(0, None, True))

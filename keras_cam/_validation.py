@@ -53,6 +53,7 @@ def as_image_batch(
         expected_shape: the model's input shape without the batch axis, `None` for free axes.
         name: what to call the argument in error messages.
     """
+    _refuse_datasets(images, name)
     try:
         arr = to_numpy(images)
     except Exception as e:  # ragged lists, strings, ...
@@ -84,6 +85,24 @@ def as_image_batch(
     return out
 
 
+def _refuse_datasets(images: Any, name: str) -> None:
+    """A dataset, loader or generator where an array is expected: say so, not "got dtype object"."""
+    kind = None
+    if hasattr(images, "element_spec"):
+        kind = "a tf.data.Dataset"
+    elif hasattr(images, "dataset") and hasattr(images, "batch_size"):
+        kind = "a torch DataLoader"
+    elif hasattr(images, "num_batches") and hasattr(images, "__getitem__"):
+        kind = "a keras.utils.PyDataset"
+    elif hasattr(images, "__next__"):
+        kind = "an iterator or generator"
+    if kind is not None:
+        raise ValueError(
+            f"{name} is {kind}; explainers take arrays of images. Pass its batches one at a time: "
+            "for x, *_ in data: explainer(x)."
+        )
+
+
 def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Names from `candidates` that look like `name` (prefix matches first)."""
     candidates = list(candidates)
@@ -94,3 +113,20 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]
         if c not in out:
             out.append(c)
     return out[:n]
+
+
+def user_message(error: BaseException) -> str:
+    """An error's own message: TensorFlow's autograph wrapper ("in user code: File ..., line N", then the
+    original `Type: message`) stripped down to the original message."""
+    text = str(error)
+    if "in user code:" not in text:
+        return text
+    lines = text.splitlines()
+    frames = [i for i, line in enumerate(lines) if line.strip().startswith('File "')]
+    if not frames:
+        return text
+    rest = lines[frames[-1] + 1 :]  # the last frame's source line, a blank line, then the message
+    blank = next((i for i, line in enumerate(rest) if not line.strip()), 0)
+    message = "\n".join(line.strip() for line in rest[blank:]).strip() or text
+    prefix = f"{type(error).__name__}: "
+    return message[len(prefix):] if message.startswith(prefix) else message

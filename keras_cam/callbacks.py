@@ -28,6 +28,10 @@ _FRAME = re.compile(r"^epoch_(\d{3,})\.png$")
 class SnapshotCallback(keras.callbacks.Callback):
     """Base class: calls `render(epoch, logs) -> uint8 image` every `every` epochs and writes it.
 
+    `observe(epoch, logs)` runs at the end of every epoch, scheduled or not, so that what a callback adds to
+    the logs is there from the first epoch on (CSVLogger fixes its columns then, EarlyStopping warns about
+    a missing metric).
+
     Files: `output_dir/epoch_NNN.png` (1-based epoch numbers that continue across `initial_epoch`), and at
     the end of training `evolution.png` (the snapshots stacked, oldest on top) and `evolution.gif`.
 
@@ -63,8 +67,12 @@ class SnapshotCallback(keras.callbacks.Callback):
     def prepare(self) -> None:
         """Builds and checks what the snapshots need (called from `set_model`): raise `ValueError` here."""
 
+    def observe(self, epoch: int, logs: Dict[str, Any]) -> None:
+        """Called at the end of every epoch, before `render` on the epochs that take a snapshot; adds the
+        callback's metrics to `logs`."""
+
     def render(self, epoch: int, logs: Dict[str, Any]) -> np.ndarray:
-        """One snapshot as a uint8 RGB image; may add entries to `logs`."""
+        """One snapshot as a uint8 RGB image."""
         raise NotImplementedError
 
     # -- Keras hooks -------------------------------------------------------------------------------------
@@ -79,10 +87,11 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.prepare()
 
     def on_epoch_end(self, epoch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        logs = logs if logs is not None else {}
+        self.observe(epoch, logs)
         last = self.params.get("epochs") if self.params else None
         if (epoch + 1) % self.every and (last is None or epoch + 1 != last):
             return
-        logs = logs if logs is not None else {}
         image = self.render(epoch, logs)
         visualize.save_image(os.path.join(self.output_dir, f"epoch_{epoch + 1:03d}.png"), image)
         if self._writer is not None:
@@ -130,8 +139,9 @@ class CAMSnapshot(SnapshotCallback):
         targets: None (predicted class), an int, or one int per image (e.g. the true labels).
         output_dir, every, tensorboard, log_dir: see `SnapshotCallback`.
         masks: optional (N, H, W) bool object masks; adds `cam_pointing_game` and
-            `cam_energy_pointing_game` to the epoch logs (History, CSVLogger, EarlyStopping and
-            ModelCheckpoint placed after this callback see them).
+            `cam_energy_pointing_game` to the logs of every epoch (the heatmaps are computed every epoch
+            then, the pictures drawn every `every` epochs), so History, CSVLogger, EarlyStopping and
+            ModelCheckpoint placed after this callback see them from the first epoch on.
         display_images: optional images in [0, 1] to draw the overlays on (when `images` are not).
         alpha, colormap: overlay settings.
         tile_size: small images are enlarged to this many pixels so the labels stay readable.
@@ -181,6 +191,7 @@ class CAMSnapshot(SnapshotCallback):
         self.alpha = alpha
         self.colormap = colormap
         self.explainer: Optional[BaseCAM] = None
+        self._result = None  # this epoch's explanation, computed once for the logs and the picture
 
     def prepare(self) -> None:
         if isinstance(self.method, BaseCAM):
@@ -190,11 +201,15 @@ class CAMSnapshot(SnapshotCallback):
             self.explainer = get_explainer(self.method, self.model, **kwargs)
         self.explainer.check_inputs(self.images)  # shape errors now, not deep in training
 
-    def render(self, epoch: int, logs: Dict[str, Any]) -> np.ndarray:
-        result = self.explainer.compute(self.images, self.targets)
+    def observe(self, epoch: int, logs: Dict[str, Any]) -> None:
+        self._result = None
         if self.masks is not None:
+            self._result = result = self.explainer.compute(self.images, self.targets)
             logs["cam_pointing_game"] = metrics.pointing_game(result.heatmaps, self.masks)
             logs["cam_energy_pointing_game"] = metrics.energy_pointing_game(result.heatmaps, self.masks)
+
+    def render(self, epoch: int, logs: Dict[str, Any]) -> np.ndarray:
+        result = self._result or self.explainer.compute(self.images, self.targets)
         tiles = [_at_least(visualize.overlay(img, hm, alpha=self.alpha, colormap=self.colormap), self.tile_size)
                  for img, hm in zip(self.display_images, result.heatmaps)]
         # Short enough for a 128-pixel tile: "ep12 triangle 4.21" (epoch, explained class, its score).

@@ -33,8 +33,10 @@ def _tiny_model():
 
 
 @pytest.mark.parametrize("module", [
-    "keras_cam.datasets", "keras_cam.demo", "keras_cam.explainers.cam", "keras_cam.layers", "keras_cam.metrics",
-    "keras_cam.visualize.grids", "keras_cam.visualize.images", "keras_cam.visualize.overlays",
+    "keras_cam.datasets.shapes", "keras_cam.datasets.signals", "keras_cam.datasets.volumes", "keras_cam.demo",
+    "keras_cam.explainers.cam", "keras_cam.layers", "keras_cam.metrics",
+    "keras_cam.visualize.grids", "keras_cam.visualize.headers", "keras_cam.visualize.images",
+    "keras_cam.visualize.overlays",
 ])
 def test_docstring_examples_run(module):
     failures, attempted = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

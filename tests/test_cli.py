@@ -137,7 +137,7 @@ def test_explain_takes_folders_recursively_in_order_and_leaves_out_its_own_outpu
 
 def test_output_stems_are_distinct_and_never_an_input(tmp_path):
     def stems(names, out="out"):
-        return [os.path.relpath(s, tmp_path) for s in cli._output_stems([str(tmp_path / n) for n in names],
+        return [os.path.relpath(s, tmp_path) for s in cli.explain._output_stems([str(tmp_path / n) for n in names],
                                                                         str(tmp_path / out), "gradcam")]
 
     # Folders relative to the inputs' common parent; names that would clash get their extension.

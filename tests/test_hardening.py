@@ -68,6 +68,123 @@ def test_regression_on_subclassed_and_camhead_models():
     np.testing.assert_allclose(cam.heatmaps, kc.GradCAM(model, layer="conv")(x), atol=2e-4)
 
 
+# ----------------------------------------------------------------- compiled functions: shared and bounded
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="torch runs eagerly: nothing is traced")
+def test_fresh_explainers_share_traces_and_ragged_batches_share_buckets():
+    traces = []
+
+    class Counting(kc.GradCAM):
+        def compute_cam(self, a, g, t):
+            traces.append(tuple(a.shape))
+            return super().compute_cam(a, g, t)
+
+    model = functional_model(fixed_weights(seed=3))
+    x = images(n=8)
+    first = Counting(model)(x)
+    for _ in range(5):  # a fresh explainer per call, as in `kc.GradCAM(model)(x)` in a loop
+        np.testing.assert_array_equal(Counting(model)(x), first)
+    assert len(traces) == 1
+    for n in range(1, 9):  # batch sizes 1..8 share the buckets 1, 2, 4 and 8
+        np.testing.assert_allclose(Counting(model)(x[:n]), first[:n], atol=1e-6)
+    assert sorted({shape[0] for shape in traces}) == [1, 2, 4, 8] and len(traces) == 4
+
+
+@pytest.mark.backends
+def test_the_cache_is_bounded_and_never_keeps_models_alive(tmp_path):
+    import copy
+    import gc
+    import pickle
+    import weakref
+
+    from keras_cam import _batching
+
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    previous = kc.set_cache_size(3)
+    try:
+        explainer = kc.GradCAM(model)
+        maps = [explainer(images(n=2, size=size)) for size in (8, 9, 10, 11, 12)]
+        assert _batching.CACHE.count(model) == 3 and len(_batching.CACHE) <= 3
+        np.testing.assert_allclose(explainer(images(n=2, size=8)), maps[0], atol=1e-6)  # rebuilt, same maps
+    finally:
+        kc.set_cache_size(previous)
+    # The user's model is left as it was: it deep-copies, pickles and saves as before.
+    x = images(n=2, size=9)
+    expected = keras.ops.convert_to_numpy(model(x))
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), expected, rtol=1e-6)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-6)
+    refs = weakref.ref(model), weakref.ref(explainer)
+    del model, explainer, loaded
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None  # the shared cache held neither
+
+
+# ------------------------------------------------------------------------------------ epoch metrics
+
+
+@pytest.mark.backends
+def test_cam_snapshot_metrics_are_in_every_epochs_logs(tmp_path):
+    import csv
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((24, 24, 3)), keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
+                              kc.CAMHead(3)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y, masks = kc.datasets.make_shapes(24, size=24, seed=2)
+    snap = kc.callbacks.CAMSnapshot(x[:4], targets=y[:4], masks=masks[:4], every=2, output_dir=tmp_path / "cams")
+    log = tmp_path / "log.csv"
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0,
+                        callbacks=[snap, keras.callbacks.CSVLogger(str(log))])
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(0.0 <= float(r["cam_pointing_game"]) <= 1.0 for r in rows)
+    assert [float(r["cam_pointing_game"]) for r in rows] == pytest.approx(history.history["cam_pointing_game"])
+    # Pictures every 2 epochs (and the last): epochs 2 and 3.
+    assert sorted(p.name for p in (tmp_path / "cams").glob("epoch_*.png")) == ["epoch_002.png", "epoch_003.png"]
+
+
+# ------------------------------------------------------------------------------- messages that mislead
+
+
+@pytest.mark.backends
+def test_each_misleading_case_gets_one_clear_message():
+    model = functional_model(fixed_weights())
+    explainer = kc.GradCAM(model)
+    x = images(n=4)
+    with pytest.raises(ValueError, match=r"one input, but `images` is a list of 4 items.*np.stack\(images\)"):
+        explainer(list(x))
+    np.testing.assert_allclose(explainer([x]), explainer(x), atol=1e-6)  # a list of one batch is fine
+
+    def generator():
+        yield x
+
+    with pytest.raises(ValueError, match="images is an iterator or generator; explainers take arrays"):
+        explainer(generator())
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with pytest.raises(ValueError, match=r"images is a tf.data.Dataset.*for x, \*_ in data: explainer\(x\)"):
+            explainer(tf.data.Dataset.from_tensor_slices(x).batch(2))
+    # explain_labels on per-pixel outputs: what it needs, and what to do instead.
+    keras.utils.set_random_seed(0)
+    seg = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 3, padding="same", name="c"),
+                            keras.layers.Conv2D(2, 1, activation="sigmoid")])
+    with pytest.raises(ValueError, match=r"explain_labels needs a multi-label classifier with outputs \(N, K\)"):
+        kc.GradCAM(seg, layer="c").explain_labels(x)
+    # Errors raised inside the compiled function read as on every backend, without autograph's wrapper.
+    two = keras.Model(model.inputs, [model.output, model.get_layer("gap").output])
+    with pytest.raises(ValueError) as info:
+        kc.GradCAM(two, layer="conv2")(x)
+    assert "in user code" not in str(info.value)
+    assert str(info.value).startswith("The model has several outputs; pass `targets=kc.targets.output(")
+
+
 # ------------------------------------------------------------------------ command line (cases below)
 
 import doctest  # noqa: E402
@@ -404,10 +521,10 @@ def test_autograph_wrappers_are_stripped_to_the_original_message():
         'in user code:\n\n    File "/x/keras_cam/explainers/base.py", line 251, in fn  *\n        a = f(x)\n'
         '    File "/x/keras_cam/targets.py", line 172, in _select  *\n        raise ValueError(f"...")\n\n'
         "    ValueError: Output index 5 is out of range:\n    the model has 2 outputs.\n")
-    assert cli._one_line(wrapped) == "Output index 5 is out of range: the model has 2 outputs."
-    assert cli._one_line(TypeError(str(wrapped).replace("ValueError: ", "KeyError: "))) == (
+    assert cli._common.one_line(wrapped) == "Output index 5 is out of range: the model has 2 outputs."
+    assert cli._common.one_line(TypeError(str(wrapped).replace("ValueError: ", "KeyError: "))) == (
         "KeyError: Output index 5 is out of range: the model has 2 outputs.")
-    assert cli._one_line(ValueError("plain\n  message")) == "plain message"
+    assert cli._common.one_line(ValueError("plain\n  message")) == "plain message"
 
 
 @pytest.mark.backends

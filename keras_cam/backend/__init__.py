@@ -10,6 +10,8 @@ Everything else in keras-cam is written in `keras.ops` and numpy. A backend modu
 - `input_grads(model, inputs, loss_fn)`: `(loss, d sum(loss) / d inputs)` with `loss_fn(model, inputs)`.
 - `compile(fn, model)`: a compiled version of `fn(*tensors)`; model variables are read at call time, so
   training between calls needs no recompilation.
+- `release_memory()`: called when compiled functions are dropped, to release what the backend keeps for
+  them beyond the functions themselves.
 """
 from __future__ import annotations
 

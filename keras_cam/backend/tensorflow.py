@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
+from keras_cam._validation import user_message
 from keras_cam.capture import intercept
 
 
@@ -33,10 +34,30 @@ def input_grads(model, inputs, loss_fn: Callable):
     return loss, tape.gradient(loss, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
+# Errors our compiled functions raise on purpose (bad targets, layers, inputs): shown with their own message.
+_PLAIN_ERRORS = (ValueError, TypeError, IndexError, KeyError, NotImplementedError)
+
+
 def compile(fn: Callable, model) -> Callable:
     # Variables are captured by reference, so weight updates are seen without retracing.
-    return tf.function(fn, reduce_retracing=False)
+    traced = tf.function(fn, reduce_retracing=False)
+
+    def call(*args):
+        try:
+            return traced(*args)
+        except _PLAIN_ERRORS as e:
+            # Autograph re-raises errors from traced code as "in user code: File ..., line N ... Type: msg";
+            # the user should read our message, as on the other backends.
+            if type(e) not in _PLAIN_ERRORS or "in user code:" not in str(e):
+                raise
+            raise type(e)(user_message(e)) from None
+
+    return call
 
 
 def to_numpy(x: Any):
     return x.numpy() if hasattr(x, "numpy") else x
+
+
+def release_memory() -> None:
+    """Called when compiled functions are dropped; nothing beyond them to release here."""

@@ -61,3 +61,7 @@ def _detach(x):
     if isinstance(x, dict):
         return {k: _detach(v) for k, v in x.items()}
     return x
+
+
+def release_memory() -> None:
+    """Called when compiled functions are dropped; nothing beyond them to release here."""

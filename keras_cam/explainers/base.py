@@ -212,6 +212,13 @@ class BaseCAM:
             forward = self._compiled(("forward", inputs.structure, signature(inputs.arrays, size)),
                                      lambda owner: self._forward_graph(owner, inputs.structure))
             (probs,) = run_batched(lambda *arrays: forward(*to_tensors(arrays)), inputs.arrays, size)
+            if probs.ndim != 2:
+                raise ValueError(
+                    f"explain_labels needs a multi-label classifier with outputs (N, K); model "
+                    f"'{self.model.name}' outputs shape {probs.shape[1:]} per image. For per-pixel outputs, "
+                    "explain a class with `explain(images, targets=...)` and a callable target that scores it "
+                    "over the pixels, e.g. lambda out: keras.ops.sum(out[..., k], axis=(1, 2))."
+                )
             present = probs > threshold
         else:
             present = np.asarray(labels).astype(bool)
@@ -282,7 +289,11 @@ class BaseCAM:
         """The model's own outputs (probabilities as the model gives them), for `explain_labels`."""
 
         def forward(*tensors):
-            return keras.ops.cast(owner().model(structure.pack(tensors), training=False), "float32")
+            outputs = owner().model(structure.pack(tensors), training=False)
+            if isinstance(outputs, (list, tuple, dict)):
+                raise ValueError("explain_labels needs a multi-label classifier with one output (N, K); this "
+                                 "model has several. Explain one with targets=kc.targets.output(name, k).")
+            return keras.ops.cast(outputs, "float32")
 
         return forward
 
