@@ -80,7 +80,8 @@ def prepare_inputs(
         images = images[0]  # one batch in a list: the model takes it as it is
     if len(model_inputs) <= 1 and not isinstance(images, (list, tuple, dict)):
         expected = tuple(model_inputs[0].shape[1:]) if model_inputs else None
-        return ModelInputs([as_image_batch(images, expected)], InputStructure(0, None, True))
+        return ModelInputs([as_image_batch(images, expected, channels_first=_channels_first(model, expected))],
+                           InputStructure(0, None, True))
     if not isinstance(images, (list, tuple, dict)):
         raise ValueError(
             f"Model '{model.name}' has {len(model_inputs)} inputs; pass `images` as a list (or dict by input "
@@ -97,7 +98,7 @@ def prepare_inputs(
     for i, v in enumerate(values):
         if i == image_index:
             expected = tuple(model_inputs[i].shape[1:]) if model_inputs else None
-            arrays.append(as_image_batch(v, expected))
+            arrays.append(as_image_batch(v, expected, channels_first=_channels_first(model, expected)))
         else:
             arrays.append(np.array(to_numpy(v), copy=True))
     if len({a.shape[0] for a in arrays}) != 1:
@@ -119,12 +120,18 @@ def _image_input_index(values: List[Any], keys: Optional[List[str]], model_input
         if not 0 <= input_index < len(values):
             raise ValueError(f"`input_index` {input_index} is out of range for {len(values)} inputs.")
         return input_index
-    rank4 = [i for i, v in enumerate(values) if np.ndim(to_numpy(v)) == 4]
-    if len(rank4) != 1:
+    spatial = [i for i, v in enumerate(values) if 3 <= np.ndim(to_numpy(v)) <= 5]
+    if len(spatial) != 1:
         raise ValueError(
-            f"Found {len(rank4)} rank-4 inputs; say which one is the image with `input_index` or `input_name`."
+            f"Found {len(spatial)} inputs of rank 3 to 5 (signals, images or volumes); say which one is explained "
+            "with `input_index` or `input_name`."
         )
-    return rank4[0]
+    return spatial[0]
+
+
+def _channels_first(model: keras.layers.Layer, expected: Optional[Tuple[Optional[int], ...]]) -> bool:
+    """Whether the model's image input is channels_first (only names the axes in messages)."""
+    return expected is not None and capture.input_layout(model, len(expected) + 1).channels_first
 
 
 def image_input_shape(model: keras.layers.Layer) -> Optional[Tuple[Optional[int], ...]]:

@@ -41,48 +41,67 @@ def to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+#: Names of the spatial axes by spatial rank, for messages.
+SPATIAL_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+_SHAPES = {1: "(N, T, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}
+
+
 def as_image_batch(
     images: Any,
     expected_shape: Optional[Sequence[Optional[int]]] = None,
     name: str = "images",
+    channels_first: bool = False,
 ) -> np.ndarray:
-    """Validates a batch of images and returns a float32 copy of shape (N, H, W, C).
+    """Validates a batch of images (or signals, or volumes) and returns a float32 copy.
 
     Args:
-        images: array-like of rank 4, channels last.
-        expected_shape: the model's input shape without the batch axis, `None` for free axes.
+        images: array-like of rank 3 `(N, T, C)`, 4 `(N, H, W, C)` or 5 `(N, D, H, W, C)` (channels first:
+            `(N, C, ...)`).
+        expected_shape: the model's input shape without the batch axis, `None` for free axes; it fixes the
+            rank. Without it, ranks 3 to 5 are accepted.
         name: what to call the argument in error messages.
+        channels_first: whether the model takes channels first (axis names in messages).
     """
     _refuse_datasets(images, name)
     try:
         arr = to_numpy(images)
     except Exception as e:  # ragged lists, strings, ...
-        raise ValueError(f"{name} must be an array of shape (N, H, W, C); could not convert it: {e}") from None
+        raise ValueError(f"{name} must be a numeric batch such as (N, H, W, C); could not convert it: {e}") from None
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise ValueError(f"{name} must be a numeric array of shape (N, H, W, C), got dtype {arr.dtype}.")
-    if arr.ndim != 4:
-        hint = " For a single image, add a batch axis: images[None]." if arr.ndim == 3 else ""
-        raise ValueError(f"{name} must have rank 4 (N, H, W, C), got shape {arr.shape}.{hint}")
+        raise ValueError(f"{name} must be a numeric array such as (N, H, W, C), got dtype {arr.dtype}.")
+    expected = None if expected_shape is None else tuple(expected_shape)
+    if expected is not None and arr.ndim != len(expected) + 1:
+        want = _describe(len(expected) - 1, channels_first)
+        hint = f" For a single example, add a batch axis: {name}[None]." if arr.ndim == len(expected) else ""
+        raise ValueError(f"{name} must have rank {len(expected) + 1} {want}, got shape {arr.shape}.{hint}")
+    if expected is None and arr.ndim not in (3, 4, 5):
+        hint = " For a single image, add a batch axis: images[None]." if arr.ndim == 2 else ""
+        raise ValueError(f"{name} must be a batch of signals (N, T, C), images (N, H, W, C) or volumes "
+                         f"(N, D, H, W, C), got shape {arr.shape}.{hint}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {arr.shape}); pass at least one image.")
-    if expected_shape is not None:
-        expected = tuple(expected_shape)
-        if len(expected) == 3:
-            for axis, (got, want) in enumerate(zip(arr.shape[1:], expected)):
-                if want is not None and got != want:
-                    what = ("height", "width", "channels")[axis]
-                    raise ValueError(
-                        f"{name} have {what} {got} but the model expects {want} "
-                        f"(model input shape (None, {', '.join(str(d) for d in expected)}), "
-                        f"images shape {arr.shape})."
-                        + (" Resize the images to the model's input size." if axis < 2 else "")
-                    )
+        raise ValueError(f"{name} is an empty batch (shape {arr.shape}); pass at least one example.")
+    if expected is not None:
+        spatial = SPATIAL_AXES.get(len(expected) - 1, ())
+        names = ("channels",) + spatial if channels_first else spatial + ("channels",)
+        for axis, (got, want) in enumerate(zip(arr.shape[1:], expected)):
+            if want is not None and got != want:
+                what = names[axis] if axis < len(names) else f"axis {axis + 1}"
+                raise ValueError(
+                    f"{name} have {what} {got} but the model expects {want} "
+                    f"(model input shape (None, {', '.join(str(d) for d in expected)}), {name} shape {arr.shape})."
+                    + (" Resize them to the model's input size." if what != "channels" else "")
+                )
     out = np.array(arr, dtype=np.float32, copy=True)
     if not np.all(np.isfinite(out)):
-        bad = int(np.sum(~np.isfinite(out).all(axis=(1, 2, 3))))
-        raise ValueError(f"{name} contain NaN or infinite values ({bad} of {out.shape[0]} images); "
+        bad = int(np.sum(~np.isfinite(out).all(axis=tuple(range(1, out.ndim)))))
+        raise ValueError(f"{name} contain NaN or infinite values ({bad} of {out.shape[0]} examples); "
                          "clean or re-normalize them first.")
     return out
+
+
+def _describe(rank: int, channels_first: bool) -> str:
+    shape = _SHAPES.get(rank, "(N, ..., C)")
+    return shape.replace("(N, ", "(N, C, ").replace(", C)", ")") if channels_first else shape
 
 
 def _refuse_datasets(images: Any, name: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Uni
 import keras
 import numpy as np
 
+from keras_cam import layout
 from keras_cam._validation import close_matches
 
 LayerSpec = Union[None, str, keras.layers.Layer]
@@ -65,20 +66,34 @@ def static_output_shape(layer: keras.layers.Layer) -> Optional[Tuple[Optional[in
     return tuple(out.shape)
 
 
-def is_spatial_shape(shape: Optional[Sequence[Optional[int]]]) -> bool:
-    """Rank 4 (N, H, W, C) with H, W > 1 (unknown sizes count as spatial)."""
-    if shape is None or len(shape) != 4:
+def spatial_rank(model: keras.layers.Layer, sample: Any = None) -> Optional[int]:
+    """Spatial axes of the model's image input (1, 2 or 3): its one input of rank 3 to 5, read from the
+    graph or from `sample`; None when there is no such input or several."""
+    shapes = [tuple(t.shape) for t in graph_tensors(model, "inputs")]
+    if not shapes and sample is not None:
+        shapes = [tuple(t.shape) for t in keras.tree.flatten(sample)]
+    ranks = [len(s) - 2 for s in shapes if 3 <= len(s) <= 5]
+    return ranks[0] if len(ranks) == 1 else None
+
+
+def is_spatial_output(layer: keras.layers.Layer, shape: Optional[Sequence[Optional[int]]],
+                      rank: Optional[int]) -> bool:
+    """Whether `shape`, produced by `layer`, is a feature map with `rank` spatial axes (any of 1 to 3 when
+    None), each > 1 or unknown, in the layer's layout."""
+    if shape is None:
         return False
-    return all(d is None or d > 1 for d in shape[1:3])
+    rank = len(shape) - 2 if rank is None else rank
+    return 1 <= rank <= 3 and layout.layer_layout(layer, rank + 2).is_spatial(shape)
 
 
-def spatial_layers(model: keras.layers.Layer) -> List[LayerRef]:
-    """Layers whose (static) output is a spatial feature map, in model order."""
+def spatial_layers(model: keras.layers.Layer, rank: Optional[int] = None) -> List[LayerRef]:
+    """Layers whose (static) output is a feature map with as many spatial axes as the input, in model order."""
+    rank = spatial_rank(model) if rank is None else rank
     out = []
     for ref in iter_layers(model):
         if isinstance(ref.layer, keras.Model) and _sublayers(ref.layer):
             continue  # prefer the nested model's own layers
-        if is_spatial_shape(static_output_shape(ref.layer)):
+        if is_spatial_output(ref.layer, static_output_shape(ref.layer), rank):
             out.append(ref)
     return out
 
@@ -86,10 +101,18 @@ def spatial_layers(model: keras.layers.Layer) -> List[LayerRef]:
 def _describe_spatial(model: keras.layers.Layer, limit: int = 12) -> str:
     names = [r.path for r in spatial_layers(model)]
     if not names:
-        return "none found (the model has no rank-4 output with H, W > 1 that is visible statically)"
+        return "none found (no layer output with as many spatial axes as the input, each > 1, is visible statically)"
     if len(names) > limit:
         return "..., " + ", ".join(names[-limit:])
     return ", ".join(names)
+
+
+def _needs(rank: Optional[int]) -> str:
+    if rank is None:
+        return "a feature map with 1 to 3 spatial axes, each > 1"
+    example = layout.Layout(rank).describe()
+    return f"a feature map with {rank} spatial {'axis' if rank == 1 else 'axes'}, as the input has, each > 1 " \
+           f"(e.g. {example})"
 
 
 def find_layer(
@@ -99,9 +122,10 @@ def find_layer(
 
     Args:
         model: any Keras 3 model (Sequential, Functional, subclassed, with nested models).
-        layer: `None` for the last spatial layer (searching nested models), a layer name (found at any depth),
-            an `"outer/inner"` path, or a `keras.layers.Layer` that is part of the model.
-        require_spatial: raise if the layer's known output is not rank 4 with H, W > 1.
+        layer: `None` for the last spatial layer (searching nested models): the last layer whose output has as
+            many spatial axes (each > 1) as the input; a layer name (found at any depth), an `"outer/inner"`
+            path, or a `keras.layers.Layer` that is part of the model.
+        require_spatial: raise if the layer's known output is not such a feature map.
         sample: an input batch; lets `layer=None` work on subclassed models (no graph to read shapes from)
             by running it once with every layer intercepted to see which outputs are spatial.
 
@@ -109,14 +133,15 @@ def find_layer(
         A `LayerRef`.
     """
     refs = list(iter_layers(model))
+    rank = spatial_rank(model, sample)
     if layer is None:
-        spatial = spatial_layers(model)
+        spatial = spatial_layers(model, rank)
         if not spatial and sample is not None:
-            spatial = _probe_spatial_layers(model, sample)
+            spatial = _probe_spatial_layers(model, sample, rank)
         if not spatial:
             raise ValueError(
-                f"Could not choose a layer automatically: model '{model.name}' has no layer with a spatial "
-                "output (rank 4, H and W > 1). Pass `layer=` with the name of a convolutional layer."
+                f"Could not choose a layer automatically: model '{model.name}' has no layer whose output is "
+                f"{_needs(rank)}. Pass `layer=` with the name of a convolutional layer."
             )
         return spatial[-1]
     if isinstance(layer, keras.layers.Layer):
@@ -137,16 +162,16 @@ def find_layer(
         )
     if require_spatial:
         shape = static_output_shape(found.layer)
-        if shape is not None and not is_spatial_shape(shape):
+        if shape is not None and not is_spatial_output(found.layer, shape, rank):
             raise ValueError(
-                f"Layer '{found.path}' has output shape {shape}, which is not a spatial feature map: "
-                "class activation maps need a rank-4 output (N, H, W, C) with H, W > 1. "
-                f"Pick a convolutional layer instead. Spatial layers: {_describe_spatial(model)}"
+                f"Layer '{found.path}' has output shape {shape}, which is not a spatial feature map: class "
+                f"activation maps need {_needs(rank)}. Pick a convolutional (or pooling, activation, ...) layer "
+                f"instead. Spatial layers: {_describe_spatial(model)}"
             )
     return found
 
 
-def _probe_spatial_layers(model: keras.layers.Layer, sample: Any) -> List[LayerRef]:
+def _probe_spatial_layers(model: keras.layers.Layer, sample: Any, rank: Optional[int]) -> List[LayerRef]:
     """Spatial layers in call order, found by running `sample` through the model with every layer intercepted."""
     calls: List[Tuple[LayerRef, Any]] = []
 
@@ -162,7 +187,8 @@ def _probe_spatial_layers(model: keras.layers.Layer, sample: Any) -> List[LayerR
             if not (isinstance(ref.layer, keras.Model) and _sublayers(ref.layer)):
                 stack.enter_context(intercept(ref.layer, recorder(ref)))
         model(sample, training=False)
-    return [ref for ref, shape in calls if shape is not None and is_spatial_shape(tuple(shape))]
+    return [ref for ref, shape in calls
+            if shape is not None and is_spatial_output(ref.layer, tuple(shape), rank)]
 
 
 def _find_by_name(model: keras.layers.Layer, refs: List[LayerRef], name: str) -> LayerRef:
@@ -306,6 +332,15 @@ def input_shape(model: keras.layers.Layer) -> Optional[Tuple[Optional[int], ...]
         return tuple(inputs[0].shape[1:])
     shapes = getattr(model, "_build_shapes_dict", None) or {}
     return tuple(next(iter(shapes.values())))[1:] if len(shapes) == 1 else None
+
+
+def input_layout(model: keras.layers.Layer, tensor_rank: int) -> layout.Layout:
+    """The layout of the model's rank-`tensor_rank` image input: that of the first layer with a
+    `data_format` (the model's convolutions and poolings), else Keras' global `image_data_format()`."""
+    for ref in iter_layers(model):
+        if getattr(ref.layer, "data_format", None) in ("channels_first", "channels_last"):
+            return layout.layer_layout(ref.layer, tensor_rank)
+    return layout.layer_layout(None, tensor_rank)
 
 
 def output_units(model: keras.layers.Layer, sample: Any = None) -> Optional[int]:

@@ -3,7 +3,8 @@
 A model whose classifier is a `CAMHead` has class activation maps for free (Zhou et al. 2016; the maps are
 computed by `keras_cam.explainers.cam`):
 the score of class `c` is `S_c = sum_k w_k^c mean_{x,y} f_k(x, y) + b_c`, so the map
-`M_c(x, y) = sum_k w_k^c f_k(x, y)` says how much each location contributes to it.
+`M_c(x, y) = sum_k w_k^c f_k(x, y)` says how much each location contributes to it. The same holds for
+signals (1 spatial axis) and volumes (3), channels last or first.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Optional, Union
 import keras
 import numpy as np
 
-from keras_cam import capture
+from keras_cam import capture, layout
 from keras_cam._validation import close_matches
 
 
@@ -20,8 +21,8 @@ from keras_cam._validation import close_matches
 class CAMHead(keras.layers.Layer):
     """Global average pooling followed by a dense classifier, as one layer.
 
-    `CAMHead(num_classes)` is equivalent to
-    `GlobalAveragePooling2D()` + `Dense(num_classes, activation=activation)`, but keeps the two together so
+    `CAMHead(num_classes)` is equivalent to `GlobalAveragePooling1D/2D/3D()` +
+    `Dense(num_classes, activation=activation)`, but keeps the two together so
     that `kc.class_activation_maps` (and `kc.CAM`) can find the feature map and the class weights
     `w_k^c = head.kernel[k, c]` of any model that contains one, nested models included.
 
@@ -36,11 +37,14 @@ class CAMHead(keras.layers.Layer):
         bias_initializer: initializer of the class biases.
         kernel_regularizer: optional regularizer of the class weights.
         bias_regularizer: optional regularizer of the class biases.
+        data_format: `"channels_last"` or `"channels_first"`: where the input's channel axis is; `None`
+            (default) takes `keras.config.image_data_format()`, as Keras' own layers do.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Input shape:
-        4D tensor `(batch_size, height, width, channels)` (channels last), the last feature map of a
-        convolutional network.
+        The last feature map of a convolutional network, with 1, 2 or 3 spatial axes: 3D `(batch, steps,
+        channels)`, 4D `(batch, height, width, channels)` or 5D `(batch, depth, height, width, channels)`
+        (channels first: `(batch, channels, ...)`).
 
     Output shape:
         2D tensor `(batch_size, num_classes)`, float32.
@@ -65,9 +69,14 @@ class CAMHead(keras.layers.Layer):
         bias_initializer: Any = "zeros",
         kernel_regularizer: Any = None,
         bias_regularizer: Any = None,
+        data_format: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        data_format = data_format or keras.config.image_data_format()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"`data_format` must be 'channels_last', 'channels_first' or None, got {data_format!r}.")
+        self.data_format = data_format
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
         self.num_classes = int(num_classes)
@@ -92,19 +101,22 @@ class CAMHead(keras.layers.Layer):
 
     def build(self, input_shape: tuple) -> None:
         input_shape = tuple(input_shape)
-        if len(input_shape) != 4:
+        if not 3 <= len(input_shape) <= 5:
             raise ValueError(
-                f"CAMHead needs a spatial feature map of rank 4 (batch, height, width, channels), got input "
-                f"shape {input_shape}. Put CAMHead directly after the last convolutional block, before any "
-                "Flatten or GlobalAveragePooling2D layer (it does the pooling itself)."
+                f"CAMHead needs a spatial feature map with 1, 2 or 3 spatial axes (rank 3 to 5, e.g. (batch, "
+                f"height, width, channels)), got input shape {input_shape}. Put CAMHead directly after the last "
+                "convolutional block, before any Flatten or global pooling layer (it does the pooling itself)."
             )
-        if input_shape[-1] is None:
-            raise ValueError(
-                f"CAMHead needs a known number of channels (last axis), got input shape {input_shape}."
-            )
-        self.dense.build((input_shape[0], input_shape[-1]))
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
+        axis = self._layout(len(input_shape)).channel_axis
+        if input_shape[axis] is None:
+            raise ValueError(f"CAMHead needs a known number of channels (axis {axis}), got input shape "
+                             f"{input_shape}.")
+        self.dense.build((input_shape[0], input_shape[axis]))
+        self.input_spec = keras.layers.InputSpec(ndim=len(input_shape), axes={axis: input_shape[axis]})
         self.built = True
+
+    def _layout(self, rank: int) -> layout.Layout:
+        return layout.Layout(rank - 2, self.data_format == "channels_first")
 
     @property
     def kernel(self) -> keras.Variable:
@@ -117,7 +129,7 @@ class CAMHead(keras.layers.Layer):
         return self.dense.bias
 
     def call(self, inputs: Any) -> Any:
-        pooled = keras.ops.mean(inputs, axis=(1, 2))
+        pooled = keras.ops.mean(inputs, axis=self._layout(len(inputs.shape)).spatial_axes)
         # float32 before the activation: a float16 softmax/sigmoid saturates and loses precision.
         logits = keras.ops.cast(self.dense(pooled), "float32")
         return self.activation(logits)
@@ -138,6 +150,7 @@ class CAMHead(keras.layers.Layer):
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "data_format": self.data_format,
             }
         )
         return config
@@ -146,9 +159,10 @@ class CAMHead(keras.layers.Layer):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _is_spatial(shape: Any) -> bool:
-    """Rank 4 (N, H, W, C) with H, W > 1 (unknown sizes count as spatial)."""
-    return shape is not None and len(shape) == 4 and all(d is None or d > 1 for d in shape[1:3])
+def _is_spatial(shape: Any, channels_first: bool) -> bool:
+    """1 to 3 spatial axes, each > 1 (unknown sizes count as spatial), in the given layout."""
+    return shape is not None and 3 <= len(shape) <= 5 and \
+        layout.Layout(len(shape) - 2, channels_first).is_spatial(shape)
 
 
 def _nested_owner(backbone: keras.Model, name: str) -> Optional[str]:
@@ -201,10 +215,10 @@ def _feature_output(backbone: keras.Model, feature_layer: Union[str, keras.layer
             f"Could not read the output of `feature_layer` '{layer.name}' ({e}). Use a layer that is called "
             "once in the backbone."
         ) from None
-    if not _is_spatial(getattr(output, "shape", None)):
+    if not _is_spatial(getattr(output, "shape", None), layout.data_format(layer) == "channels_first"):
         raise ValueError(
             f"`feature_layer` '{layer.name}' has output shape {getattr(output, 'shape', None)}, which is "
-            "not a spatial feature map (rank 4 with height and width > 1). Pick a convolutional layer."
+            "not a spatial feature map (1 to 3 spatial axes, each > 1). Pick a convolutional layer."
         )
     return output
 
@@ -262,17 +276,23 @@ def attach_cam_head(
 
     if feature_layer is not None:
         features = _feature_output(backbone, feature_layer)
-        outputs = CAMHead(num_classes, activation=activation, name=head_name)(features)
+        fmt = capture.input_layout(backbone, len(features.shape)).channels_first
+        outputs = CAMHead(num_classes, activation=activation, name=head_name,
+                          data_format="channels_first" if fmt else "channels_last")(features)
         return keras.Model(backbone.inputs, outputs, name=model_name)
 
     out_shapes = [tuple(t.shape) for t in keras.tree.flatten(backbone.outputs)]
-    if len(out_shapes) != 1 or not _is_spatial(out_shapes[0]):
+    channels_first = len(out_shapes) == 1 and 3 <= len(out_shapes[0]) <= 5 and \
+        capture.input_layout(backbone, len(out_shapes[0])).channels_first
+    if len(out_shapes) != 1 or not _is_spatial(out_shapes[0], channels_first):
         shown = out_shapes[0] if len(out_shapes) == 1 else out_shapes
+        ended = ("it already ends in pooling, Flatten or Dense"
+                 if len(out_shapes) == 1 and len(out_shapes[0]) == 2 else "its spatial axes are gone or of size 1")
         raise ValueError(
-            f"Backbone '{backbone.name}' has output shape {shown}, which is not a spatial feature map "
-            "(rank 4 with height and width > 1): it already ends in pooling, Flatten or Dense. Build the "
-            "backbone without its top (for keras.applications: include_top=False, pooling=None), or pass "
-            "feature_layer= with the name of its last convolutional layer."
+            f"Backbone '{backbone.name}' has output shape {shown}, which is not a spatial feature map (1 to 3 "
+            f"spatial axes, each > 1): {ended}. Build the backbone without its top (for keras.applications: "
+            "include_top=False, pooling=None), or pass feature_layer= with the name of its last convolutional "
+            "layer."
         )
     # Fresh inputs of the same shape, dtype and name; calling the backbone on them nests it unchanged.
     inputs = [
@@ -280,7 +300,8 @@ def attach_cam_head(
         for t in backbone_inputs
     ]
     features = backbone(inputs[0] if len(inputs) == 1 else inputs)
-    outputs = CAMHead(num_classes, activation=activation, name=head_name)(features)
+    outputs = CAMHead(num_classes, activation=activation, name=head_name,
+                      data_format="channels_first" if channels_first else "channels_last")(features)
     return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=model_name)
 
 

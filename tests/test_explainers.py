@@ -374,53 +374,6 @@ def test_callable_targets():
     np.testing.assert_allclose(via_callable, oracles.finish(oracles.gradcam(a, g2 - g0)), atol=2e-4)
 
 
-# ------------------------------------------------------------------ refused until supported (no silent wrong maps)
-
-
-@pytest.fixture
-def global_channels_first():
-    previous = keras.config.image_data_format()
-    keras.config.set_image_data_format("channels_first")
-    try:
-        yield
-    finally:
-        keras.config.set_image_data_format(previous)
-
-
-@pytest.mark.backends
-def test_channels_first_layer_is_refused():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((3, 10, 10)),
-                              keras.layers.Conv2D(4, 3, data_format="channels_first", name="conv"),
-                              keras.layers.GlobalAveragePooling2D(data_format="channels_first"),
-                              keras.layers.Dense(3)])
-    x = np.random.default_rng(0).random((2, 3, 10, 10)).astype("float32")
-    for method in ("gradcam", "scorecam", "eigencam"):
-        with pytest.raises(ValueError, match=r"'conv' produces a channels_first feature map \(data_format="):
-            kc.get_explainer(method, model, layer="conv")(x)
-
-
-@pytest.mark.backends
-def test_global_channels_first_setting(global_channels_first):
-    wts = fixed_weights(seed=5)
-    layers = conv_layers(wts)
-    for layer in layers[:3]:  # conv1, conv2, gap: explicitly channels_last, as saved models are
-        layer.data_format = "channels_last"
-    inp = keras.Input((12, 12, 3))
-    x = layers[0](inp)
-    x = keras.layers.Activation("relu", name="relu")(x)  # no data_format: the global setting applies
-    x = keras.layers.MaxPooling2D(data_format="channels_last")(x)
-    model = keras.Model(inp, layers[3](layers[2](layers[1](x))))
-    set_fixed(layers, wts)
-    xs = images(n=3, size=12)
-    feats = keras.Model(inp, model.get_layer("conv2").output).predict(xs, verbose=0)
-    # An explicitly channels_last layer smaller than the input: upsampled as channels_last, right maps.
-    expected = oracles.finish(feats @ wts["w"][:, 2], size=(12, 12))
-    np.testing.assert_allclose(kc.GradCAM(model, layer="conv2")(xs, targets=2), expected, atol=2e-4)
-    with pytest.raises(ValueError, match=r"'relu' produces a channels_first feature map.*image_data_format"):
-        kc.GradCAM(model, layer="relu")(xs)
-
-
 # ------------------------------------------------------------------------------- layers, errors, side effects
 
 

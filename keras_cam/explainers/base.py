@@ -1,8 +1,11 @@
-"""The shared explainer pipeline: capture, targets, batching, ReLU, upsampling and normalization.
+"""The shared explainer pipeline: capture, targets, batching, layouts, ReLU, upsampling and normalization.
 
 A method is a short subclass that says how it weighs channels (`get_cam_weights`) or, when it is not a
 weighted sum of channels, how it builds its map (`compute_cam`). Everything else happens here, once. A
 subclass that sets `name` registers itself for `get_explainer` (docs/architecture.md, "One call").
+
+Methods see channels_last feature maps `(N, *spatial, C)` with 1, 2 or 3 spatial axes, whatever the model's
+layout, and are written over `spatial_axes(x)` and the last axis (docs/architecture.md, "Layouts").
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_cam import backend as seam
-from keras_cam import capture
+from keras_cam import capture, layout
 from keras_cam._batching import CACHE, Owner, chunk_size, run_batched, signature, to_tensors
 from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
 from keras_cam.targets import PREDICTED, OutputTarget, Targets, callable_scores, class_scores, resolve_targets
@@ -27,7 +30,7 @@ class Explanation:
     """Heatmaps with the class each one explains and the score it had.
 
     Attributes:
-        heatmaps: float32 (N, H, W), in [0, 1] when normalized.
+        heatmaps: float32 (N, *spatial): (N, T), (N, H, W) or (N, D, H, W); in [0, 1] when normalized.
         targets: int (N,) class index explained per image (-1 when targets was a callable).
         scores: float32 (N,) the target's score (logit when `use_logits`) per image.
     """
@@ -43,20 +46,26 @@ _REGISTRY: Dict[str, Type["BaseCAM"]] = {}
 class BaseCAM:
     """Base class of every explainer: `explainer(images, targets=None)` -> heatmaps (N, H, W) in [0, 1].
 
+    Signals `(N, T, C)` give maps `(N, T)`, volumes `(N, D, H, W, C)` maps `(N, D, H, W)`, and channels_first
+    models (a layer's `data_format`, else `keras.config.image_data_format()`) are read in their layout.
+
     Subclasses override `get_cam_weights(activations, grads, targets) -> (N, C)` (the map is then
-    `ReLU(sum_k w_k A_k)`), or `compute_cam(activations, grads, targets) -> (N, h, w)` for other
-    constructions. `targets` is the int32 (N,) class index explained per image.
+    `ReLU(sum_k w_k A_k)`), or `compute_cam(activations, grads, targets) -> (N, *spatial)` for other
+    constructions. Activations and gradients arrive channels_last, `(N, *spatial, C)`: reduce over
+    `spatial_axes(x)` and the last axis. `targets` is the int32 (N,) class index explained per image.
     Set `needs_grads = False` for methods that use activations only, and `name` (plus `aliases`) to make
     the method available to `get_explainer`.
 
     Args:
         model: any Keras 3 model: Sequential, Functional, subclassed, with nested models (e.g. a
             `keras.applications` backbone inside a Sequential).
-        layer: the layer to explain: `None` (the last layer whose output is rank 4 with H, W > 1,
-            searching nested models), a layer name, an `"outer/inner"` path, or a `keras.layers.Layer`.
+        layer: the layer to explain: `None` (the last layer whose output has as many spatial axes as the input,
+            each > 1, searching nested models), a layer name, an `"outer/inner"` path, or a
+            `keras.layers.Layer`.
         use_logits: score classes on the pre-activation outputs when the output layer ends in
             softmax/sigmoid (the model is patched only for the duration of a call).
-        input_index: for multi-input models, the position of the image input (default: the rank-4 one).
+        input_index: for multi-input models, the position of the explained input (default: the one of rank
+            3 to 5).
         input_name: for multi-input models, the name of the image input.
         binary: how to read a single output unit. `None` (default): a unit ending in a sigmoid is a binary
             classifier (class 1 = the unit, class 0 = its negation) and any other unit a regression output
@@ -109,18 +118,18 @@ class BaseCAM:
         self.binary = None if binary is None else bool(binary)
         self._seam = seam.get()
         self._logit_layers: Optional[list] = None  # found on the first call (subclassed models need a sample)
+        self._input_layout: Optional[layout.Layout] = None  # likewise, from the first call's input
         self._output_units: Optional[int] = capture.output_units(model)  # subclassed: on the first call
 
     # -- what a method says ----------------------------------------------------------------------------------
 
     def get_cam_weights(self, activations: Any, grads: Any, targets: Any) -> Any:
-        """Channel weights (N, C) from activations and gradients (N, h, w, C) for class indices (N,)."""
+        """Channel weights (N, C) from activations and gradients (N, *spatial, C) for class indices (N,)."""
         raise NotImplementedError(f"{type(self).__name__} must define get_cam_weights or compute_cam.")
 
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
-        """The raw map (N, h, w) before ReLU; default: the weighted sum of channels."""
-        weights = self.get_cam_weights(activations, grads, targets)
-        return keras.ops.einsum("nhwc,nc->nhw", activations, weights)
+        """The raw map (N, *spatial) before ReLU; default: the weighted sum of channels."""
+        return weighted_sum(activations, self.get_cam_weights(activations, grads, targets))
 
     # -- public API ------------------------------------------------------------------------------------------
 
@@ -170,13 +179,15 @@ class BaseCAM:
                 models a list or dict of all inputs.
             targets: `None` (predicted class), an int, one int per image, or a callable
                 `(outputs) -> (N,)` scores (outputs are logits when `use_logits`).
-            upsample: resize maps to the image's H, W (bilinear); otherwise keep the layer's h, w.
+            upsample: resize maps to the input's spatial size (linear, bilinear or trilinear); otherwise keep
+                the layer's.
             normalize: min-max normalize each map to [0, 1] (an all-zero map stays zero).
             batch_size: images per compiled call (default 32); the last chunk is padded so one compiled
                 function serves every chunk.
 
         Returns:
-            float32 array (N, H, W) (or (N, h, w) without upsampling).
+            float32 array (N, H, W) for images, (N, T) for signals, (N, D, H, W) for volumes (or the layer's
+            spatial size without upsampling).
         """
         return self.compute(images, targets, upsample, normalize, batch_size).heatmaps
 
@@ -241,14 +252,13 @@ class BaseCAM:
         if isinstance(targets, OutputTarget):
             targets = targets.bind(capture.output_names(self.model))
         resolved = resolve_targets(targets, inputs.n, self.num_classes, binary=self._binary_unit())
-        _check_channels_last(self.layer, self.layer_ref.path, self.capture_on)
         return inputs, resolved
 
     def _run_batches(self, inputs: ModelInputs, targets: Any, size: int, upsample: bool, normalize: bool):
         """Runs the compiled graph over chunks of `size` images; returns its concatenated outputs."""
         key = ("graph", inputs.structure, signature(inputs.arrays, size), upsample, normalize,
                targets if callable(targets) else None)
-        fn = self._compiled(key, lambda owner: self._graph(owner, inputs.structure, tuple(inputs.image.shape[1:3]),
+        fn = self._compiled(key, lambda owner: self._graph(owner, inputs.structure, self._input_size(inputs),
                                                            targets, upsample, normalize))
         index = np.full(inputs.n, PREDICTED, np.int32) if callable(targets) else targets
         return run_batched(lambda *arrays: fn(*to_tensors(arrays)), [index] + inputs.arrays, size)
@@ -268,7 +278,11 @@ class BaseCAM:
     def _config(self) -> tuple:
         """What the compiled functions depend on besides the model and the input: the layer and options.
         A method whose compiled code reads options of its own adds them here."""
-        return (self.layer_ref.path, self.capture_on, self.use_logits, self._binary_unit())
+        return (self.layer_ref.path, self.capture_on, self.use_logits, self._binary_unit(), self._input_layout)
+
+    def _input_size(self, inputs: ModelInputs) -> Tuple[int, ...]:
+        """The spatial size of the explained input (what maps are upsampled to)."""
+        return tuple(int(d) for d in self._input_layout.spatial_shape(inputs.image.shape))
 
     @staticmethod
     def _graph(owner: Owner, structure: InputStructure, size: Tuple[int, int], targets: Any, upsample: bool,
@@ -324,19 +338,22 @@ class BaseCAM:
                     outputs = self.model(model_inputs, training=False)
                 _, aux = score_fn(outputs)
                 a, g = recorded[0], None
-        if len(a.shape) != 4 or a.shape[1] == 1 and a.shape[2] == 1:
+        rank = self._input_layout.rank
+        found = layout.layer_layout(self.layer, len(a.shape)) if 3 <= len(a.shape) <= 5 else None
+        if found is None or found.rank != rank or all(d == 1 for d in found.spatial_shape(a.shape)):
             raise ValueError(
-                f"Layer '{self.layer_ref.path}' produced a tensor of shape {tuple(a.shape)} at run time, which "
-                "is not a spatial feature map (rank 4 with H, W > 1). Pick a convolutional layer."
+                f"Layer '{self.layer_ref.path}' produced a tensor of shape {tuple(a.shape)} at run time, which is "
+                f"not a feature map with {rank} spatial {'axis' if rank == 1 else 'axes'} as the input has "
+                f"({layout.Layout(rank).describe()} or channels first). Pick a convolutional layer."
             )
-        a = keras.ops.cast(a, "float32")
-        g = None if g is None else keras.ops.cast(g, "float32")
+        a = found.to_channels_last(keras.ops.cast(a, "float32"))
+        g = None if g is None else found.to_channels_last(keras.ops.cast(g, "float32"))
         return a, g, outputs, aux
 
     def _resolve_on_first_call(self, inputs: ModelInputs) -> None:
         """Finds what needs a sample input: the auto layer, the logit layers and the output size of
         subclassed models."""
-        if self.layer_ref is not None and self._logit_layers is not None:
+        if self.layer_ref is not None and self._logit_layers is not None and self._input_layout is not None:
             return
         sample = inputs.pack([keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays])
         if self.layer_ref is None:
@@ -345,6 +362,8 @@ class BaseCAM:
             self._logit_layers = capture.logit_layers(self.model, sample)
         if self._output_units is None:
             self._output_units = capture.output_units(self.model, sample)
+        if self._input_layout is None:
+            self._input_layout = capture.input_layout(self.model, inputs.image.ndim)
 
     def _binary_unit(self) -> bool:
         """Whether a single output unit is a binary classifier (else a regression output)."""
@@ -356,13 +375,10 @@ class BaseCAM:
         return capture.logits(self.model, self._logit_layers)
 
     @staticmethod
-    def _postprocess(cam: Any, size: Tuple[int, int], upsample: bool, normalize: bool) -> Any:
-        ops = keras.ops
-        cam = ops.relu(ops.cast(cam, "float32"))
-        if upsample and tuple(cam.shape[1:3]) != size:
-            cam = ops.image.resize(cam[..., None], size, interpolation="bilinear", antialias=False,
-                                   data_format="channels_last")[..., 0]
-            cam = ops.relu(cam)
+    def _postprocess(cam: Any, size: Tuple[int, ...], upsample: bool, normalize: bool) -> Any:
+        cam = keras.ops.relu(keras.ops.cast(cam, "float32"))
+        if upsample and tuple(cam.shape[1:]) != tuple(size):
+            cam = layout.resize(cam, size)  # linear interpolation of non-negative values stays non-negative
         if normalize:
             cam = minmax(cam)
         return cam
@@ -384,36 +400,31 @@ class _Compiled:
         self.fn = seam_module.compile(make(self.owner), model)
 
 
+def spatial_axes(x: Any) -> Tuple[int, ...]:
+    """The spatial axes of a channels_last feature map `(N, *spatial, C)`: 1 .. ndim - 2."""
+    return tuple(range(1, len(x.shape) - 1))
+
+
+def weighted_sum(activations: Any, weights: Any) -> Any:
+    """`sum_c weights[n, c] * activations[n, ..., c]`: (N, *spatial, C) and (N, C) -> (N, *spatial)."""
+    shape = (-1,) + (1,) * (len(activations.shape) - 2) + (activations.shape[-1],)
+    return keras.ops.sum(activations * keras.ops.reshape(weights, shape), axis=-1)
+
+
 def minmax(cam: Any) -> Any:
-    """Per-image min-max normalization of (N, h, w) maps to [0, 1]; constant maps become 0.
+    """Per-example min-max normalization of (N, *spatial) maps to [0, 1]; constant maps become 0.
 
     "Constant" is relative to the map's magnitude: random-init backbones have activations of ~1e-12 whose
     maps are still meaningful, while rounding noise on a flat map is not.
     """
     ops = keras.ops
-    lo = ops.min(cam, axis=(1, 2), keepdims=True)
-    hi = ops.max(cam, axis=(1, 2), keepdims=True)
+    axes = tuple(range(1, len(cam.shape)))
+    lo = ops.min(cam, axis=axes, keepdims=True)
+    hi = ops.max(cam, axis=axes, keepdims=True)
     span = hi - lo
     scale = ops.maximum(ops.abs(hi), ops.abs(lo))
     flat = span <= scale * _RELATIVE_EPS
     return ops.where(flat, ops.zeros_like(cam), (cam - lo) / ops.where(flat, ops.ones_like(span), span))
-
-
-def _check_channels_last(layer: keras.layers.Layer, path: str, on: str) -> None:
-    """Refuses a channels_first feature map: every method here reads channels from the last axis, so its
-    maps would have the wrong shape and content, with no error."""
-    own = getattr(layer, "data_format", None)
-    if on == "output" and own is not None:
-        layout, source = own, f"data_format='{own}'"
-    else:  # no data_format of its own (or its input is captured): the global setting decides
-        layout = keras.config.image_data_format()
-        source = f"keras.config.image_data_format() is '{layout}'"
-    if layout == "channels_first":
-        raise ValueError(
-            f"Layer '{path}' produces a channels_first feature map ({source}); keras-cam explainers support "
-            "channels_last feature maps only for now, and would return wrong maps. Build the model with "
-            "data_format='channels_last' (and keras.config.set_image_data_format('channels_last'))."
-        )
 
 
 # ------------------------------------------------------------------------------------------------ registry

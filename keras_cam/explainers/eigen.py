@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 
 from keras_cam.explainers.base import BaseCAM
 
@@ -22,11 +23,11 @@ class EigenCAM(BaseCAM):
 
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
         ops = keras.ops
-        n, h, w, c = activations.shape
-        x = ops.reshape(activations, (-1, h * w, c))
+        spatial, c = tuple(activations.shape[1:-1]), activations.shape[-1]
+        x = ops.reshape(activations, (-1, int(np.prod(spatial)), c))  # (N, positions, channels)
         x = x - ops.mean(x, axis=1, keepdims=True)
         _, _, vt = ops.svd(x, full_matrices=False)
         projection = ops.einsum("npc,nc->np", x, vt[:, 0, :])
         reference = ops.sum(x, axis=-1)
         sign = ops.where(ops.sum(projection * reference, axis=1, keepdims=True) < 0, -1.0, 1.0)
-        return ops.reshape(projection * sign, (-1, h, w))
+        return ops.reshape(projection * sign, (-1,) + spatial)

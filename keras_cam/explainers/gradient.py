@@ -5,7 +5,7 @@ from typing import Any
 
 import keras
 
-from keras_cam.explainers.base import BaseCAM
+from keras_cam.explainers.base import BaseCAM, spatial_axes
 
 _EPS = 1e-7
 
@@ -13,14 +13,14 @@ _EPS = 1e-7
 class GradCAM(BaseCAM):
     """Grad-CAM (Selvaraju et al. 2017): channel weight = mean gradient over the map.
 
-    `L = ReLU(sum_k a_k A_k)` with `a_k = mean_xy dS/dA_k(x, y)`.
+    `L = ReLU(sum_k a_k A_k)` with `a_k = mean_xy dS/dA_k(x, y)` (the mean over every spatial axis).
     """
 
     name = "gradcam"
     aliases = ("grad-cam",)
 
     def get_cam_weights(self, activations: Any, grads: Any, targets: Any) -> Any:
-        return keras.ops.mean(grads, axis=(1, 2))
+        return keras.ops.mean(grads, axis=spatial_axes(grads))
 
 
 class GradCAMPlusPlus(BaseCAM):
@@ -36,10 +36,11 @@ class GradCAMPlusPlus(BaseCAM):
         ops = keras.ops
         g2 = grads * grads
         g3 = g2 * grads
-        sum_a = ops.sum(activations, axis=(1, 2), keepdims=True)
+        axes = spatial_axes(grads)
+        sum_a = ops.sum(activations, axis=axes, keepdims=True)
         denom = 2.0 * g2 + sum_a * g3
         alpha = ops.where(grads != 0, g2 / ops.where(ops.abs(denom) > _EPS, denom, _EPS), 0.0)
-        return ops.sum(alpha * ops.relu(grads), axis=(1, 2))
+        return ops.sum(alpha * ops.relu(grads), axis=axes)
 
 
 class HiResCAM(BaseCAM):
@@ -66,8 +67,8 @@ class XGradCAM(BaseCAM):
 
     def get_cam_weights(self, activations: Any, grads: Any, targets: Any) -> Any:
         ops = keras.ops
-        total = ops.sum(activations, axis=(1, 2))
-        return ops.sum(activations * grads, axis=(1, 2)) / (total + _EPS)
+        axes = spatial_axes(grads)
+        return ops.sum(activations * grads, axis=axes) / (ops.sum(activations, axis=axes) + _EPS)
 
 
 class LayerCAM(BaseCAM):

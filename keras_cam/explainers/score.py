@@ -8,13 +8,15 @@ import numpy as np
 
 from keras_cam._batching import (DEFAULT_BATCH_SIZE, check_batch_size, chunk_size, run_batched, signature,
                                  to_tensors)
-from keras_cam.explainers.base import BaseCAM, Explanation, minmax
+from keras_cam import layout
+from keras_cam.explainers.base import BaseCAM, Explanation, minmax, weighted_sum
 
 
 class ScoreCAM(BaseCAM):
     """Score-CAM: gradient-free channel weights from masked forward passes.
 
-    Channel `k` of the layer is upsampled and min-max normalized into a mask `M_k`; the model scores
+    Channel `k` of the layer is upsampled (linear, bilinear or trilinear, to the input's spatial size) and
+    min-max normalized into a mask `M_k`; the model scores
     `image * M_k` for the explained class; the map is `ReLU(sum_k softmax_k(score_k) A_k)`.
     The masked passes dominate the cost (one per channel and image); they run compiled, in chunks of
     `batch_size` masked images, so memory stays bounded whatever the channel count.
@@ -63,18 +65,18 @@ class ScoreCAM(BaseCAM):
         inputs, resolved = self._prepare_call(images, targets)
         # First pass, compiled like every method's: activations, explained classes and their scores.
         acts, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, bucket=True), False, False)
-        chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, h, w, k)
+        chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, *spatial, k)
         # Fewer channels than a chunk: smaller chunks rather than forward passes over padding.
         chunk = min(chunk, chosen.shape[-1])
         key = ("masked", inputs.structure, signature(inputs.arrays, 1), chunk,
                resolved if callable(resolved) else None)
+        size = self._input_size(inputs)
         masked = self._compiled(key, lambda owner: self._masked_graph(
-            owner, inputs.structure, tuple(inputs.image.shape[1:3]), chunk, resolved))
+            owner, inputs.structure, size, self._input_layout.channels_first, chunk, resolved))
         weights = np.stack([self._channel_weights(masked, inputs.rows(slice(i, i + 1)), chosen[i], idx[i], chunk)
                             for i in range(inputs.n)])
-        cam = keras.ops.einsum("nhwc,nc->nhw", keras.ops.convert_to_tensor(chosen),
-                               keras.ops.convert_to_tensor(weights))
-        maps = self._postprocess(cam, tuple(inputs.image.shape[1:3]), upsample, normalize)
+        cam = weighted_sum(keras.ops.convert_to_tensor(chosen), keras.ops.convert_to_tensor(weights))
+        maps = self._postprocess(cam, size, upsample, normalize)
         heatmaps = np.asarray(keras.ops.convert_to_numpy(maps)).astype(np.float32)
         return Explanation(heatmaps, idx.astype(np.int64), scores.astype(np.float32))
 
@@ -98,8 +100,8 @@ class ScoreCAM(BaseCAM):
         return np.sort(np.argsort(-variance, kind="stable")[: self.max_channels])
 
     def _channel_weights(self, masked, image, a: np.ndarray, target: int, chunk: int) -> np.ndarray:
-        """Softmax over channels of the target score on one image masked by each channel of `a` (h, w, k)."""
-        channels = np.ascontiguousarray(np.transpose(a, (2, 0, 1)))  # (k, h, w)
+        """Softmax over channels of the target score on one image masked by each channel of `a` (*spatial, k)."""
+        channels = np.ascontiguousarray(np.moveaxis(a, -1, 0))  # (k, *spatial)
         # The image goes in once; masks are built and applied inside the compiled function, per chunk.
         tensors = to_tensors(image.arrays)
         index = keras.ops.convert_to_tensor(np.full((chunk,), target, np.int32))
@@ -110,13 +112,14 @@ class ScoreCAM(BaseCAM):
         return (w / w.sum()).astype(np.float32)
 
     @staticmethod
-    def _masked_graph(owner, structure, size, chunk: int, targets) -> Callable:
-        """(index, channels (chunk, h, w), *one image's inputs) -> scores of the image masked by each."""
+    def _masked_graph(owner, structure, size, channels_first: bool, chunk: int, targets) -> Callable:
+        """(index, channels (chunk, *spatial), *one input's arrays) -> scores of the input masked by each."""
 
         def masked(index, channels, *tensors):
             ops = keras.ops
             this = owner()
-            masks = _channel_masks(channels, size)[..., None]  # (chunk, H, W, 1)
+            masks = minmax(layout.resize(channels, size))  # (chunk, *SIZE) in [0, 1]
+            masks = ops.expand_dims(masks, 1 if channels_first else -1)  # broadcast over the input's channels
             batch = [ops.repeat(t, chunk, axis=0) for t in tensors]
             image = batch[structure.image_index]
             batch[structure.image_index] = image * ops.cast(masks, image.dtype)
@@ -125,10 +128,3 @@ class ScoreCAM(BaseCAM):
             return this._score_fn(targets, index)(outputs)[0]
 
         return masked
-
-
-def _channel_masks(channels: Any, size) -> Any:
-    """(k, h, w) channels -> (k, H, W) masks in [0, 1]: bilinear upsampling, per-channel min-max."""
-    up = keras.ops.image.resize(channels[..., None], size, interpolation="bilinear", antialias=False,
-                                data_format="channels_last")[..., 0]
-    return minmax(up)

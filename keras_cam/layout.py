@@ -1,0 +1,103 @@
+"""Layouts: where a tensor's spatial axes and channel axis are, and resizing maps of any spatial rank.
+
+A feature map or an input is `(N, *spatial, C)` (channels_last) or `(N, C, *spatial)` (channels_first) with
+1, 2 or 3 spatial axes: signals `(N, T, C)`, images `(N, H, W, C)`, volumes `(N, D, H, W, C)`. A layer's
+layout comes from its own `data_format`, else from `keras.config.image_data_format()`; the input's from the
+first layer of the model that has a `data_format`. Inside the explainers every feature map is turned
+channels_last, so a method is written once, over "the spatial axes" (1 .. rank) and "the channel axis" (-1)
+(docs/architecture.md, "Layouts").
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+
+from keras_cam._validation import SPATIAL_AXES
+
+_LETTERS = {1: "T", 2: "H, W", 3: "D, H, W"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the axes of a batch are: `rank` spatial axes (1, 2 or 3) and the channels first or last."""
+
+    rank: int
+    channels_first: bool = False
+
+    @property
+    def spatial_axes(self) -> Tuple[int, ...]:
+        start = 2 if self.channels_first else 1
+        return tuple(range(start, start + self.rank))
+
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.channels_first else self.rank + 1
+
+    def spatial_shape(self, shape: Sequence[Any]) -> Tuple[Any, ...]:
+        return tuple(shape[a] for a in self.spatial_axes)
+
+    def describe(self) -> str:
+        """`(N, H, W, C)`, `(N, C, T)`, ... for messages."""
+        spatial = _LETTERS.get(self.rank, ", ".join(f"S{i}" for i in range(self.rank)))
+        return f"(N, C, {spatial})" if self.channels_first else f"(N, {spatial}, C)"
+
+    def axis_names(self) -> Tuple[str, ...]:
+        """The names of axes 1.. (without the batch axis), for messages."""
+        spatial = SPATIAL_AXES.get(self.rank, tuple(f"spatial axis {i}" for i in range(self.rank)))
+        return ("channels",) + spatial if self.channels_first else spatial + ("channels",)
+
+    def to_channels_last(self, x: Any) -> Any:
+        """`(N, C, *spatial)` -> `(N, *spatial, C)`; a channels_last tensor is returned as it is."""
+        return keras.ops.moveaxis(x, 1, -1) if self.channels_first else x
+
+    def is_spatial(self, shape: Optional[Sequence[Optional[int]]]) -> bool:
+        """Whether `shape` is a feature map of this layout whose spatial sizes are all > 1 (or unknown)."""
+        if shape is None or len(shape) != self.rank + 2:
+            return False
+        return all(d is None or d > 1 for d in self.spatial_shape(shape))
+
+
+def data_format(layer: Any) -> str:
+    """The layer's own `data_format`, else Keras' global `image_data_format()`."""
+    own = getattr(layer, "data_format", None)
+    return own if own in ("channels_first", "channels_last") else keras.config.image_data_format()
+
+
+def layer_layout(layer: Any, tensor_rank: int) -> Layout:
+    """The layout of a rank-`tensor_rank` tensor that `layer` produces (or receives)."""
+    return Layout(tensor_rank - 2, data_format(layer) == "channels_first")
+
+
+def resize(maps: Any, size: Sequence[int]) -> Any:
+    """Linear resizing of maps `(N, *spatial)` to `(N, *size)`, one spatial axis after the other.
+
+    Each axis is multiplied by an interpolation matrix built once per (old, new) size: half-pixel centres
+    and edge clamping, which is `cv2.resize(..., INTER_LINEAR)` and bilinear `keras.ops.image.resize` without
+    antialiasing in 2-D, linear in 1-D and trilinear in 3-D. Plain matrix products: the same code on every
+    backend and spatial rank, compiled with the rest of the explainer.
+    """
+    ops = keras.ops
+    spatial = tuple(int(d) for d in maps.shape[1:])
+    if len(spatial) != len(size):
+        raise ValueError(f"Cannot resize maps of shape {tuple(maps.shape)} to {tuple(size)}.")
+    out = maps
+    for old, new in zip(spatial, size):
+        # tensordot contracts axis 1 and appends the new axis last: after every axis, the order is restored.
+        matrix = ops.convert_to_tensor(interpolation_matrix(old, int(new)), dtype=out.dtype)
+        out = ops.tensordot(out, matrix, axes=[[1], [0]])
+    return out
+
+
+def interpolation_matrix(old: int, new: int) -> np.ndarray:
+    """float32 (old, new): column j holds the linear-interpolation weights of output sample j."""
+    matrix = np.zeros((old, new), np.float32)
+    centres = np.clip((np.arange(new) + 0.5) * (old / new) - 0.5, 0.0, old - 1)
+    low = np.floor(centres).astype(int)
+    high = np.minimum(low + 1, old - 1)
+    weight = (centres - low).astype(np.float32)
+    np.add.at(matrix, (low, np.arange(new)), 1.0 - weight)
+    np.add.at(matrix, (high, np.arange(new)), weight)
+    return matrix

@@ -1,0 +1,195 @@
+"""Every layout: signals (1-D), images (2-D) and volumes (3-D), channels last or first, from one N-D core.
+
+Oracles: the numpy im2col reference in N-D (direct convolution and its backpropagation), channels_first twins
+(the same weights, inputs transposed) that must give the same maps, and Grad-CAM = CAM on CAMHead models.
+"""
+import keras
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from tests import oracles
+
+CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+POOL = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
+GAP = {1: keras.layers.GlobalAveragePooling1D, 2: keras.layers.GlobalAveragePooling2D,
+       3: keras.layers.GlobalAveragePooling3D}
+SIZE = {1: 12, 2: 8, 3: 6}
+METHODS = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam", "cam"]
+
+
+def weights(rank, seed=0, c1=4, c2=5, k=3):
+    rng = np.random.default_rng(seed)
+    kernel = (3,) * rank
+    return dict(k1=rng.normal(size=kernel + (2, c1)).astype("float32") * 0.5,
+                b1=rng.normal(size=(c1,)).astype("float32") * 0.1,
+                k2=rng.normal(size=kernel + (c1, c2)).astype("float32") * 0.5,
+                b2=rng.normal(size=(c2,)).astype("float32") * 0.1,
+                w=rng.normal(size=(c2, k)).astype("float32"),
+                b=rng.normal(size=(k,)).astype("float32") * 0.1)
+
+
+def model(rank, wts, data_format="channels_last", pool=False, head="camhead"):
+    """conv1 -> [pool] -> conv2 -> CAMHead (or GAP + Dense), in the given layout, with fixed weights."""
+    size = SIZE[rank]
+    first = (data_format or keras.config.image_data_format()) == "channels_first"
+    shape = (2,) + (size,) * rank if first else (size,) * rank + (2,)
+    conv1 = CONV[rank](wts["k1"].shape[-1], 3, padding="same", activation="relu", data_format=data_format,
+                       name="conv1")
+    conv2 = CONV[rank](wts["k2"].shape[-1], 3, padding="same", activation="relu", data_format=data_format,
+                       name="conv2")
+    layers = [keras.Input(shape), conv1] + ([POOL[rank](data_format=data_format)] if pool else []) + [conv2]
+    if head == "camhead":
+        top = kc.CAMHead(wts["w"].shape[-1], data_format=data_format, name="head")
+        layers.append(top)
+    else:
+        top = keras.layers.Dense(wts["w"].shape[-1], activation="softmax", name="head")
+        layers += [GAP[rank](data_format=data_format), top]
+    net = keras.Sequential(layers)
+    conv1.set_weights([wts["k1"], wts["b1"]])
+    conv2.set_weights([wts["k2"], wts["b2"]])
+    (top.dense if head == "camhead" else top).set_weights([wts["w"], wts["b"]])
+    return net
+
+
+def inputs(rank, n=3, seed=1):
+    return np.random.default_rng(seed).random((n,) + (SIZE[rank],) * rank + (2,)).astype("float32")
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("rank", [1, 3])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"])
+def test_gradient_methods_match_numpy_reference_in_1d_and_3d(rank, method):
+    wts = weights(rank)
+    net = model(rank, wts, head="dense")
+    x = inputs(rank)
+    targets = np.array([0, 2, 1])
+    a, g, logits = oracles.two_conv_forward_backward(x, wts["k1"], wts["b1"], wts["k2"], wts["b2"], wts["w"],
+                                                     wts["b"], targets)
+    reference = {"gradcam": oracles.gradcam, "gradcam++": oracles.gradcam_pp, "hirescam": oracles.hirescam,
+                 "xgradcam": oracles.xgradcam, "layercam": oracles.layercam}[method]
+    result = kc.get_explainer(method, net, layer="conv1").compute(x, targets=targets)
+    assert result.heatmaps.shape == (3,) + (SIZE[rank],) * rank
+    np.testing.assert_allclose(result.heatmaps, oracles.finish(reference(a, g)), atol=2e-4)
+    np.testing.assert_allclose(result.scores, logits[np.arange(3), targets], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_upsampling_from_a_pooled_layer_and_eigencam(rank):
+    wts = weights(rank, seed=3)
+    net = model(rank, wts, pool=True)
+    x = inputs(rank)
+    # conv2 is at half the input's size; a GAP + Dense head makes Grad-CAM = ReLU(A @ w[:, t]).
+    pooled = x
+    for layer in net.layers[:3]:
+        pooled = layer(pooled)
+    feats = keras.ops.convert_to_numpy(pooled)
+    expected = oracles.finish(feats @ wts["w"][:, 1], size=(SIZE[rank],) * rank)
+    np.testing.assert_allclose(kc.GradCAM(net, layer="conv2")(x, targets=1), expected, atol=2e-4)
+    np.testing.assert_allclose(kc.EigenCAM(net, layer="conv2")(x, targets=1),
+                               oracles.finish(oracles.eigencam(feats), size=(SIZE[rank],) * rank), atol=5e-4)
+    raw = kc.GradCAM(net, layer="conv2").explain(x, targets=1, upsample=False, normalize=False)
+    positions = np.prod(feats.shape[1:-1])  # Grad-CAM's weights are the mean gradients, w / positions
+    np.testing.assert_allclose(raw, np.maximum(feats @ wts["w"][:, 1], 0) / positions, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_channels_first_equals_its_channels_last_twin_for_every_method(rank):
+    wts = weights(rank, seed=5)
+    last, first = model(rank, wts, pool=True), model(rank, wts, "channels_first", pool=True)
+    x = inputs(rank)
+    x_first = np.moveaxis(x, -1, 1)
+    for method in METHODS:
+        expected = kc.get_explainer(method, last, layer="conv2")(x, targets=[0, 1, 2])
+        got = kc.get_explainer(method, first, layer="conv2")(x_first, targets=[0, 1, 2])
+        assert got.shape == x.shape[:-1], method
+        assert expected.std() > 0.01, method
+        np.testing.assert_allclose(got, expected, atol=1e-5, err_msg=method)
+    # The automatic layer is found in either layout.
+    assert kc.GradCAM(first).layer_ref.path == "conv2"
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("rank", [1, 3])
+def test_gradcam_equals_cam_on_camhead_models(rank):
+    wts = weights(rank, seed=7)
+    net = model(rank, wts, pool=True)
+    x = inputs(rank, n=4)
+    cam = kc.CAM(net).compute(x, [0, 1, 2, 0])
+    grad = kc.GradCAM(net, layer="conv2").compute(x, [0, 1, 2, 0])
+    assert cam.heatmaps.std() > 0.05
+    np.testing.assert_allclose(grad.heatmaps, cam.heatmaps, atol=2e-4)
+    np.testing.assert_allclose(grad.scores, cam.scores, rtol=1e-5)
+    np.testing.assert_allclose(kc.class_activation_maps(net, x, [0, 1, 2, 0]), cam.heatmaps, atol=1e-6)
+
+
+@pytest.fixture
+def global_channels_first():
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")
+    try:
+        yield
+    finally:
+        keras.config.set_image_data_format(previous)
+
+
+@pytest.mark.backends
+def test_the_global_channels_first_setting(global_channels_first):
+    wts = weights(2, seed=9)
+    default = model(2, wts, data_format=None, pool=True)  # built under the setting: channels_first layers
+    x = np.moveaxis(inputs(2), -1, 1)
+    keras.config.set_image_data_format("channels_last")
+    twin = model(2, wts, pool=True)
+    expected = kc.GradCAM(twin, layer="conv2")(np.moveaxis(x, 1, -1), targets=2)
+    keras.config.set_image_data_format("channels_first")
+    np.testing.assert_allclose(kc.GradCAM(default, layer="conv2")(x, targets=2), expected, atol=1e-5)
+    np.testing.assert_allclose(kc.ScoreCAM(default, layer="conv2")(x, targets=2),
+                               kc.ScoreCAM(twin, layer="conv2")(np.moveaxis(x, 1, -1), targets=2), atol=1e-5)
+    # A model built explicitly channels_last under the global setting keeps its own layout.
+    np.testing.assert_allclose(kc.GradCAM(twin, layer="conv2")(np.moveaxis(x, 1, -1), targets=2), expected,
+                               atol=1e-6)
+
+
+def test_auto_layer_has_as_many_spatial_axes_as_the_input():
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")(image)
+    tokens = keras.layers.Reshape((64, 4), name="tokens")(conv)  # rank 3 with a spatial-looking axis
+    mixed = keras.layers.Conv1D(4, 3, padding="same", name="mix")(tokens)
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(mixed))
+    assert kc.GradCAM(keras.Model(image, out)).layer_ref.path == "conv"
+    signal = keras.Sequential([keras.Input((32, 1)), keras.layers.Conv1D(4, 5, name="c1"),
+                               keras.layers.Conv1D(4, 5, name="c2"), keras.layers.GlobalAveragePooling1D(),
+                               keras.layers.Dense(2)])
+    assert kc.GradCAM(signal).layer_ref.path == "c2"
+    with pytest.raises(ValueError, match="'tokens' has output shape .* 2 spatial axes, as the input has"):
+        kc.GradCAM(keras.Model(image, out), layer="tokens")
+    with pytest.raises(ValueError, match=r"images must have rank 3 \(N, T, C\), got shape \(32, 1\).*\[None\]"):
+        kc.GradCAM(signal).check_inputs(np.zeros((32, 1)))
+
+
+@pytest.mark.backends
+def test_camhead_and_attach_cam_head_in_every_layout(tmp_path):
+    for rank in (1, 3):
+        for data_format in ("channels_last", "channels_first"):
+            wts = weights(rank, seed=11)
+            net = model(rank, wts, data_format=data_format)
+            x = inputs(rank, n=2)
+            x = np.moveaxis(x, -1, 1) if data_format == "channels_first" else x
+            feats = keras.ops.convert_to_numpy(net.layers[1](net.layers[0](x)))
+            axes = tuple(range(2, rank + 2)) if data_format == "channels_first" else tuple(range(1, rank + 1))
+            logits = feats.mean(axis=axes) @ wts["w"] + wts["b"]
+            probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(net(x)), probs, rtol=1e-4, atol=1e-6)
+            path = tmp_path / f"{rank}_{data_format}.keras"
+            net.save(path)
+            loaded = keras.saving.load_model(path)
+            assert loaded.get_layer("head").data_format == data_format
+            np.testing.assert_allclose(kc.class_activation_maps(loaded, x), kc.class_activation_maps(net, x),
+                                       atol=1e-6)
+    backbone = keras.Sequential([keras.Input((32, 1)), keras.layers.Conv1D(8, 3), keras.layers.ReLU()])
+    attached = kc.attach_cam_head(backbone, 3)  # ends in ReLU: a 1-D feature map, accepted
+    assert attached.output_shape == (None, 3)
+    assert kc.CAM(attached)(np.random.default_rng(0).random((2, 32, 1))).shape == (2, 32)
