@@ -36,7 +36,7 @@ def _tiny_model():
     "keras_cam.datasets.shapes", "keras_cam.datasets.signals", "keras_cam.datasets.volumes", "keras_cam.demo",
     "keras_cam.explainers.cam", "keras_cam.layers", "keras_cam.metrics",
     "keras_cam.visualize.grids", "keras_cam.visualize.headers", "keras_cam.visualize.images",
-    "keras_cam.visualize.overlays",
+    "keras_cam.visualize.overlays", "keras_cam.visualize.signals", "keras_cam.visualize.volumes",
 ])
 def test_docstring_examples_run(module):
     failures, attempted = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

@@ -1,4 +1,4 @@
-"""Mosaics: images side by side, one image's feature maps (one tile per channel), a conv layer's kernels."""
+"""Mosaics: images side by side, one input's feature maps (one tile per channel), a conv layer's kernels."""
 from __future__ import annotations
 
 import math
@@ -11,8 +11,12 @@ import numpy as np
 from keras_cam._validation import to_numpy
 from keras_cam.visualize.images import as_rgb
 from keras_cam.visualize.overlays import colormap_code
+from keras_cam.visualize.signals import _band, _draw_lines
 
 __all__ = ["feature_map_grid", "image_grid", "kernel_grid"]
+
+_SIGNAL_TILE_HEIGHT = 48  # pixels of a 1-D channel's line plot (times `scale`)
+_SIGNAL_TILE_ALPHA = 0.6  # the band's strength under it, as overlay_signal's default
 
 
 def image_grid(
@@ -114,41 +118,76 @@ def feature_map_grid(
     scale: int = 1,
     labels: Optional[Sequence[str]] = None,
 ) -> np.ndarray:
-    """One image's feature maps as a mosaic, one tile per channel (the classic feature-map picture).
+    """One input's feature maps as a mosaic, one tile per channel (the classic feature-map picture).
 
     Each channel is min-max normalized on its own, as `plt.imshow` does, so its pattern shows
     whatever its scale; a constant channel is black.
 
+    The maps' rank says what they are (channels last):
+
+    - (H, W, C), an image's: each tile is the channel as a picture, H x W pixels times `scale`.
+    - (T, C), a signal's (Conv1D): each tile is a line plot of the channel, white, over a band of its own
+      normalized values through `colormap` (dark grey with `colormap=None`), as `overlay_signal` draws
+      them; 48 pixels high and T wide, kept within 96..256 (longer channels are drawn with several samples
+      per pixel), both times `scale`.
+    - (D, H, W, C), a volume's (Conv3D): each tile is the middle slice along depth, `maps[D // 2]`, with
+      each channel normalized over its whole volume (a dark slice means the channel fires elsewhere). A
+      rank-4 array is read as one volume's maps, not as a batch of images' maps: pass one image's, maps[i].
+      (A depth of 1 is refused as the likelier mistake, a batch of one image: pass maps[0].)
+
     Args:
-        maps: (H, W, C) activations of one image, e.g. `feature_maps(...)[0]`.
+        maps: (H, W, C), (T, C) or (D, H, W, C) activations of one input, e.g. `feature_maps(...)[0]`.
         cols: tiles per row (default: ceil(sqrt(C))).
         margin: pixels between tiles.
         colormap: an OpenCV colormap name ("magma" by default) or `None` for grey.
-        scale: integer nearest-neighbour upscaling of each tile (small maps are hard to see).
+        scale: integer upscaling of each tile (small maps are hard to see): nearest-neighbour for images
+            and volume slices; line plots are drawn at the larger size.
         labels: optional text per channel, drawn at its tile's top-left corner.
 
     Returns:
-        uint8 (rows * H * scale + (rows - 1) * margin, cols * W * scale + (cols - 1) * margin, 3).
+        uint8 (rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, 3), (h, w) being a tile's
+        size: (H * scale, W * scale) for images and volume slices.
 
     Example:
 
-    ```python
-    picture = kc.feature_map_grid(kc.feature_maps(model, "conv1", images)[0], scale=2)
-    ```
+    >>> import numpy as np
+    >>> from keras_cam.visualize import feature_map_grid
+    >>> feature_map_grid(np.random.default_rng(0).random((6, 8, 4))).shape   # 2 x 2 tiles of 6 x 8
+    (17, 21, 3)
+    >>> feature_map_grid(np.random.default_rng(0).random((100, 4))).shape   # line plots, 48 x 100
+    (101, 205, 3)
     """
     maps = np.asarray(to_numpy(maps), np.float32)
-    if maps.ndim != 3:
-        hint = " Pass one image's maps, e.g. maps[0]." if maps.ndim == 4 else ""
-        raise ValueError(f"`maps` must be (H, W, C), got shape {maps.shape}.{hint}")
+    if maps.ndim not in (2, 3, 4) or (maps.ndim == 4 and maps.shape[0] == 1) or 0 in maps.shape[:-1]:
+        hint = " Pass one image's maps, e.g. maps[0]." if maps.ndim in (4, 5) else ""
+        raise ValueError(f"`maps` must be (H, W, C), or (T, C) for a signal, or (D, H, W, C) for a volume, "
+                         f"got shape {maps.shape}.{hint}")
     if not np.all(np.isfinite(maps)):
         raise ValueError("`maps` contain NaN or infinite values.")
     scale = _check_scale(scale)
     channels = np.moveaxis(maps, -1, 0)
-    low = channels.min(axis=(1, 2), keepdims=True)
-    span = channels.max(axis=(1, 2), keepdims=True) - low
+    spatial = tuple(range(1, channels.ndim))
+    low = channels.min(axis=spatial, keepdims=True)
+    span = channels.max(axis=spatial, keepdims=True) - low
     normalized = np.where(span > 0, (channels - low) / np.where(span > 0, span, 1.0), 0.0)
-    tiles = [_upscale(t, scale) for t in _grey_tiles(normalized, colormap)]
+    if maps.ndim == 2:
+        tiles = [_signal_tile(channel, colormap, scale) for channel in normalized]
+    else:
+        if maps.ndim == 4:
+            normalized = normalized[:, maps.shape[0] // 2]  # the middle slice along depth
+        tiles = [_upscale(t, scale) for t in _grey_tiles(normalized, colormap)]
     return image_grid(tiles, cols=cols, margin=margin, labels=labels)
+
+
+def _signal_tile(channel: np.ndarray, colormap: Optional[Union[str, int]], scale: int) -> np.ndarray:
+    """One (T,) channel, normalized to [0, 1], as a small line plot over a band of its own values."""
+    height, width = _SIGNAL_TILE_HEIGHT * scale, min(max(channel.shape[0], 96), 256) * scale
+    if colormap is None:
+        tile = np.full((height, width, 3), 48, np.uint8)
+    else:
+        tile = _band(channel, width, height, colormap_code(colormap), _SIGNAL_TILE_ALPHA)
+    _draw_lines(tile, channel[:, None].astype(np.float64), height, (255, 255, 255), 1)
+    return tile
 
 
 def kernel_grid(

@@ -1,7 +1,7 @@
 """Heatmap overlays: a map coloured with an OpenCV colormap and blended over its image."""
 from __future__ import annotations
 
-from typing import Any, List, Union
+from typing import Any, List, Tuple, Union
 
 import cv2
 import numpy as np
@@ -45,12 +45,41 @@ def colormap_code(colormap: Union[str, int]) -> int:
     return _COLORMAPS[key]
 
 
+def _shape(x: Any) -> Tuple[int, ...]:
+    """The shape of an array-like, or () when it is not one (the checks that follow report that)."""
+    try:
+        return np.shape(to_numpy(x))
+    except Exception:  # ragged lists and the like
+        return ()
+
+
+def _refuse_signals_and_volumes(image: Any, heatmap: Any) -> None:
+    """One clear error pointing at `overlay_signal` or `volume_montage` when 1-D or 3-D data reach overlay.
+
+    A 1-D heatmap (or a 1-D image) is a signal's. A rank-4 image, or a rank-3 image whose last axis is no
+    channel axis (1, 3 or 4) given with a 3-D heatmap, is a volume (or a batch of images, which has the
+    same shapes). Everything else goes on to the 2-D checks and their messages.
+    """
+    img, hm = _shape(image), _shape(heatmap)
+    if len(img) == 1 or len(hm) == 1:
+        raise ValueError(f"overlay blends a 2-D heatmap over an image; got image shape {img} and heatmap "
+                         f"shape {hm}, a 1-D signal's. For a signal (T,) or (T, C) and its (T,) heatmap, use "
+                         "kc.overlay_signal(signal, heatmap).")
+    if len(img) >= 4 or (len(img) == 3 and img[-1] not in (1, 3, 4) and len(hm) == 3):
+        raise ValueError(f"overlay blends a 2-D heatmap over one image; got image shape {img} and heatmap "
+                         f"shape {hm}. For a volume (D, H, W) or (D, H, W, C) and its (D, H, W) heatmap, use "
+                         "kc.volume_montage(volume, heatmap); for a batch of images, call overlay once per "
+                         "image.")
+
+
 def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, int] = "jet") -> np.ndarray:
     """Blends a colored heatmap over an image.
 
     The heatmap is clipped to [0, 1], resized to the image with bilinear interpolation when sizes differ,
     colored with an OpenCV colormap and mixed in as a convex blend,
     `alpha * colored + (1 - alpha) * image`, so nothing saturates and `alpha` is the heatmap's weight.
+    For signals use `overlay_signal`, for volumes `volume_montage`; given 1-D or 3-D data, overlay raises
+    a ValueError that says so.
 
     Args:
         image: (H, W, 3) RGB or (H, W) / (H, W, 1) grayscale; float in [0, 1] or uint8.
@@ -73,6 +102,7 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
     """
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"`alpha` (the heatmap's weight) must be a number in [0, 1], got {alpha!r}.")
+    _refuse_signals_and_volumes(image, heatmap)
     img = as_rgb(image)
     try:
         hm = np.array(to_numpy(heatmap), dtype=np.float32)

@@ -1,0 +1,208 @@
+"""Signal pictures: a 1-D signal drawn as a line plot over a colour band of its heatmap."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+
+from keras_cam._validation import to_numpy
+from keras_cam.visualize._resample import resize_linear
+from keras_cam.visualize.overlays import colormap_code
+
+__all__ = ["overlay_signal"]
+
+_MIN_WIDTH, _MAX_WIDTH = 256, 2048  # width=None: one pixel per sample, within these bounds
+_MIN_LANE = 8  # pixels per channel below which a line plot is unreadable
+_SHIFT = 4  # cv2 fixed-point bits: sub-pixel coordinates (1/16 px) keep anti-aliased lines smooth
+
+
+def _numeric(name: str, value: Any, shape_hint: str) -> np.ndarray:
+    """A float64 copy of `value`, or one clear ValueError naming `name`."""
+    try:
+        arr = np.array(to_numpy(value), dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"`{name}` must be a numeric {shape_hint} array; could not convert it: {e}") \
+            from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` contains NaN or infinite values; clean it first (e.g. np.nan_to_num).")
+    return arr
+
+
+def _check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
+            or (high is not None and value > high):
+        bounds = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"`{name}` must be an integer {bounds}, got {value!r}.")
+    return int(value)
+
+
+def _check_color(name: str, color: Any) -> Tuple[int, int, int]:
+    """An (R, G, B) triple of ints in 0..255."""
+    ok = isinstance(color, (tuple, list, np.ndarray)) and len(color) == 3 and all(
+        not isinstance(c, bool) and isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in color)
+    if not ok:
+        raise ValueError(f"`{name}` must be an (R, G, B) triple of integers in 0..255, got {color!r}.")
+    return (int(color[0]), int(color[1]), int(color[2]))
+
+
+def _check_alpha(alpha: Any) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) \
+            or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"`alpha` (the heatmap's weight) must be a number in [0, 1], got {alpha!r}.")
+    return float(alpha)
+
+
+def _as_signal(signal: Any, name: str = "signal") -> np.ndarray:
+    """A float64 (T, C) copy of a (T,) or (T, C) signal, or one clear ValueError."""
+    arr = _numeric(name, signal, "(T,) or (T, C)")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2 or 0 in arr.shape:
+        hint = f" For a batch, pass one signal, e.g. {name}s[0]." if arr.ndim == 3 else ""
+        raise ValueError(f"`{name}` must be one signal, (T,) or (T, C) with channels last, got shape "
+                         f"{arr.shape}.{hint}")
+    return arr
+
+
+def _band(values: np.ndarray, width: int, height: int, code: int, alpha: float) -> np.ndarray:
+    """(height, width, 3) uint8 RGB: column x coloured by `values` (in [0, 1], resized linearly to `width`)
+    through the colormap `code`, times `alpha` (on black, so a line in a light colour stays readable)."""
+    row = resize_linear(np.clip(values, 0.0, 1.0), (width,))
+    colored = cv2.applyColorMap(np.round(row * 255.0).astype(np.uint8)[None, :], code)  # (1, W, 3) BGR
+    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB).astype(np.float32) * alpha
+    return np.repeat(np.round(colored).astype(np.uint8), height, axis=0)
+
+
+def _draw_lines(canvas: np.ndarray, signal: np.ndarray, rows: int, color: Tuple[int, int, int],
+               thickness: int) -> None:
+    """Draws a (T, C) signal on the top `rows` rows of `canvas` (in place): one lane per channel, stacked top
+    to bottom, each scaled to its own min-max with a margin (a flat channel is a line through the middle).
+
+    Sample t sits at x = (t + 0.5) * W / T - 0.5, the pixel-centre convention that `_band` resizes
+    heatmaps with, so the line and the colour under it belong to the same sample; the first and last
+    values are held out to the edges, as the resized band holds its edge values.
+    """
+    length, channels = signal.shape
+    width = canvas.shape[1]
+    x = (np.arange(length) + 0.5) * (width / length) - 0.5
+    lane_edges = np.round(np.linspace(0, rows, channels + 1)).astype(int)
+    for c in range(channels):
+        top, bottom = lane_edges[c], lane_edges[c + 1] - 1  # the lane's first and last pixel rows
+        margin = max(2, round(0.1 * (bottom - top + 1)))  # the line never touches the lane's edges
+        y_top, y_bottom = top + margin, bottom - margin
+        low, high = float(signal[:, c].min()), float(signal[:, c].max())
+        if high > low:
+            y = y_bottom - (signal[:, c] - low) / (high - low) * (y_bottom - y_top)
+        else:
+            y = np.full(length, float((y_top + y_bottom) // 2))  # on a pixel row: crisp, not smeared over two
+        xs = np.concatenate(([min(0.0, x[0])], x, [max(width - 1.0, x[-1])]))
+        ys = np.concatenate(([y[0]], y, [y[-1]]))
+        points = np.round(np.stack([xs, ys], axis=-1) * (1 << _SHIFT)).astype(np.int32)
+        cv2.polylines(canvas, [points], False, color, thickness, cv2.LINE_AA, shift=_SHIFT)
+
+
+def _mask_columns(mask: np.ndarray, width: int) -> np.ndarray:
+    """(width,) bool: column x is marked when any sample it covers is, so a short motif never vanishes
+    when the plot is narrower than the signal."""
+    length = mask.shape[0]
+    edges = np.arange(width + 1) * (length / width)
+    lo = np.minimum(np.floor(edges[:-1]).astype(int), length - 1)
+    hi = np.maximum(lo + 1, np.ceil(edges[1:] - 1e-9).astype(int))
+    counts = np.concatenate(([0], np.cumsum(mask)))
+    return counts[hi] - counts[lo] > 0
+
+
+def overlay_signal(
+    signal: Any,
+    heatmap: Any,
+    height: int = 160,
+    width: Optional[int] = None,
+    colormap: Union[str, int] = "jet",
+    alpha: float = 0.6,
+    line_color: Sequence[int] = (255, 255, 255),
+    thickness: int = 1,
+    mask: Any = None,
+    mask_color: Sequence[int] = (255, 255, 255),
+) -> np.ndarray:
+    """Draws a signal as a line plot over a colour band of its heatmap (high values: the hot colours).
+
+    Column x of the picture is coloured with the heatmap at that time, through an OpenCV colormap, as a
+    band behind the line (`alpha` times the colour, on black: a white line stays readable on every part of
+    the colormap). The heatmap is clipped to [0, 1] and resized linearly to the picture's width when the
+    lengths differ (pixel centres aligned, as `cv2.resize` does), so a map at a lower resolution than the
+    signal lines up with it. The line is anti-aliased; sample t sits at x = (t + 0.5) * width / T - 0.5.
+
+    Several channels are stacked as lanes, top to bottom, all over the same band (the heatmap has one value
+    per time step), each scaled to its own range: a min-max of the channel, with a margin of 10 % of the
+    lane at the top and bottom; a flat channel is a line through the middle of its lane.
+
+    Args:
+        signal: (T,) or (T, C) channels last, any range, e.g. `make_signals(...)[0][i]`; not modified.
+        heatmap: (t,) (or (t, 1)) map with values in [0, 1], e.g. one map of a Conv1D explainer's output;
+            any length t, resized to the picture's width.
+        height: pixels, >= 8 per channel (plus the mask strip).
+        width: pixels; `None` uses one pixel per sample, T, kept within 256..2048 (longer signals are drawn
+            with several samples per pixel, shorter ones stretched).
+        colormap: an OpenCV colormap name ("jet", "viridis", "turbo", ...; see `colormap_names()`) or a
+            `cv2.COLORMAP_*` value.
+        alpha: the band's strength in [0, 1]: 1 shows the colormap's own colours, 0 a black background.
+        line_color: (R, G, B) of the line.
+        thickness: of the line, in pixels.
+        mask: optional (T,) bool ground truth, e.g. `make_signals(...)[2][i]`: a strip along the bottom
+            (height // 40 pixels, at least 3, below the plot) is `mask_color` where it is True and black
+            elsewhere; a column is marked when any sample it covers is.
+        mask_color: (R, G, B) of the marks.
+
+    Returns:
+        uint8 (height, width, 3) RGB.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_cam.visualize import overlay_signal
+    >>> signal = np.sin(np.linspace(0, 6 * np.pi, 300))
+    >>> heatmap = np.r_[np.ones(5), np.zeros(5)]   # high at the start: resized to the width
+    >>> picture = overlay_signal(signal, heatmap, alpha=1.0)
+    >>> picture.shape, picture[0, 0].tolist(), picture[0, -1].tolist()   # jet's red and blue ends
+    ((160, 300, 3), [128, 0, 0], [0, 0, 128])
+    """
+    values = _as_signal(signal)
+    length, channels = values.shape
+    hm = _numeric("heatmap", heatmap, "(t,)")
+    if hm.ndim == 2 and hm.shape[-1] == 1:
+        hm = hm[:, 0]
+    if hm.ndim != 1 or hm.size == 0:
+        raise ValueError(f"`heatmap` must be one 1-D map (t,), one value per time step, got shape {hm.shape}."
+                         + (" For a batch, pass one map, e.g. heatmaps[0]." if hm.ndim == 2 else ""))
+    strip = 0
+    marks = None
+    if mask is not None:
+        marks = np.array(to_numpy(mask))
+        if marks.ndim == 2 and marks.shape[-1] == 1:
+            marks = marks[:, 0]
+        if marks.shape != (length,) or not (marks.dtype == bool or np.issubdtype(marks.dtype, np.number)):
+            raise ValueError(f"`mask` must be (T,) bool, one value per sample of the signal (T={length}), "
+                             f"got shape {marks.shape} and dtype {marks.dtype}.")
+        marks = marks.astype(bool)
+    height = _check_int("height", height, 1)
+    if mask is not None:
+        strip = max(3, height // 40)
+    if (height - strip) // channels < _MIN_LANE:
+        need = _MIN_LANE * channels + strip
+        raise ValueError(f"`height` {height} leaves less than {_MIN_LANE} pixels per channel for {channels} "
+                         f"channel(s){' and the mask strip' if strip else ''}; pass height >= {need} "
+                         "(or fewer channels).")
+    width = min(max(length, _MIN_WIDTH), _MAX_WIDTH) if width is None else _check_int("width", width, 2)
+    alpha = _check_alpha(alpha)
+    code = colormap_code(colormap)
+    color = _check_color("line_color", line_color)
+    thickness = _check_int("thickness", thickness, 1)
+    mark_color = _check_color("mask_color", mask_color)
+
+    canvas = _band(hm, width, height, code, alpha)
+    _draw_lines(canvas, values, height - strip, color, thickness)
+    if marks is not None:  # after the line: a thick line cannot spill into the strip
+        canvas[height - strip :] = 0
+        canvas[height - strip :, _mask_columns(marks, width)] = mark_color
+    return canvas
