@@ -45,7 +45,9 @@ _EXPORTS = {
     "image_grid": "keras_cam.visualize",
     "kernel_grid": "keras_cam.visualize",
     "overlay": "keras_cam.visualize",
+    "overlay_signal": "keras_cam.visualize",
     "save_image": "keras_cam.visualize",
+    "volume_montage": "keras_cam.visualize",
     # scoring every method
     "MethodComparison": "keras_cam.comparison",
     "compare_methods": "keras_cam.comparison",

@@ -13,8 +13,8 @@ import dataclasses
 from typing import Any, Optional, Sequence, Tuple
 
 import keras
-import numpy as np
 
+from keras_cam._resample import interpolation_matrix
 from keras_cam._validation import SPATIAL_AXES
 
 _LETTERS = {1: "T", 2: "H, W", 3: "D, H, W"}
@@ -89,15 +89,3 @@ def resize(maps: Any, size: Sequence[int]) -> Any:
         matrix = ops.convert_to_tensor(interpolation_matrix(old, int(new)), dtype=out.dtype)
         out = ops.tensordot(out, matrix, axes=[[1], [0]])
     return out
-
-
-def interpolation_matrix(old: int, new: int) -> np.ndarray:
-    """float32 (old, new): column j holds the linear-interpolation weights of output sample j."""
-    matrix = np.zeros((old, new), np.float32)
-    centres = np.clip((np.arange(new) + 0.5) * (old / new) - 0.5, 0.0, old - 1)
-    low = np.floor(centres).astype(int)
-    high = np.minimum(low + 1, old - 1)
-    weight = (centres - low).astype(np.float32)
-    np.add.at(matrix, (low, np.arange(new)), 1.0 - weight)
-    np.add.at(matrix, (high, np.arange(new)), weight)
-    return matrix

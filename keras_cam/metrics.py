@@ -19,6 +19,7 @@ from typing import Any, Tuple
 import cv2
 import numpy as np
 
+from keras_cam._resample import resize_linear
 from keras_cam._validation import to_numpy
 
 # Scores that run the model: resolved from `keras_cam.faithfulness` on first use (PEP 562), so that scoring
@@ -97,29 +98,8 @@ def _check(heatmaps: Any, masks: Any) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"Masks {empty[:10].tolist()}{more} are empty: every image needs an object to point "
                          "at. Leave those images out of the score." + hint)
     if hm.shape[1:] != mk.shape[1:]:
-        hm = _resize(hm, mk.shape[1:])
+        hm = resize_linear(hm, (hm.shape[0],) + tuple(mk.shape[1:]))
     return hm, mk
-
-
-def _resize(maps: np.ndarray, size: Tuple[int, ...]) -> np.ndarray:
-    """(N, *spatial) maps resized to `size`: linear in 1-D, bilinear in 2-D, trilinear in 3-D."""
-    if maps.ndim == 3:  # bilinear, like the explainers' own upsampling
-        return np.stack([cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_LINEAR) for m in maps])
-    for axis, n in enumerate(size, start=1):  # linear interpolation is separable: one axis at a time
-        if maps.shape[axis] != n:
-            maps = _resize_axis(maps, axis, n)
-    return maps
-
-
-def _resize_axis(a: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """Linear resize along one axis with cv2.resize's INTER_LINEAR convention: pixel centres line up
-    (align_corners=False), and samples beyond the first and last centre repeat the edge value."""
-    n = a.shape[axis]
-    src = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
-    i0 = np.floor(src).astype(np.intp)
-    i1 = np.minimum(i0 + 1, n - 1)
-    w = (src - i0).astype(np.float32).reshape([-1 if k == axis else 1 for k in range(a.ndim)])
-    return np.take(a, i0, axis=axis) * (1 - w) + np.take(a, i1, axis=axis) * w
 
 
 def pointing_game_per_image(heatmaps: Any, masks: Any, tolerance: int = 0) -> np.ndarray:

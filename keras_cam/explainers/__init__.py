@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from keras_cam.explainers.base import (BaseCAM, Explanation, available_methods, get_explainer,
-                                      registered_methods)
+from keras_cam.explainers.base import BaseCAM, Explanation, get_explainer  # noqa: F401  (public)
+from keras_cam.explainers.registry import available_methods, registered_methods
 
 _FAMILIES = ("gradient", "score", "eigen", "cam")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -20,10 +20,9 @@ from keras_cam import backend as seam
 from keras_cam import capture, layout
 from keras_cam._batching import CACHE, Owner, chunk_size, run_batched, signature, to_tensors
 from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
+from keras_cam.explainers.registry import available_methods, lookup, register
+from keras_cam.explainers.maps import minmax, weighted_sum
 from keras_cam.targets import PREDICTED, OutputTarget, Targets, callable_scores, class_scores, resolve_targets
-
-_RELATIVE_EPS = 1e-5
-
 
 @dataclass
 class Explanation:
@@ -38,9 +37,6 @@ class Explanation:
     heatmaps: np.ndarray
     targets: np.ndarray
     scores: np.ndarray
-
-
-_REGISTRY: Dict[str, Type["BaseCAM"]] = {}
 
 
 class BaseCAM:
@@ -93,8 +89,7 @@ class BaseCAM:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:  # a method of its own, not a user's tweak of one
-            for alias in (cls.name,) + tuple(cls.aliases):
-                _REGISTRY[_key(alias)] = cls
+            register(cls)
 
     def __init__(
         self,
@@ -400,52 +395,6 @@ class _Compiled:
         self.fn = seam_module.compile(make(self.owner), model)
 
 
-def spatial_axes(x: Any) -> Tuple[int, ...]:
-    """The spatial axes of a channels_last feature map `(N, *spatial, C)`: 1 .. ndim - 2."""
-    return tuple(range(1, len(x.shape) - 1))
-
-
-def weighted_sum(activations: Any, weights: Any) -> Any:
-    """`sum_c weights[n, c] * activations[n, ..., c]`: (N, *spatial, C) and (N, C) -> (N, *spatial)."""
-    shape = (-1,) + (1,) * (len(activations.shape) - 2) + (activations.shape[-1],)
-    return keras.ops.sum(activations * keras.ops.reshape(weights, shape), axis=-1)
-
-
-def minmax(cam: Any) -> Any:
-    """Per-example min-max normalization of (N, *spatial) maps to [0, 1]; constant maps become 0.
-
-    "Constant" is relative to the map's magnitude: random-init backbones have activations of ~1e-12 whose
-    maps are still meaningful, while rounding noise on a flat map is not.
-    """
-    ops = keras.ops
-    axes = tuple(range(1, len(cam.shape)))
-    lo = ops.min(cam, axis=axes, keepdims=True)
-    hi = ops.max(cam, axis=axes, keepdims=True)
-    span = hi - lo
-    scale = ops.maximum(ops.abs(hi), ops.abs(lo))
-    flat = span <= scale * _RELATIVE_EPS
-    return ops.where(flat, ops.zeros_like(cam), (cam - lo) / ops.where(flat, ops.ones_like(span), span))
-
-
-# ------------------------------------------------------------------------------------------------ registry
-
-
-def _key(name: str) -> str:
-    # "Grad-CAM++", "grad_cam_plus_plus", "gradcampp" -> one spelling
-    key = name.lower().replace("-", "").replace("_", "").replace(" ", "")
-    return key.replace("plusplus", "++").replace("pp", "++") if key.startswith("gradcam") else key
-
-
-def registered_methods() -> List[Type[BaseCAM]]:
-    """The method classes, in the order they were defined."""
-    return list(dict.fromkeys(_REGISTRY.values()))
-
-
-def available_methods() -> List[str]:
-    """Names accepted by `get_explainer`, one per method, in the order the methods were defined."""
-    return [cls.name for cls in registered_methods()]
-
-
 def get_explainer(name: Any, model: keras.Model, **kwargs: Any) -> BaseCAM:
     """An explainer by name (`"gradcam"`, `"gradcam++"`, `"scorecam"`, ...; "-", "_", "+" tolerant).
 
@@ -463,7 +412,7 @@ def get_explainer(name: Any, model: keras.Model, **kwargs: Any) -> BaseCAM:
         return name(model, **kwargs)
     if not isinstance(name, str):
         raise ValueError(f"`method` must be a name or an explainer, got {type(name).__name__}.")
-    cls = _REGISTRY.get(_key(name))
+    cls = lookup(name)
     if cls is None:
         raise ValueError(f"Unknown method '{name}'. Available methods: {', '.join(available_methods())}.")
     return cls(model, **kwargs)

@@ -5,7 +5,8 @@ from typing import Any
 
 import keras
 
-from keras_cam.explainers.base import BaseCAM, spatial_axes
+from keras_cam.explainers.base import BaseCAM
+from keras_cam.explainers.maps import spatial_axes
 
 _EPS = 1e-7
 

@@ -9,7 +9,8 @@ import numpy as np
 from keras_cam._batching import (DEFAULT_BATCH_SIZE, check_batch_size, chunk_size, run_batched, signature,
                                  to_tensors)
 from keras_cam import layout
-from keras_cam.explainers.base import BaseCAM, Explanation, minmax, weighted_sum
+from keras_cam.explainers.base import BaseCAM, Explanation
+from keras_cam.explainers.maps import minmax, weighted_sum
 
 
 class ScoreCAM(BaseCAM):

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from keras_cam._validation import to_numpy
-from keras_cam.visualize._resample import resize_linear
+from keras_cam._resample import resize_linear
 from keras_cam.visualize.overlays import colormap_code
 
 __all__ = ["overlay_signal"]

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from keras_cam._validation import to_numpy
-from keras_cam.visualize._resample import resize_linear
+from keras_cam._resample import resize_linear
 from keras_cam.visualize.grids import image_grid
 from keras_cam.visualize.overlays import colormap_code, overlay
 from keras_cam.visualize.signals import _check_alpha, _check_color, _check_int
