@@ -134,12 +134,15 @@ def _channels_first(model: keras.layers.Layer, expected: Optional[Tuple[Optional
     return expected is not None and capture.input_layout(model, len(expected) + 1).channels_first
 
 
-def image_input_shape(model: keras.layers.Layer) -> Optional[Tuple[Optional[int], ...]]:
-    """(H, W, C) of the model's single image input, with None for free sizes; None when unknown."""
+def image_input_shape(model: keras.layers.Layer, spatial_ranks: Sequence[int] = (2,)
+                      ) -> Optional[Tuple[Optional[int], ...]]:
+    """The shape (without the batch axis) of the model's single input, with None for free sizes; None when
+    unknown. Raises when its number of spatial axes is not one of `spatial_ranks`."""
     shape = capture.input_shape(model)
-    if shape is not None and len(shape) != 3:
+    if shape is not None and len(shape) - 1 not in spatial_ranks:
+        kinds = {1: "signals (N, T, C)", 2: "images (N, H, W, C)", 3: "volumes (N, D, H, W, C)"}
         raise ValueError(
-            f"Model '{model.name}' takes inputs of shape {(None,) + shape}; filter visualization and feature "
-            "maps need image inputs (N, H, W, C), channels last."
+            f"Model '{model.name}' takes inputs of shape {(None,) + shape}; this needs "
+            f"{' or '.join(kinds[r] for r in spatial_ranks)} (or channels first)."
         )
     return shape

@@ -151,7 +151,7 @@ class FilterVisualizer:
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
         self.layer_ref = capture.find_layer(model, layer, require_spatial=False)
         self.model = model
-        self.input_shape = image_input_shape(model)
+        self.input_shape = image_input_shape(model, (2,))
         try:
             low, high = (float(v) for v in value_range)
         except (TypeError, ValueError):

@@ -16,7 +16,7 @@ import cv2
 import keras
 import numpy as np
 
-from keras_cam import metrics, visualize
+from keras_cam import capture, metrics, visualize
 from keras_cam._validation import as_image_batch
 from keras_cam.activation_maximization import FilterVisualizer
 from keras_cam.explainers import BaseCAM, get_explainer
@@ -133,15 +133,17 @@ class CAMSnapshot(SnapshotCallback):
 
     Args:
         images: (N, H, W, C) images, preprocessed as the model expects; overlays use them as pictures, so
-            they should be in [0, 1] (or pass `display_images`).
+            they should be in [0, 1] (or pass `display_images`). Signals (N, T, C) are drawn as lines over a
+            heat band and volumes (N, D, H, W, C) as slices through the map's peak (any range); channels_first
+            models take their own layout.
         method: an explainer name (`"gradcam"`, `"gradcam++"`, `"scorecam"`, ...) or instance.
         layer: the layer to explain (None: the last spatial layer).
         targets: None (predicted class), an int, or one int per image (e.g. the true labels).
         output_dir, every, tensorboard, log_dir: see `SnapshotCallback`.
-        masks: optional (N, H, W) bool object masks; adds `cam_pointing_game` and
-            `cam_energy_pointing_game` to the logs of every epoch (the heatmaps are computed every epoch
-            then, the pictures drawn every `every` epochs), so History, CSVLogger, EarlyStopping and
-            ModelCheckpoint placed after this callback see them from the first epoch on.
+        masks: optional bool object masks of the maps' shape, (N, H, W) (or (N, T), (N, D, H, W)); adds
+            `cam_pointing_game` and `cam_energy_pointing_game` to the logs of every epoch (the heatmaps are
+            computed every epoch then, the pictures drawn every `every` epochs), so History, CSVLogger,
+            EarlyStopping and ModelCheckpoint placed after this callback see them from the first epoch on.
         display_images: optional images in [0, 1] to draw the overlays on (when `images` are not).
         alpha, colormap: overlay settings.
         tile_size: small images are enlarged to this many pixels so the labels stay readable.
@@ -183,15 +185,19 @@ class CAMSnapshot(SnapshotCallback):
         self.layer = layer
         self.targets = targets
         self.masks = None if masks is None else np.array(masks, dtype=bool, copy=True)
-        if self.masks is not None and self.masks.shape != self.images.shape[:3]:
-            raise ValueError(f"`masks` must have shape {self.images.shape[:3]} (one per image), got {self.masks.shape}.")
+        # The maps' shape: (N, *spatial), the images without their channel axis (last, or first).
+        shapes = {self.images.shape[:-1], self.images.shape[:1] + self.images.shape[2:]}
+        if self.masks is not None and self.masks.shape not in shapes:
+            raise ValueError(f"`masks` must have the maps' shape {self.images.shape[:-1]} (one per example, the "
+                             f"images without their channel axis), got {self.masks.shape}.")
         self.display_images = self.images if display_images is None else as_image_batch(display_images)
-        if self.display_images.max() > 1.0 + 1e-6:
+        if self.images.ndim == 4 and self.display_images.max() > 1.0 + 1e-6:  # signals and volumes are scaled
             raise ValueError("`images` are not in [0, 1], so they cannot be drawn; pass `display_images` in [0, 1].")
         self.alpha = alpha
         self.colormap = colormap
         self.explainer: Optional[BaseCAM] = None
         self._result = None  # this epoch's explanation, computed once for the logs and the picture
+        self._channels_first = False
 
     def prepare(self) -> None:
         if isinstance(self.method, BaseCAM):
@@ -200,6 +206,7 @@ class CAMSnapshot(SnapshotCallback):
             kwargs = {} if self.layer is None else {"layer": self.layer}
             self.explainer = get_explainer(self.method, self.model, **kwargs)
         self.explainer.check_inputs(self.images)  # shape errors now, not deep in training
+        self._channels_first = capture.input_layout(self.model, self.images.ndim).channels_first
 
     def observe(self, epoch: int, logs: Dict[str, Any]) -> None:
         self._result = None
@@ -210,11 +217,26 @@ class CAMSnapshot(SnapshotCallback):
 
     def render(self, epoch: int, logs: Dict[str, Any]) -> np.ndarray:
         result = self._result or self.explainer.compute(self.images, self.targets)
-        tiles = [_at_least(visualize.overlay(img, hm, alpha=self.alpha, colormap=self.colormap), self.tile_size)
-                 for img, hm in zip(self.display_images, result.heatmaps)]
+        tiles = [self._tile(i, heatmap) for i, heatmap in enumerate(result.heatmaps)]
         # Short enough for a 128-pixel tile: "ep12 triangle 4.21" (epoch, explained class, its score).
         labels = [f"ep{epoch + 1} {self._class_name(t)} {s:.2f}" for t, s in zip(result.targets, result.scores)]
         return visualize.image_grid(tiles, cols=len(tiles), margin=2, labels=labels)
+
+    def _tile(self, i: int, heatmap: np.ndarray) -> np.ndarray:
+        """One example's picture: an overlay (images), a line over a heat band (signals), or a strip of
+        slices through the map's peak (volumes), with the mask's outline or strip when masks are given."""
+        example = self.display_images[i]
+        example = np.moveaxis(example, 0, -1) if self._channels_first else example
+        mask = None if self.masks is None else self.masks[i]
+        if heatmap.ndim == 1:
+            return visualize.overlay_signal(example, heatmap, height=self.tile_size, colormap=self.colormap,
+                                            mask=mask)
+        if heatmap.ndim == 3:
+            montage = visualize.volume_montage(example, heatmap, count=3, cols=3, alpha=self.alpha,
+                                               colormap=self.colormap, mask=mask)
+            return np.pad(montage, ((18, 0), (0, 0), (0, 0)))  # room for the label above the slices' own
+        return _at_least(visualize.overlay(example, heatmap, alpha=self.alpha, colormap=self.colormap),
+                         self.tile_size)
 
     def _class_name(self, target: int) -> str:
         if self.class_names is not None and 0 <= target < len(self.class_names):

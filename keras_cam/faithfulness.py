@@ -14,20 +14,37 @@ import cv2
 import keras
 import numpy as np
 
+from keras_cam import capture
 from keras_cam._batching import check_batch_size, compiled_forward, run_batched, signature
+from keras_cam._resample import resize_linear
 from keras_cam._validation import as_image_batch, to_numpy
 
 Baseline = Union[float, str, np.ndarray]
 
 
+def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of channels_last examples over their spatial axes, one axis after the other (the same
+    kernel and border as `cv2.GaussianBlur`, for 1, 2 or 3 spatial axes)."""
+    ksize = int(round(sigma * 8 + 1)) | 1  # cv2.GaussianBlur's size for float images
+    kernel = cv2.getGaussianKernel(ksize, sigma).astype(np.float32)
+    out = np.array(images, np.float32)
+    for axis in range(1, out.ndim - 1):
+        moved = np.moveaxis(out, axis, 0)
+        flat = np.ascontiguousarray(moved.reshape(moved.shape[0], -1))
+        blurred = cv2.sepFilter2D(flat, -1, np.ones((1, 1), np.float32), kernel,
+                                  borderType=cv2.BORDER_REFLECT_101)
+        out = np.moveaxis(blurred.reshape(moved.shape), 0, axis)
+    return out
+
+
 def _baseline_images(images: np.ndarray, baseline: Baseline) -> np.ndarray:
+    """What removed positions become, for channels_last examples (N, *spatial, C)."""
+    spatial = tuple(range(1, images.ndim - 1))
     if isinstance(baseline, str):
         if baseline == "blur":
-            sigma = max(images.shape[1], images.shape[2]) / 10.0
-            return np.stack([np.atleast_3d(cv2.GaussianBlur(img, (0, 0), sigma)).reshape(img.shape)
-                             for img in images]).astype(np.float32)
+            return _blur(images, max(images.shape[1:-1]) / 10.0)
         if baseline == "mean":
-            return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).astype(np.float32)
+            return np.broadcast_to(images.mean(axis=spatial, keepdims=True), images.shape).astype(np.float32)
         raise ValueError(f"Unknown baseline '{baseline}'; use a number, 'blur', 'mean' or an array of images.")
     if np.ndim(baseline) == 0:
         return np.full_like(images, float(baseline))
@@ -38,16 +55,14 @@ def _baseline_images(images: np.ndarray, baseline: Baseline) -> np.ndarray:
         raise ValueError(f"`baseline` of shape {base.shape} does not broadcast to the images {images.shape}.") from None
 
 
-def _heatmaps_at(heatmaps: Any, shape: Tuple[int, int, int]) -> np.ndarray:
+def _heatmaps_at(heatmaps: Any, n: int, spatial: Tuple[int, ...]) -> np.ndarray:
     hm = np.asarray(to_numpy(heatmaps), np.float32)
-    n, h, w = shape
-    if hm.ndim != 3 or hm.shape[0] != n:
-        raise ValueError(f"`heatmaps` must have shape (N, h, w) with N = {n}, got {hm.shape}.")
+    if hm.ndim != len(spatial) + 1 or hm.shape[0] != n:
+        raise ValueError(f"`heatmaps` must have shape (N, *spatial) with N = {n} and {len(spatial)} spatial "
+                         f"{'axis' if len(spatial) == 1 else 'axes'} like the inputs, got {hm.shape}.")
     if not np.all(np.isfinite(hm)):
         raise ValueError("`heatmaps` contain NaN or infinite values.")
-    if hm.shape[1:] != (h, w):
-        hm = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in hm])
-    return hm
+    return resize_linear(hm, (n,) + tuple(spatial)) if hm.shape[1:] != tuple(spatial) else hm
 
 
 def _curves(
@@ -61,8 +76,12 @@ def _curves(
     insert: bool,
 ) -> Tuple[np.ndarray, np.ndarray]:
     x = as_image_batch(images)
-    n, h, w, c = x.shape
-    hm = _heatmaps_at(heatmaps, (n, h, w))
+    layout = capture.input_layout(model, x.ndim)
+    if layout.channels_first:  # perturb positions channels_last; the model gets its own layout back
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    n, spatial = x.shape[0], x.shape[1:-1]
+    positions = int(np.prod(spatial))
+    hm = _heatmaps_at(heatmaps, n, spatial)
     if int(steps) < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
     base = _baseline_images(x, baseline)
@@ -70,6 +89,7 @@ def _curves(
     rows = check_batch_size(batch_size)
 
     def predict(batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(np.moveaxis(batch, -1, 1)) if layout.channels_first else batch
         size = min(rows, len(batch))
         forward = compiled_forward(model, signature([batch], size))
         (out,) = run_batched(lambda chunk: forward(keras.ops.convert_to_tensor(chunk)), [batch], size)
@@ -81,14 +101,14 @@ def _curves(
         targets = predict(x).argmax(-1)
     t = np.broadcast_to(np.asarray(targets, np.int64), (n,))
     fractions = np.linspace(0.0, 1.0, int(steps) + 1)
-    counts = np.round(fractions * h * w).astype(int)
+    counts = np.round(fractions * positions).astype(int)
     curves = np.empty((n, len(fractions)), np.float32)
     for i in range(n):
         order = np.argsort(-hm[i].ravel(), kind="stable")
-        rank = np.empty(h * w, np.int64)
-        rank[order] = np.arange(h * w)
-        # Step k changes the k-th share of top-ranked pixels: (steps+1, H, W, 1) selection masks.
-        changed = (rank[None, :] < counts[:, None]).reshape(-1, h, w, 1)
+        rank = np.empty(positions, np.int64)
+        rank[order] = np.arange(positions)
+        # Step k changes the k-th share of top-ranked positions: (steps+1, *spatial, 1) selection masks.
+        changed = (rank[None, :] < counts[:, None]).reshape((-1,) + tuple(spatial) + (1,))
         if insert:
             batch = np.where(changed, x[i], base[i])
         else:
@@ -121,10 +141,13 @@ def deletion_auc(model: keras.Model, images: Any, heatmaps: Any, targets: Any = 
                  baseline: Baseline = 0.0, batch_size: int = 32, return_curve: bool = False) -> Any:
     """Area under the deletion curve, averaged over images (lower is better).
 
+    Works on images, signals and volumes, channels last or first: "pixels" are the spatial positions.
+
     Args:
         model: a classifier; scores are its outputs for the target class (probabilities for softmax models).
-        images: (N, H, W, C) images as the model expects them.
-        heatmaps: (N, h, w) maps (resized to the images with bilinear interpolation when sizes differ).
+        images: (N, H, W, C) images as the model expects them; or (N, T, C) signals, (N, D, H, W, C) volumes.
+        heatmaps: (N, h, w) maps, or (N, t), (N, d, h, w) (resized to the inputs by linear interpolation when
+            sizes differ).
         targets: None (the predicted class on the intact image), an int, or one int per image.
         steps: number of deletion steps (the curve has `steps + 1` points, from 0 to all pixels).
         baseline: what deleted pixels become: a number, "blur", "mean", or images of the same shape.

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from keras_cam import backend as seam
-from keras_cam import capture
+from keras_cam import capture, layout
 from keras_cam._batching import CACHE, chunk_size, run_batched, signature
 from keras_cam._inputs import image_input_shape
 from keras_cam._validation import as_image_batch
@@ -22,12 +22,15 @@ __all__ = ["FeatureMapExtractor", "feature_maps"]
 
 
 class FeatureMapExtractor:
-    """A layer's output for a batch of images, captured by interception and compiled once per input shape.
+    """A layer's output for a batch of inputs, captured by interception and compiled once per input shape.
+
+    Works on images, signals and volumes, channels last or first; maps come back channels_last.
 
     Args:
-        model: any Keras 3 model with one image input.
+        model: any Keras 3 model with one image (or signal, or volume) input.
         layer: a name, an `"outer/inner"` path, a `keras.layers.Layer` of the model, or `None` for the last
-            spatial layer. Its output must be (N, H, W, C).
+            spatial layer. Its output must be a feature map: (N, H, W, C), (N, T, C), (N, D, H, W, C), or
+            channels first.
 
     Example:
 
@@ -42,26 +45,29 @@ class FeatureMapExtractor:
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
         self.layer_ref = capture.find_layer(model, layer, require_spatial=False)
         self.model = model
-        self.input_shape = image_input_shape(model)
+        self.input_shape = image_input_shape(model, (1, 2, 3))
         shape = capture.static_output_shape(self.layer_ref.layer)
-        if shape is not None and len(shape) != 4:
+        if shape is not None and not 3 <= len(shape) <= 5:
             raise self._not_spatial(shape)
         self._seam = seam.get()
 
     def check_inputs(self, images: Any) -> np.ndarray:
-        """A validated float32 copy (N, H, W, C) of `images`; `ValueError` if they do not fit the model."""
-        return as_image_batch(images, self.input_shape)
+        """A validated float32 copy of `images`; `ValueError` if they do not fit the model."""
+        first = self.input_shape is not None and capture.input_layout(self.model, len(self.input_shape) + 1)
+        return as_image_batch(images, self.input_shape, channels_first=bool(first and first.channels_first))
 
     def __call__(self, images: Any, batch_size: Optional[int] = None) -> np.ndarray:
-        """float32 (N, H, W, C) activations of the layer for `images` (as the model expects them)."""
+        """float32 activations of the layer for `images` (as the model expects them), channels last:
+        (N, h, w, C), (N, t, C) or (N, d, h, w, C)."""
         images = self.check_inputs(images)
         rows = chunk_size(len(images), batch_size, even=True, bucket=True)
         key = ("feature_maps", self.layer_ref.path, signature([images], rows))
         fn = CACHE.get(self.model, key, self._compile)
         (maps,) = run_batched(lambda chunk: fn(keras.ops.convert_to_tensor(chunk)), [images], rows)
-        if maps.ndim != 4:
+        if not 3 <= maps.ndim <= 5:
             raise self._not_spatial(maps.shape)
-        return maps.astype(np.float32)
+        found = layout.layer_layout(self.layer_ref.layer, maps.ndim)
+        return np.moveaxis(maps, 1, -1).astype(np.float32) if found.channels_first else maps.astype(np.float32)
 
     def _compile(self) -> Callable:
         # Shared by every extractor of this layer; the model is held weakly, as the shared cache requires.
@@ -74,8 +80,9 @@ class FeatureMapExtractor:
 
     def _not_spatial(self, shape: Sequence[Any]) -> ValueError:
         return ValueError(
-            f"Layer '{self.layer_ref.path}' has output shape {tuple(shape)}; feature maps need a layer with "
-            "an (N, H, W, C) output. Pick a convolutional (or pooling, activation, ...) layer."
+            f"Layer '{self.layer_ref.path}' has output shape {tuple(shape)}; feature maps need a layer with a "
+            "feature-map output such as (N, H, W, C) (or (N, T, C), (N, D, H, W, C), channels last or first). "
+            "Pick a convolutional (or pooling, activation, ...) layer."
         )
 
 
@@ -91,7 +98,8 @@ def feature_maps(model: keras.Model, layer: capture.LayerSpec, images: Any,
         batch_size: images per compiled call (default 32).
 
     Returns:
-        float32 (N, h, w, C): the layer's output, computed up to that layer only.
+        float32 (N, h, w, C) (signals: (N, t, C); volumes: (N, d, h, w, C)): the layer's output, computed up
+        to that layer only, channels last whatever the layer's layout.
 
     Example:
 

@@ -53,3 +53,47 @@ def test_heatmaps_are_resized_and_bad_input_is_refused():
         faithfulness.insertion_auc(model, images, small, baseline="zeros")
     with pytest.raises(ValueError, match="steps"):
         faithfulness.deletion_auc(model, images, small, steps=0)
+
+
+def region_model_nd(spatial, data_format="channels_last"):
+    """Flatten + Dense: class 0's logit is 3 x the sum of the first quarter along every spatial axis."""
+    shape = (1,) + spatial if data_format == "channels_first" else spatial + (1,)
+    model = keras.Sequential([keras.Input(shape), keras.layers.Flatten(data_format=data_format),
+                              keras.layers.Dense(2, activation="softmax")])
+    region = np.zeros(spatial, bool)
+    region[tuple(slice(0, max(1, s // 4)) for s in spatial)] = True
+    w = np.zeros((int(np.prod(spatial)), 2), np.float32)
+    w[region.ravel(), 0] = 3.0  # the flattened order is the same in both layouts with one channel
+    model.layers[-1].set_weights([w, np.array([0.0, 2.0], np.float32)])
+    return model, region
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("spatial, data_format", [((32,), "channels_last"), ((8, 8, 8), "channels_last"),
+                                                  ((8, 8), "channels_first")])
+def test_deletion_and_insertion_in_every_layout(spatial, data_format):
+    model, region = region_model_nd(spatial, data_format)
+    images = np.ones((2,) + spatial + (1,), np.float32)
+    if data_format == "channels_first":
+        images = np.moveaxis(images, -1, 1)
+    rng = np.random.default_rng(0)
+    truth = np.where(region, 1.0, 0.0)[None].repeat(2, 0) + rng.random((2,) + spatial) * 0.01
+    inverted = 1.0 - truth
+    dele = [faithfulness.deletion_auc(model, images, h, targets=0, steps=8) for h in (truth, inverted)]
+    ins = [faithfulness.insertion_auc(model, images, h, targets=0, steps=8, baseline=0.0) for h in (truth, inverted)]
+    assert dele[0] < dele[1] - 0.2 and ins[0] > ins[1] + 0.2
+    # Deleting the region's share of top-ranked positions first removes all its evidence: softmax(0, 2)[0].
+    share = region.mean()
+    _, fractions, curves = faithfulness.deletion_auc(model, images, truth, targets=0, steps=int(1 / share),
+                                                     return_curve=True)
+    np.testing.assert_allclose(curves[:, 1], 1 / (1 + np.exp(2.0)), rtol=1e-4)
+    small = truth[(slice(None),) + tuple(slice(None, None, 2) for _ in spatial)]  # resized back up
+    assert faithfulness.deletion_auc(model, images, small, targets=0, steps=8) < dele[1]
+
+
+def test_blur_baseline_is_opencvs_gaussian_blur_in_2d():
+    import cv2
+
+    images = np.random.default_rng(0).random((2, 20, 24, 3)).astype(np.float32)
+    expected = np.stack([cv2.GaussianBlur(img, (0, 0), 2.4) for img in images])
+    np.testing.assert_allclose(faithfulness._blur(images, 2.4), expected, atol=1e-5)

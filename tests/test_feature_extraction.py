@@ -35,3 +35,21 @@ def test_feature_maps_errors_and_batches():
         extractor(images, batch_size=0)
     # Even chunks of at most 3 (3, 2, 2 rows): the same maps as one batch.
     np.testing.assert_allclose(extractor(images, batch_size=3), extractor(images), atol=1e-6)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("rank, data_format", [(1, "channels_last"), (3, "channels_last"), (2, "channels_first")])
+def test_feature_maps_in_every_layout_come_back_channels_last(rank, data_format):
+    conv = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
+    size = (9,) * rank
+    shape = (2,) + size if data_format == "channels_first" else size + (2,)
+    keras.utils.set_random_seed(0)
+    layer = conv(3, 3, padding="same", data_format=data_format, name="c")
+    model = keras.Sequential([keras.Input(shape), layer, keras.layers.Flatten(data_format=data_format),
+                              keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((4,) + shape).astype("float32")
+    maps = feature_maps(model, "c", x, batch_size=3)
+    expected = keras.ops.convert_to_numpy(layer(x))
+    expected = np.moveaxis(expected, 1, -1) if data_format == "channels_first" else expected
+    assert maps.shape == (4,) + size + (3,)
+    np.testing.assert_allclose(maps, expected, rtol=1e-5, atol=1e-6)

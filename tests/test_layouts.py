@@ -193,3 +193,31 @@ def test_camhead_and_attach_cam_head_in_every_layout(tmp_path):
     attached = kc.attach_cam_head(backbone, 3)  # ends in ReLU: a 1-D feature map, accepted
     assert attached.output_shape == (None, 3)
     assert kc.CAM(attached)(np.random.default_rng(0).random((2, 32, 1))).shape == (2, 32)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("kind", ["signals", "volumes"])
+def test_cam_snapshot_on_conv1d_and_conv3d_models(kind, tmp_path):
+    import cv2
+
+    keras.utils.set_random_seed(0)
+    if kind == "signals":
+        x, y, masks = kc.datasets.make_signals(16, length=64, seed=1)
+        layers = [keras.layers.Conv1D(8, 5, padding="same", activation="relu"), keras.layers.MaxPooling1D(),
+                  keras.layers.Conv1D(8, 5, padding="same", activation="relu", name="features")]
+    else:
+        x, y, masks = kc.datasets.make_volumes(8, size=16, seed=1)
+        layers = [keras.layers.Conv3D(4, 3, padding="same", activation="relu"), keras.layers.MaxPooling3D(),
+                  keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="features")]
+    net = keras.Sequential([keras.Input(x.shape[1:])] + layers + [kc.CAMHead(3)])
+    net.compile("adam", "sparse_categorical_crossentropy")
+    snap = kc.callbacks.CAMSnapshot(x[:3], method="cam", targets=y[:3], masks=masks[:3], output_dir=tmp_path)
+    history = net.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[snap])
+    assert len(history.history["cam_pointing_game"]) == 2
+    frame = cv2.imread(str(tmp_path / "epoch_002.png"))
+    assert frame is not None and frame.shape[1] > 3 * 64 and frame.std() > 10  # three pictures side by side
+    assert {"epoch_001.png", "evolution.png", "evolution.gif"} <= {p.name for p in tmp_path.iterdir()}
+    # FeatureMapSnapshot draws Conv1D / Conv3D maps too.
+    maps = kc.callbacks.FeatureMapSnapshot(x[:2], layer="features", output_dir=tmp_path / "maps")
+    net.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[maps])
+    assert cv2.imread(str(tmp_path / "maps" / "epoch_001.png")).std() > 5
