@@ -22,6 +22,7 @@ table per model, as Markdown, and the issue's targets with PASS/MISS (informatio
 
 Usage:
     KERAS_BACKEND=tensorflow python benchmarks/bench_explainers.py
+    KERAS_BACKEND=tensorflow python benchmarks/bench_explainers.py --models conv1d,conv3d   # 1-D and 3-D rows
     KERAS_BACKEND=jax python benchmarks/bench_explainers.py --models mobilenetv2 --size 96 --repeats 3
     ... --methods gradcam,scorecam --max-channels 32 --save benchmarks/results/tensorflow.md
 
@@ -51,6 +52,31 @@ import keras_cam as kc
 MODELS = {
     "mobilenetv2": ("MobileNetV2", "out_relu"),
     "resnet50": ("ResNet50", "conv5_block3_out"),
+    "conv1d": ("Conv1D classifier", "features"),
+    "conv3d": ("Conv3D classifier", "features"),
+}
+
+
+def _conv_classifier(rank: int, shape, widths, classes: int = 5) -> keras.Model:
+    """conv-BN-ReLU blocks (pooling between them) -> GAP -> Dense + softmax, as 1-D / 3-D users build them."""
+    conv = {1: keras.layers.Conv1D, 3: keras.layers.Conv3D}[rank]
+    pool = {1: keras.layers.MaxPooling1D, 3: keras.layers.MaxPooling3D}[rank]
+    gap = {1: keras.layers.GlobalAveragePooling1D, 3: keras.layers.GlobalAveragePooling3D}[rank]
+    x = inputs = keras.Input(shape)
+    for i, width in enumerate(widths):
+        x = conv(width, 7 if rank == 1 else 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU(name="features" if i == len(widths) - 1 else None)(x)
+        if i < len(widths) - 1:
+            x = pool(2)(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(gap()(x)))
+
+
+#: The 1-D and 3-D rows: the keras-io time-series classifier's shape, deeper, on 4096-sample signals with 3
+#: channels, and a small 3-D CNN on 64^3 volumes.
+BUILDERS = {
+    "conv1d": lambda: _conv_classifier(1, (4096, 3), (32, 64, 128, 128)),
+    "conv3d": lambda: _conv_classifier(3, (64, 64, 64, 1), (16, 32, 64)),
 }
 GRADIENT_METHODS = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"]
 ALL_METHODS = GRADIENT_METHODS + ["scorecam"]
@@ -184,7 +210,7 @@ def scorecam_limit(model, x: np.ndarray, t: np.ndarray, k: int, chunk: int) -> C
     per_image = -(-k // chunk)  # ours pads each image's last chunk with empty masks
     calls = n * per_image
     rng = np.random.default_rng(1)
-    masks = rng.random((chunk,) + x.shape[1:3] + (1,), dtype=np.float32)
+    masks = rng.random((chunk,) + x.shape[1:-1] + (1,), dtype=np.float32)
     chunks = [x[i // per_image : i // per_image + 1] * masks for i in range(calls)]
     index = [np.full((chunk,), t[i // per_image], np.int32) for i in range(calls)]
     logit_model, to_logits = _logits_model(model)
@@ -318,11 +344,15 @@ def fmt(v: Optional[float], digits: int = 1) -> str:
 def bench_model(key: str, args, log: Report) -> List[str]:
     app, layer = MODELS[key]
     keras.utils.set_random_seed(args.seed)
-    model = getattr(keras.applications, app)(weights=None, input_shape=(args.size, args.size, 3))
+    if key in BUILDERS:
+        model = BUILDERS[key]()
+    else:
+        model = getattr(keras.applications, app)(weights=None, input_shape=(args.size, args.size, 3))
     rng = np.random.default_rng(args.seed)
-    x = rng.uniform(-1.0, 1.0, (args.batch, args.size, args.size, 3)).astype(np.float32)
-    t = rng.integers(0, 1000, args.batch).astype(np.int32)
-    log("", f"## {app} — layer `{layer}`, {args.size}x{args.size}, batch {args.batch}", "")
+    shape = tuple(model.input_shape[1:])
+    x = rng.uniform(-1.0, 1.0, (args.batch,) + shape).astype(np.float32)
+    t = rng.integers(0, model.output_shape[-1], args.batch).astype(np.int32)
+    log("", f"## {app} — layer `{layer}`, input {'x'.join(str(d) for d in shape)}, batch {args.batch}", "")
     log(f"    targets: {t.tolist()}")
 
     methods = args.methods
@@ -369,7 +399,7 @@ def bench_model(key: str, args, log: Report) -> List[str]:
         # tf-keras-vis scores the union over the batch of each image's top-K channels, on every image.
         sub = keras.Model(model.input, model.get_layer(layer).output)
         acts = keras.ops.convert_to_numpy(sub(x, training=False))
-        std = acts.std(axis=(1, 2))
+        std = acts.std(axis=tuple(range(1, acts.ndim - 1)))
         union = np.unique(np.argsort(-std, axis=1)[:, : args.max_channels])
         notes.append(f"    tf-keras-vis Scorecam scores {union.size} channels (the union of each image's top "
                      f"{args.max_channels}) on all {args.batch} images = {union.size * args.batch} masked "

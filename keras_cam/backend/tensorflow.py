@@ -41,6 +41,9 @@ _PLAIN_ERRORS = (ValueError, TypeError, IndexError, KeyError, NotImplementedErro
 def compile(fn: Callable, model) -> Callable:
     # Variables are captured by reference, so weight updates are seen without retracing.
     traced = tf.function(fn, reduce_retracing=False)
+    # TensorFlow counts traces per Python code object, so every signature's function (each traced once)
+    # adds up to a false "triggered tf.function retracing" warning; ours are built once per signature.
+    traced._omit_frequent_tracing_warning = True
 
     def call(*args):
         try:
