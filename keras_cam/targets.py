@@ -1,6 +1,7 @@
 """Targets -> one score per image.
 
-Targets are `None` (the predicted class), an int, one int per image, or a callable `(outputs) -> (N,)`.
+Targets are `None` (the predicted class), an int, one int per image, several per image (an (N, K) int array,
+or `"all"` for every class: K maps per image from one forward pass), or a callable `(outputs) -> (N,)`.
 Class indices travel into compiled functions as an int32 tensor, `-1` meaning "predicted", so one compiled
 function serves every choice of targets for a given input shape.
 
@@ -22,7 +23,7 @@ PREDICTED = -1
 
 def resolve_targets(targets: Targets, n: int, num_classes: Optional[int],
                     binary: bool = True) -> Union[np.ndarray, Callable]:
-    """Validates targets for `n` images; returns an int32 (n,) array (-1 = predicted) or the callable.
+    """Validates targets for `n` images; returns an int32 (n,) or (n, K) array (-1 = predicted) or the callable.
 
     Args:
         targets: as for `explain`.
@@ -35,6 +36,14 @@ def resolve_targets(targets: Targets, n: int, num_classes: Optional[int],
         return targets
     if targets is None:
         return np.full((n,), PREDICTED, dtype=np.int32)
+    if isinstance(targets, str):
+        if targets != "all":
+            raise ValueError(f"`targets` may be the string 'all' (every class), got {targets!r}.")
+        if num_classes is None:
+            raise ValueError("targets='all' needs a model with one (N, num_classes) output whose class count is "
+                             "known; pass the class indices instead, an (N, K) int array.")
+        count = 2 if num_classes == 1 and binary else num_classes
+        return np.tile(np.arange(count, dtype=np.int32), (n, 1))
     if isinstance(targets, (bool, np.bool_)):
         raise ValueError("`targets` must be None, an int, one int per image, or a callable; got a bool.")
     if isinstance(targets, (int, np.integer)):
@@ -44,13 +53,14 @@ def resolve_targets(targets: Targets, n: int, num_classes: Optional[int],
             arr = np.asarray(targets)
         except Exception:
             arr = np.asarray([], dtype=object)
-        if arr.dtype.kind not in "iu" or arr.ndim != 1:
-            if arr.dtype.kind == "f" and arr.ndim == 1 and np.all(arr == np.round(arr)):
+        if arr.dtype.kind not in "iu" or arr.ndim not in (1, 2) or arr.size == 0:
+            if arr.dtype.kind == "f" and arr.ndim in (1, 2) and arr.size and np.all(arr == np.round(arr)):
                 arr = arr.astype(np.int64)
             else:
                 raise ValueError(
-                    "`targets` must be None, an int, a sequence of ints (one per image), or a callable "
-                    f"(outputs) -> (N,) scores; got {type(targets).__name__} with shape {np.shape(targets)}."
+                    "`targets` must be None, an int, a sequence of ints (one per image), an (N, K) int array or "
+                    "'all' (several classes per image), or a callable (outputs) -> (N,) scores; got "
+                    f"{type(targets).__name__} with shape {np.shape(targets)}."
                 )
         if arr.shape[0] != n:
             raise ValueError(f"`targets` has {arr.shape[0]} entries but there are {n} images; give one per image.")
@@ -79,6 +89,8 @@ def resolve_targets(targets: Targets, n: int, num_classes: Optional[int],
 def class_scores(outputs: Any, index: Any, probabilities: bool = False, binary: bool = True) -> Tuple[Any, Any]:
     """Score of class `index[i]` for each image (`-1` = the predicted class); returns (scores, indices).
 
+    `index` is (N,), or (N, K) for K classes per image (scores and indices are then (N, K)).
+
     `outputs` is (N, K). With K == 1 and `binary`, class 1 scores the unit and class 0 its complement: on
     logits `z` and `-z`, predicted `z > 0`; on `probabilities` (a sigmoid left in place) `p` and `1 - p`,
     predicted `p > 0.5`. With K == 1 and not `binary` (a regression output), index 0 scores the output itself.
@@ -96,17 +108,18 @@ def class_scores(outputs: Any, index: Any, probabilities: bool = False, binary: 
         )
     outputs = ops.cast(outputs, "float32")
     index = ops.cast(index, "int32")
+    several = len(index.shape) == 2
     if outputs.shape[-1] == 1:
-        z = outputs[:, 0]
+        z = outputs if several else outputs[:, 0]  # (N, 1) broadcasts against (N, K) indices
         if not binary:
-            return z, ops.zeros_like(index)
+            return z + ops.zeros_like(ops.cast(index, "float32")), ops.zeros_like(index)
         predicted = ops.cast(z > (0.5 if probabilities else 0.0), "int32")
         index = ops.where(index < 0, predicted, index)
         return ops.where(index == 0, (1.0 - z) if probabilities else -z, z), index
     predicted = ops.cast(ops.argmax(outputs, axis=-1), "int32")
-    index = ops.where(index < 0, predicted, index)
-    scores = ops.take_along_axis(outputs, ops.expand_dims(index, -1), axis=-1)[:, 0]
-    return scores, index
+    index = ops.where(index < 0, predicted[:, None] if several else predicted, index)
+    scores = ops.take_along_axis(outputs, index if several else ops.expand_dims(index, -1), axis=-1)
+    return (scores if several else scores[:, 0]), index
 
 
 def callable_scores(fn: Callable[[Any], Any], outputs: Any) -> Any:

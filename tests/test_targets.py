@@ -17,6 +17,11 @@ def test_resolve_targets_forms_and_errors():
     assert resolve_targets(fn, 3, 5) is fn
     # A single unit is a binary classifier: indices 0 and 1.
     np.testing.assert_array_equal(resolve_targets([0, 1], 2, 1), [0, 1])
+    # Several classes per image: an (N, K) array, or "all".
+    np.testing.assert_array_equal(resolve_targets([[0, 2], [1, 1]], 2, 3), [[0, 2], [1, 1]])
+    np.testing.assert_array_equal(resolve_targets("all", 2, 3), [[0, 1, 2], [0, 1, 2]])
+    np.testing.assert_array_equal(resolve_targets("all", 1, 1), [[0, 1]])  # a binary unit: both classes
+    np.testing.assert_array_equal(resolve_targets("all", 1, 1, binary=False), [[0]])  # regression: the unit
     cases = [
         ((True, 2, 3), "got a bool"),
         (([0, 1], 3, 3), "2 entries but there are 3 images"),
@@ -25,7 +30,11 @@ def test_resolve_targets_forms_and_errors():
         (([-1], 1, 3), "Target index -1 is out of range"),
         (([-2], 1, None), "must be >= 0, got -2"),
         (([0.5], 1, 3), "sequence of ints"),
-        ((np.zeros((2, 2), int), 2, 3), r"shape \(2, 2\)"),
+        ((np.zeros((2, 2, 2), int), 2, 3), r"shape \(2, 2, 2\)"),
+        ((np.zeros((2, 0), int), 2, 3), r"shape \(2, 0\)"),
+        (("al", 2, 3), "may be the string 'all'"),
+        (("all", 2, None), "targets='all' needs a model"),
+        (([[0, 3]], 1, 3), "Target index 3 is out of range"),
         ((["a"], 1, 3), "sequence of ints"),
     ]
     for args, message in cases:

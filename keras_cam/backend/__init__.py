@@ -2,9 +2,11 @@
 
 Everything else in keras-cam is written in `keras.ops` and numpy. A backend module offers:
 
-- `activation_grads(model, inputs, layer, score_fn)`: run the model with `layer` intercepted and return
-  `(activations, grads, outputs, aux)` where `grads = d sum(scores) / d activations` and
-  `(scores, aux) = score_fn(outputs)`. Gradients stop at the captured layer (nothing upstream is
+- `activation_grads(model, inputs, layers, score_fn)`: run the model once with `layers` intercepted and
+  return `(activations, grads, outputs, aux)`, lists with one entry per layer, where `(scores, aux) =
+  score_fn(outputs)` and `grads = d sum(scores) / d activations`; with scores of shape (N, K) (K targets per
+  image) each gradient is (N, K, ...): the part of the model after the layers is differentiated K times,
+  vectorized, after one forward pass. Gradients stop at the first captured layer (nothing upstream is
   differentiated), and each image's score depends only on its own image, so the gradient of the sum is the
   per-image gradient.
 - `input_grads(model, inputs, loss_fn)`: `(loss, d sum(loss) / d inputs)` with `loss_fn(model, inputs)`.

@@ -1,46 +1,64 @@
 """JAX implementation of the backend seam (see `keras_cam/backend/__init__.py`).
 
-Gradients w.r.t. an intermediate activation: the hook returns `stop_gradient(a) + probe` with `probe = 0`,
-and `jax.grad` w.r.t. `probe` is the gradient w.r.t. the activation (docs/architecture.md, "The backend seam").
+Gradients w.r.t. an intermediate activation: the hook returns `a + probe` with `probe = 0` (and
+`stop_gradient` at the first captured layer), and the gradient w.r.t. `probe` is the gradient w.r.t. the
+activation (docs/architecture.md, "The backend seam").
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Any, Callable, List, Sequence
 
 import jax
 import jax.numpy as jnp
 import keras
 
+from keras_cam.backend.common import check_recorded
 from keras_cam.capture import intercept
 
 
-def _forward(model, inputs, layer, probe=None):
-    recorded = {}
+def _forward(model, inputs, layers: Sequence, probes=None):
+    recorded: List[Any] = [None] * len(layers)
 
-    def transform(out):
-        out = jax.lax.stop_gradient(out)
-        if probe is not None:
-            out = out + probe.astype(out.dtype)
-        recorded["a"] = out
-        return out
+    def transform_for(i: int) -> Callable:
+        def transform(out):
+            if not any(r is not None for r in recorded):
+                out = jax.lax.stop_gradient(out)  # the first captured layer: nothing upstream is differentiated
+            if probes is not None:
+                out = out + probes[i].astype(out.dtype)
+            recorded[i] = out
+            return out
 
-    with intercept(layer, transform):
+        return transform
+
+    with contextlib.ExitStack() as stack:
+        for i, layer in enumerate(layers):
+            stack.enter_context(intercept(layer, transform_for(i)))
         outputs = model(inputs, training=False)
-    return recorded["a"], outputs
+    check_recorded(recorded, layers)
+    return recorded, outputs
 
 
-def activation_grads(model, inputs, layer, score_fn: Callable):
-    # The probe needs the activation's shape: trace the forward abstractly once (costs trace time only).
-    shape = jax.eval_shape(lambda x: _forward(model, x, layer)[0], inputs)
+def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
+    # The probes need the activations' shapes: trace the forward abstractly once (costs trace time only).
+    shapes = jax.eval_shape(lambda x: _forward(model, x, layers)[0], inputs)
+    probes = [jnp.zeros(shape.shape, jnp.float32) for shape in shapes]
 
-    def objective(probe):
-        a, outputs = _forward(model, inputs, layer, probe)
+    def objective(probes):
+        recorded, outputs = _forward(model, inputs, layers, probes)
         scores, aux = score_fn(outputs)
-        return jnp.sum(scores), (a, outputs, aux)
+        return scores, (recorded, outputs, aux)
 
-    probe = jnp.zeros(shape.shape, jnp.float32)
-    grads, (a, outputs, aux) = jax.grad(objective, has_aux=True)(probe)
-    return a, grads, outputs, aux
+    # One forward pass; the backward of each score is a vector-Jacobian product with a one-hot cotangent.
+    scores, vjp, (recorded, outputs, aux) = jax.vjp(objective, probes, has_aux=True)
+    if scores.ndim == 1:
+        (grads,) = vjp(jnp.ones_like(scores))
+    else:  # (N, K): K backward passes through the part after the layers, vectorized with vmap
+        k = scores.shape[1]
+        cotangents = jnp.broadcast_to(jnp.eye(k, dtype=scores.dtype)[:, None, :], (k,) + scores.shape)
+        (grads,) = jax.vmap(vjp)(cotangents)
+        grads = [jnp.moveaxis(g, 0, 1) for g in grads]
+    return recorded, list(grads), outputs, aux
 
 
 def input_grads(model, inputs, loss_fn: Callable):

@@ -1,30 +1,45 @@
 """TensorFlow implementation of the backend seam (see `keras_cam/backend/__init__.py`)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, List, Sequence
 
 import tensorflow as tf
 
 from keras_cam._validation import user_message
+from keras_cam.backend.common import check_recorded
 from keras_cam.capture import intercept
 
 
-def activation_grads(model, inputs, layer, score_fn: Callable):
-    recorded = {}
+def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
+    recorded: List[Any] = [None] * len(layers)
 
-    def transform(out):
-        # stop_gradient: the backward pass ends at the captured layer; watch: it is the variable we want.
-        out = tf.stop_gradient(out)
-        tape.watch(out)
-        recorded["a"] = out
-        return out
+    def transform_for(i: int) -> Callable:
+        def transform(out):
+            if not any(r is not None for r in recorded):
+                # The first captured layer in call order: nothing upstream of it is differentiated.
+                out = tf.stop_gradient(out)
+            tape.watch(out)
+            recorded[i] = out
+            return out
 
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        with intercept(layer, transform):
+        return transform
+
+    # Persistent: one batch_jacobian per layer when scores are (N, K) (K targets, one forward pass).
+    with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+        with contextlib.ExitStack() as stack:
+            for i, layer in enumerate(layers):
+                stack.enter_context(intercept(layer, transform_for(i)))
             outputs = model(inputs, training=False)
         scores, aux = score_fn(outputs)
-    grads = tape.gradient(scores, recorded["a"], unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return recorded["a"], grads, outputs, aux
+    check_recorded(recorded, layers)
+    zero = tf.UnconnectedGradients.ZERO
+    if len(scores.shape) == 1:
+        grads = tape.gradient(scores, recorded, unconnected_gradients=zero)
+    else:  # (N, K): the head differentiated K times, vectorized; target k of image i depends on image i only
+        grads = [tape.batch_jacobian(scores, a, unconnected_gradients=zero) for a in recorded]
+    del tape
+    return recorded, grads, outputs, aux
 
 
 def input_grads(model, inputs, loss_fn: Callable):

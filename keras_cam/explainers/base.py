@@ -57,7 +57,8 @@ class BaseCAM:
             `keras.applications` backbone inside a Sequential).
         layer: the layer to explain: `None` (the last layer whose output has as many spatial axes as the input,
             each > 1, searching nested models), a layer name, an `"outer/inner"` path, or a
-            `keras.layers.Layer`.
+            `keras.layers.Layer`; or a list of them: each layer's map is brought to the input's resolution,
+            normalized, and the maps are averaged, all in one compiled call.
         use_logits: score classes on the pre-activation outputs when the output layer ends in
             softmax/sigmoid (the model is patched only for the duration of a call).
         input_index: for multi-input models, the position of the explained input (default: the one of rank
@@ -103,9 +104,12 @@ class BaseCAM:
         if not isinstance(model, keras.layers.Layer):
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
         self.model = model
-        self.layer_ref: Optional[capture.LayerRef] = None
+        if isinstance(layer, (list, tuple)) and not layer:
+            raise ValueError("`layer` is an empty list; pass a layer, a list of layers, or None.")
+        self._layer_spec = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        self.layer_refs: Optional[List[capture.LayerRef]] = None
         if layer is not None or capture.graph_tensors(model, "outputs") or capture.spatial_layers(model):
-            self.layer_ref = self._find_layer(layer)
+            self.layer_refs = [self._find_layer(spec) for spec in self._layer_spec]
         # else: a subclassed model has no graph to read shapes from; `layer=None` is resolved on the first call.
         self.use_logits = bool(use_logits)
         self.input_index = input_index
@@ -129,8 +133,13 @@ class BaseCAM:
     # -- public API ------------------------------------------------------------------------------------------
 
     @property
+    def layer_ref(self) -> Optional[capture.LayerRef]:
+        """The explained layer (the first one when several are); None until a subclassed model's first call."""
+        return self.layer_refs[0] if self.layer_refs else None
+
+    @property
     def layer(self) -> keras.layers.Layer:
-        return self.layer_ref.layer
+        return self.layer_refs[0].layer
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -172,8 +181,9 @@ class BaseCAM:
         Args:
             images: (N, H, W, C) array (float, already preprocessed as the model expects); for multi-input
                 models a list or dict of all inputs.
-            targets: `None` (predicted class), an int, one int per image, or a callable
-                `(outputs) -> (N,)` scores (outputs are logits when `use_logits`).
+            targets: `None` (predicted class), an int, one int per image, several per image (an (N, K) int
+                array, or `"all"` for every class: K maps per image, from one forward pass and a vectorized
+                backward), or a callable `(outputs) -> (N,)` scores (outputs are logits when `use_logits`).
             upsample: resize maps to the input's spatial size (linear, bilinear or trilinear); otherwise keep
                 the layer's.
             normalize: min-max normalize each map to [0, 1] (an all-zero map stays zero).
@@ -182,7 +192,7 @@ class BaseCAM:
 
         Returns:
             float32 array (N, H, W) for images, (N, T) for signals, (N, D, H, W) for volumes (or the layer's
-            spatial size without upsampling).
+            spatial size without upsampling); (N, K, ...) for K targets per image.
         """
         return self.compute(images, targets, upsample, normalize, batch_size).heatmaps
 
@@ -230,12 +240,16 @@ class BaseCAM:
             present = np.asarray(labels).astype(bool)
             if present.ndim != 2 or present.shape[0] != inputs.n:
                 raise ValueError(f"`labels` must be multi-hot (N, K) with N = {inputs.n}, got {present.shape}.")
-        rows, cols = np.nonzero(present)
         result: List[Dict[int, np.ndarray]] = [{} for _ in range(inputs.n)]
+        rows = np.flatnonzero(present.any(axis=1))
         if rows.size:
-            maps = self.explain(inputs.rows(rows).user_structure(), targets=cols, **kwargs)
-            for r, c, m in zip(rows, cols, maps):
-                result[r][int(c)] = m
+            # Every image's labels in one pass: K = the most labels of an image, fewer padded with a repeat.
+            labels = [np.flatnonzero(present[r]) for r in rows]
+            k = max(len(l) for l in labels)
+            targets = np.stack([np.resize(l, k) for l in labels]).astype(np.int32)
+            maps = self.explain(inputs.rows(rows).user_structure(), targets=targets, **kwargs)
+            for r, l, m in zip(rows, labels, maps):
+                result[r].update({int(c): m[j] for j, c in enumerate(l)})
         return result
 
     # -- the pipeline ----------------------------------------------------------------------------------------
@@ -252,7 +266,7 @@ class BaseCAM:
     def _run_batches(self, inputs: ModelInputs, targets: Any, size: int, upsample: bool, normalize: bool):
         """Runs the compiled graph over chunks of `size` images; returns its concatenated outputs."""
         key = ("graph", inputs.structure, signature(inputs.arrays, size), upsample, normalize,
-               targets if callable(targets) else None)
+               targets if callable(targets) else np.shape(targets)[1:])
         fn = self._compiled(key, lambda owner: self._graph(owner, inputs.structure, self._input_size(inputs),
                                                            targets, upsample, normalize))
         index = np.full(inputs.n, PREDICTED, np.int32) if callable(targets) else targets
@@ -271,9 +285,10 @@ class BaseCAM:
         return entry.fn
 
     def _config(self) -> tuple:
-        """What the compiled functions depend on besides the model and the input: the layer and options.
+        """What the compiled functions depend on besides the model and the input: the layers and options.
         A method whose compiled code reads options of its own adds them here."""
-        return (self.layer_ref.path, self.capture_on, self.use_logits, self._binary_unit(), self._input_layout)
+        return (tuple(r.path for r in self.layer_refs), self.capture_on, self.use_logits, self._binary_unit(),
+                self._input_layout)
 
     def _input_size(self, inputs: ModelInputs) -> Tuple[int, ...]:
         """The spatial size of the explained input (what maps are upsampled to)."""
@@ -288,10 +303,39 @@ class BaseCAM:
             this = owner()
             activations, grads, _, (scores, idx) = this._activations(structure.pack(tensors),
                                                                      this._score_fn(targets, index))
-            cam = this._postprocess(this.compute_cam(activations, grads, idx), size, upsample, normalize)
-            return cam, idx, scores
+            maps = [this._layer_map(a, g, idx) for a, g in zip(activations, grads)]
+            return this._combine(maps, idx, size, upsample, normalize), idx, scores
 
         return fn
+
+    def _layer_map(self, activations: Any, grads: Any, targets: Any) -> Any:
+        """One layer's raw map (M, *spatial), M = N, or N * K for K targets per image (the activations are
+        then repeated per target, each with its own gradient, so methods see one target per row)."""
+        if len(targets.shape) == 2:
+            k = targets.shape[1]
+            shape = (-1,) + tuple(activations.shape[1:])
+            activations = keras.ops.reshape(keras.ops.repeat(keras.ops.expand_dims(activations, 1), k, axis=1),
+                                            shape)
+            if grads is not None:
+                if len(grads.shape) == len(activations.shape):  # one gradient for every target (a callable)
+                    grads = keras.ops.repeat(keras.ops.expand_dims(grads, 1), k, axis=1)
+                grads = keras.ops.reshape(grads, shape)
+            targets = keras.ops.reshape(targets, (-1,))
+        return self.compute_cam(activations, grads, targets)
+
+    def _combine(self, maps: List[Any], targets: Any, size: Tuple[int, ...], upsample: bool,
+                 normalize: bool) -> Any:
+        """ReLU, upsampling and normalization of each layer's map; several layers are brought to the input's
+        size, normalized each and averaged (then normalized again when asked)."""
+        if len(maps) == 1:
+            cam = self._postprocess(maps[0], size, upsample, normalize)
+        else:
+            parts = [self._postprocess(m, size, True, True) for m in maps]
+            cam = keras.ops.mean(keras.ops.stack(parts), axis=0)
+            cam = minmax(cam) if normalize else cam
+        if len(targets.shape) == 2:  # (N * K, ...) -> (N, K, ...)
+            cam = keras.ops.reshape(cam, (-1, targets.shape[1]) + tuple(cam.shape[1:]))
+        return cam
 
     @staticmethod
     def _forward_graph(owner: Owner, structure: InputStructure) -> Callable:
@@ -324,35 +368,47 @@ class BaseCAM:
         return score_fn
 
     def _activations(self, model_inputs: Any, score_fn: Callable):
-        """(activations, grads or None, outputs, aux) as float32, under the logits patch when asked."""
+        """(activations, grads or Nones, outputs, aux), one entry per layer, channels_last float32, under the
+        logits patch when asked. Gradients are (N, *spatial, C), or (N, K, *spatial, C) for K targets."""
+        layers = [ref.layer for ref in self.layer_refs]
         with self._logits_scope():
             if self.needs_grads and self.capture_on == "output":
-                a, g, outputs, aux = self._seam.activation_grads(self.model, model_inputs, self.layer, score_fn)
+                acts, grads, outputs, aux = self._seam.activation_grads(self.model, model_inputs, layers, score_fn)
             else:
-                with capture.recording(self.layer, on=self.capture_on) as recorded:
+                with contextlib.ExitStack() as stack:
+                    records = [stack.enter_context(capture.recording(layer, on=self.capture_on))
+                               for layer in layers]
                     outputs = self.model(model_inputs, training=False)
                 _, aux = score_fn(outputs)
-                a, g = recorded[0], None
+                acts, grads = [r[0] for r in records], [None] * len(layers)
+        pairs = [self._channels_last(ref, a, g) for ref, a, g in zip(self.layer_refs, acts, grads)]
+        return [a for a, _ in pairs], [g for _, g in pairs], outputs, aux
+
+    def _channels_last(self, ref: capture.LayerRef, a: Any, g: Any) -> Tuple[Any, Any]:
+        """A captured feature map (and its gradient) checked and turned channels_last."""
         rank = self._input_layout.rank
-        found = layout.layer_layout(self.layer, len(a.shape)) if 3 <= len(a.shape) <= 5 else None
+        found = layout.layer_layout(ref.layer, len(a.shape)) if 3 <= len(a.shape) <= 5 else None
         if found is None or found.rank != rank or all(d == 1 for d in found.spatial_shape(a.shape)):
             raise ValueError(
-                f"Layer '{self.layer_ref.path}' produced a tensor of shape {tuple(a.shape)} at run time, which is "
-                f"not a feature map with {rank} spatial {'axis' if rank == 1 else 'axes'} as the input has "
+                f"Layer '{ref.path}' produced a tensor of shape {tuple(a.shape)} at run time, which is not a "
+                f"feature map with {rank} spatial {'axis' if rank == 1 else 'axes'} as the input has "
                 f"({layout.Layout(rank).describe()} or channels first). Pick a convolutional layer."
             )
         a = found.to_channels_last(keras.ops.cast(a, "float32"))
-        g = None if g is None else found.to_channels_last(keras.ops.cast(g, "float32"))
-        return a, g, outputs, aux
+        if g is not None:
+            g = keras.ops.cast(g, "float32")
+            # (N, K, ...) gradients: the channel axis of channels_first maps is then axis 2.
+            g = keras.ops.moveaxis(g, len(g.shape) - rank - 1, -1) if found.channels_first else g
+        return a, g
 
     def _resolve_on_first_call(self, inputs: ModelInputs) -> None:
         """Finds what needs a sample input: the auto layer, the logit layers and the output size of
         subclassed models."""
-        if self.layer_ref is not None and self._logit_layers is not None and self._input_layout is not None:
+        if self.layer_refs is not None and self._logit_layers is not None and self._input_layout is not None:
             return
         sample = inputs.pack([keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays])
-        if self.layer_ref is None:
-            self.layer_ref = self._find_layer(None, sample)
+        if self.layer_refs is None:
+            self.layer_refs = [self._find_layer(spec, sample) for spec in self._layer_spec]
         if self._logit_layers is None:  # also without use_logits: tells whether outputs are probabilities
             self._logit_layers = capture.logit_layers(self.model, sample)
         if self._output_units is None:
@@ -371,6 +427,7 @@ class BaseCAM:
 
     @staticmethod
     def _postprocess(cam: Any, size: Tuple[int, ...], upsample: bool, normalize: bool) -> Any:
+        """ReLU, upsampling to `size` and per-map min-max normalization of maps (M, *spatial)."""
         cam = keras.ops.relu(keras.ops.cast(cam, "float32"))
         if upsample and tuple(cam.shape[1:]) != tuple(size):
             cam = layout.resize(cam, size)  # linear interpolation of non-negative values stays non-negative

@@ -64,31 +64,39 @@ class ScoreCAM(BaseCAM):
         """See `BaseCAM.explain`; here `batch_size` is the number of masked images per forward pass."""
         chunk = self.channel_batch if batch_size is None else check_batch_size(batch_size)
         inputs, resolved = self._prepare_call(images, targets)
-        # First pass, compiled like every method's: activations, explained classes and their scores.
-        acts, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, bucket=True), False, False)
-        chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, *spatial, k)
-        # Fewer channels than a chunk: smaller chunks rather than forward passes over padding.
-        chunk = min(chunk, chosen.shape[-1])
-        key = ("masked", inputs.structure, signature(inputs.arrays, 1), chunk,
-               resolved if callable(resolved) else None)
+        # First pass, compiled like every method's: each layer's activations, explained classes and scores.
+        *acts_per_layer, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, bucket=True),
+                                                         False, False)
         size = self._input_size(inputs)
-        masked = self._compiled(key, lambda owner: self._masked_graph(
-            owner, inputs.structure, size, self._input_layout.channels_first, chunk, resolved))
-        weights = np.stack([self._channel_weights(masked, inputs.rows(slice(i, i + 1)), chosen[i], idx[i], chunk)
-                            for i in range(inputs.n)])
-        cam = weighted_sum(keras.ops.convert_to_tensor(chosen), keras.ops.convert_to_tensor(weights))
-        maps = self._postprocess(cam, size, upsample, normalize)
-        heatmaps = np.asarray(keras.ops.convert_to_numpy(maps)).astype(np.float32)
+        several = idx.ndim == 2
+        maps = []
+        for acts in acts_per_layer:
+            chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, *spatial, k)
+            # Fewer channels than a chunk: smaller chunks rather than forward passes over padding.
+            rows = min(chunk, chosen.shape[-1])
+            key = ("masked", inputs.structure, signature(inputs.arrays, 1), rows, chosen.shape[1:-1],
+                   resolved if callable(resolved) else np.shape(resolved)[1:])
+            masked = self._compiled(key, lambda owner: self._masked_graph(
+                owner, inputs.structure, size, self._input_layout.channels_first, rows, resolved))
+            # (N, C) or (N, K, C): every target's weights come from the same masked passes.
+            weights = np.stack([self._channel_weights(masked, inputs.rows(slice(i, i + 1)), chosen[i], idx[i],
+                                                      rows) for i in range(inputs.n)])
+            if several:  # one row per (image, target), as the base pipeline lays them out
+                chosen = np.repeat(chosen, idx.shape[1], axis=0)
+                weights = weights.reshape(-1, weights.shape[-1])
+            maps.append(weighted_sum(keras.ops.convert_to_tensor(chosen), keras.ops.convert_to_tensor(weights)))
+        heatmaps = self._combine(maps, keras.ops.convert_to_tensor(idx), size, upsample, normalize)
+        heatmaps = np.asarray(keras.ops.convert_to_numpy(heatmaps)).astype(np.float32)
         return Explanation(heatmaps, idx.astype(np.int64), scores.astype(np.float32))
 
     @staticmethod
     def _graph(owner, structure, size, targets, upsample, normalize):
-        # The first pass returns the raw activations instead of a map.
+        # The first pass returns each layer's raw activations instead of a map.
         def fn(index, *tensors):
             this = owner()
             activations, _, _, (scores, idx) = this._activations(structure.pack(tensors),
                                                                  this._score_fn(targets, index))
-            return activations, idx, scores
+            return (*activations, idx, scores)
 
         return fn
 
@@ -100,17 +108,19 @@ class ScoreCAM(BaseCAM):
         variance = a.reshape(-1, c).var(axis=0)
         return np.sort(np.argsort(-variance, kind="stable")[: self.max_channels])
 
-    def _channel_weights(self, masked, image, a: np.ndarray, target: int, chunk: int) -> np.ndarray:
-        """Softmax over channels of the target score on one image masked by each channel of `a` (*spatial, k)."""
+    def _channel_weights(self, masked, image, a: np.ndarray, target: np.ndarray, chunk: int) -> np.ndarray:
+        """Softmax over channels of the target score(s) on one image masked by each channel of `a`
+        (*spatial, k): (k,), or (K, k) for K targets."""
         channels = np.ascontiguousarray(np.moveaxis(a, -1, 0))  # (k, *spatial)
         # The image goes in once; masks are built and applied inside the compiled function, per chunk.
         tensors = to_tensors(image.arrays)
-        index = keras.ops.convert_to_tensor(np.full((chunk,), target, np.int32))
+        index = keras.ops.convert_to_tensor(np.broadcast_to(np.asarray(target, np.int32),
+                                                            (chunk,) + np.shape(target)).copy())
         (scores,) = run_batched(lambda part: masked(index, keras.ops.convert_to_tensor(part), *tensors),
                                 [channels], chunk)
-        s = scores.astype(np.float64)
-        w = np.exp(s - s.max())
-        return (w / w.sum()).astype(np.float32)
+        s = scores.astype(np.float64).T if scores.ndim == 2 else scores.astype(np.float64)  # (K, k) or (k,)
+        w = np.exp(s - s.max(axis=-1, keepdims=True))
+        return (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     @staticmethod
     def _masked_graph(owner, structure, size, channels_first: bool, chunk: int, targets) -> Callable:
