@@ -112,8 +112,9 @@ def test_fourier_inverse_is_numpys_irfft2():
     np.testing.assert_allclose(image, np.tile(np.cos(2 * np.pi * 2 * np.arange(8) / 8), (6, 1)), atol=1e-5)
     # The whole decode: 1/f**decay scale, colour basis, sigmoid into the value range.
     param = FourierImage((-1.0, 3.0), (6, 8), 3)
-    coefficients = rng.normal(size=(2, 2, 3, 6, 5)).astype(np.float32)
-    scaled = (coefficients[:, 0] + 1j * coefficients[:, 1]) * spectrum_scale((6, 8), param.decay)
+    coefficients = rng.normal(size=(2, 2, 3, 5, 6)).astype(np.float32)  # kept transposed: (.., W // 2 + 1, H)
+    spectrum = np.swapaxes(coefficients[:, 0] + 1j * coefficients[:, 1], -1, -2)
+    scaled = spectrum * spectrum_scale((6, 8), param.decay)
     rgb = np.einsum("nchw,kc->nhwk", np.fft.irfft2(scaled, s=(6, 8)), COLOR_BASIS)
     np.testing.assert_allclose(to_numpy(param.decode(coefficients)), -1 + 4 / (1 + np.exp(-rgb)), atol=1e-5)
     assert spectrum_scale((6, 8), 1.0)[0, 1] == pytest.approx(np.sqrt(48) * 8)  # 1 / (1/8 cycles per pixel)

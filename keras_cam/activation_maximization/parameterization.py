@@ -36,8 +36,8 @@ def irfft2(real: Any, imag: Any, hw: Tuple[int, int]) -> Any:
     """`numpy.fft.irfft2` over the last two axes, from the real and imaginary parts (..., H, W // 2 + 1).
 
     keras.ops offers a 1-D `fft` and `irfft` along the last axis on every backend, and no `irfft2`: the
-    inverse transform along H is a forward `fft` of the conjugate, conjugated and divided by H; then `irfft`
-    along W. Differentiable and compiled like any other op.
+    inverse transform along H is a forward `fft` with the real and imaginary parts swapped on the way in and
+    out, divided by H; then `irfft` along W. Differentiable and compiled like any other op.
 
     Args:
         real, imag: float tensors or arrays (..., H, W // 2 + 1).
@@ -57,9 +57,18 @@ def irfft2(real: Any, imag: Any, hw: Tuple[int, int]) -> Any:
     ops = keras.ops
     rank = len(real.shape)
     swap = tuple(range(rank - 2)) + (rank - 1, rank - 2)
-    yr, yi = ops.fft((ops.transpose(real, swap), ops.negative(ops.transpose(imag, swap))))
-    yr, yi = ops.transpose(yr, swap) / hw[0], ops.negative(ops.transpose(yi, swap)) / hw[0]
-    return ops.irfft((yr, yi), fft_length=hw[1])
+    return _irfft2_of_transposed(ops.transpose(real, swap) / hw[0], ops.transpose(imag, swap) / hw[0], hw[1])
+
+
+def _irfft2_of_transposed(real: Any, imag: Any, width: int) -> Any:
+    """H * irfft2 of a spectrum given transposed, (..., W // 2 + 1, H): the layout `FourierImage` keeps,
+    which needs no transposes before the first transform and folds the 1 / H into its scale."""
+    ops = keras.ops
+    # ifft(z) * n = swap(fft(swap(z))), swap exchanging the real and imaginary parts: no negations.
+    fft_real, fft_imag = ops.fft((imag, real))
+    rank = len(real.shape)
+    swap = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+    return ops.irfft((ops.transpose(fft_imag, swap), ops.transpose(fft_real, swap)), fft_length=width)
 
 
 def spectrum_scale(hw: Tuple[int, int], decay: float = 1.0) -> np.ndarray:
@@ -108,8 +117,9 @@ class FourierImage:
     """The pattern is the inverse real FFT of learned coefficients scaled by 1/frequency**`decay`, in a
     decorrelated colour basis (3 channels), through a sigmoid into the value range.
 
-    Parameters per image: float32 (2, C, H, W // 2 + 1), the real and imaginary parts, starting as normal
-    noise with standard deviation 0.01 (an almost uniform mid-grey image), optimized with Adam.
+    Parameters per image: float32 (2, C, W // 2 + 1, H), the real and imaginary parts of the spectrum
+    transposed (frequencies along x first), starting as normal noise with standard deviation 0.01 (an
+    almost uniform mid-grey image), optimized with Adam.
     """
 
     name = "fourier"
@@ -125,9 +135,11 @@ class FourierImage:
     def __init__(self, value_range: Tuple[float, float], hw: Tuple[int, int], channels: int) -> None:
         self.value_range, self.hw, self.channels = value_range, tuple(hw), int(channels)
         self.scale = spectrum_scale(self.hw, self.decay)
+        # Transposed like the parameters, with irfft2's 1 / H folded in.
+        self._scale = np.ascontiguousarray(self.scale.T / self.hw[0])
 
     def start(self, seed: int, filter_index: int, copy: int = 0) -> np.ndarray:
-        shape = (2, self.channels) + self.scale.shape
+        shape = (2, self.channels) + self._scale.shape
         rng = np.random.default_rng([seed, 3, filter_index, copy])
         return (self._START_SD * rng.standard_normal(shape)).astype(np.float32)
 
@@ -135,8 +147,8 @@ class FourierImage:
         ops = keras.ops
         h, w = self.hw
         # `unstack`, not `spectrum[:, 0]`: TensorFlow's gradient of a strided slice costs more than the FFTs.
-        real, imag = ops.unstack(ops.multiply(params, ops.convert_to_tensor(self.scale)), axis=1)
-        image = irfft2(real, imag, self.hw)  # (N, C, H, W)
+        real, imag = ops.unstack(ops.multiply(params, ops.convert_to_tensor(self._scale)), axis=1)
+        image = _irfft2_of_transposed(real, imag, w)  # (N, C, H, W)
         if self.channels == 3:  # one (3, 3) @ (3, H * W) product per image: faster than an einsum on JAX
             image = ops.matmul(ops.convert_to_tensor(COLOR_BASIS), ops.reshape(image, (-1, 3, h * w)))
             image = ops.reshape(image, (-1, 3, h, w))
@@ -163,9 +175,10 @@ class FourierImage:
         grads = grads / (ops.sqrt(ops.mean(ops.square(grads), axis=axes, keepdims=True)) + 1e-30)
         m = _BETA1 * m + (1.0 - _BETA1) * grads
         v = _BETA2 * v + (1.0 - _BETA2) * ops.square(grads)
-        m_hat = m / (1.0 - ops.power(_BETA1, t))
-        v_hat = v / (1.0 - ops.power(_BETA2, t))
-        return (params + step_size * m_hat / (ops.sqrt(v_hat) + _ADAM_EPS), m, v)
+        # Adam's bias corrections, on scalars: m_hat / (sqrt(v_hat) + eps) without two more full-size ops.
+        correction = ops.sqrt(1.0 - ops.power(_BETA2, t))
+        rate = step_size * correction / (1.0 - ops.power(_BETA1, t))
+        return (params + rate * m / (ops.sqrt(v) + _ADAM_EPS * correction), m, v)
 
 
 PARAMS: Dict[str, type] = {cls.name: cls for cls in (PixelImage, FourierImage)}

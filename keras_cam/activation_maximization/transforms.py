@@ -193,7 +193,7 @@ def sample_matrix(transforms: Sequence[Transform], rng: np.random.Generator, hw:
 def resample(images: Any, matrix: Any) -> Any:
     """Images resampled at `matrix @ (y, x, 1)`, bilinear, with wrap-around coordinates.
 
-    Built from one gather of whole pixel rows and a weighted sum, in `keras.ops`: differentiable, compiled
+    Built from gathers of whole pixel rows and a weighted sum, in `keras.ops`: differentiable, compiled
     with the step on every backend, and for a shift by whole pixels exactly `roll`.
 
     Args:
@@ -224,11 +224,16 @@ def resample(images: Any, matrix: Any) -> Any:
     y0, x0 = ops.cast(y0, "int32"), ops.cast(x0, "int32")
     rows = (ops.mod(y0, h) * w, ops.mod(y0 + 1, h) * w)
     cols = (ops.mod(x0, w), ops.mod(x0 + 1, w))
-    corners = ops.concatenate([rows[0] + cols[0], rows[0] + cols[1], rows[1] + cols[0], rows[1] + cols[1]])
-    weights = ops.stack([(1.0 - wy) * (1.0 - wx), (1.0 - wy) * wx, wy * (1.0 - wx), wy * wx])
-    # Pixels as rows (H * W, N * C): every image samples the same positions, so one gather of whole rows
-    # serves the batch (2-20x faster, forward and backward, than gathering inside each image).
+    wy, wx = ops.expand_dims(wy, -1), ops.expand_dims(wx, -1)
+    # Pixels as rows (H * W, N * C): every image samples the same positions, so gathers of whole rows serve
+    # the batch (2-20x faster, forward and backward, than gathering inside each image). Four gathers, not
+    # one of the four corners concatenated: that one costs 1.6x the whole step on JAX.
     pixels = ops.reshape(ops.transpose(ops.reshape(images, (-1, h * w, c)), (1, 0, 2)), (h * w, -1))
-    sampled = ops.reshape(ops.take(pixels, corners, axis=0), (4, h * w, -1))
-    out = ops.sum(sampled * ops.reshape(weights, (4, h * w, 1)), axis=0)
+
+    def at(row: Any, col: Any) -> Any:
+        return ops.take(pixels, row + col, axis=0)
+
+    top = (1.0 - wx) * at(rows[0], cols[0]) + wx * at(rows[0], cols[1])
+    bottom = (1.0 - wx) * at(rows[1], cols[0]) + wx * at(rows[1], cols[1])
+    out = (1.0 - wy) * top + wy * bottom
     return ops.transpose(ops.reshape(out, (h, w, -1, c)), (2, 0, 1, 3))
