@@ -83,6 +83,7 @@ class FilterVisualizer:
     mosaic = viz.grid(filters=range(8))                     # uint8 3x3 mosaic with 5 px margins
     old = viz.visualize(filters=[0], param="pixel", transforms=())   # the keras.io recipe
     four = viz.visualize(filters=[0], objective=Diversity(4))       # 4 different patterns of filter 0
+    unit = viz.visualize(filters=[0], objective=Neuron())           # the centre unit of filter 0
     ```
     """
 
