@@ -292,6 +292,9 @@ class FeatureMapSnapshot(SnapshotCallback):
 class FilterSnapshot(SnapshotCallback):
     """What the filters of a layer respond to (gradient ascent patterns), every `every` epochs.
 
+    The patterns are `FilterVisualizer.grid` mosaics with the visualizer's defaults (a Fourier
+    parameterization with random transforms, so they read as images), or whatever `**options` ask.
+
     Args:
         layer: the layer whose filters are visualized.
         filters: how many (the first `filters`) or which filter indices.
@@ -299,12 +302,18 @@ class FilterSnapshot(SnapshotCallback):
         size: pattern size (None: the model's input size when fixed).
         steps: gradient ascent steps per snapshot.
         seed: the same seed every epoch, so patterns change only because the weights do.
+        value_range: `(low, high)` of the inputs the model expects (see `FilterVisualizer`).
+        **options: other ascent options, passed to `FilterVisualizer.grid`: `param`, `transforms`,
+            `objective`, `total_variation`, `l2`, `jitter`, `step_size`, ... (see `AscentOptions`); checked
+            here, so a misspelt one fails before training starts.
 
     Example:
 
     ```python
     snap = kc.callbacks.FilterSnapshot("conv2", filters=16, output_dir="filters", steps=20)
     model.fit(x, y, epochs=3, callbacks=[snap])
+    # the previous look, plain pixel ascent:
+    kc.callbacks.FilterSnapshot("conv2", param="pixel", transforms=())
     ```
     """
 
@@ -321,6 +330,8 @@ class FilterSnapshot(SnapshotCallback):
         seed: int = 0,
         tensorboard: bool = False,
         log_dir: Optional[Union[str, os.PathLike]] = None,
+        value_range: Sequence[float] = (0.0, 1.0),
+        **options: Any,
     ) -> None:
         super().__init__(output_dir, every, tensorboard, log_dir)
         self.layer = layer
@@ -328,14 +339,20 @@ class FilterSnapshot(SnapshotCallback):
         self.size = size
         self.steps = int(steps)
         self.seed = int(seed)
+        self.value_range = value_range
+        from keras_cam.activation_maximization import AscentOptions
+
+        AscentOptions.of(dict(options, steps=self.steps, seed=self.seed))  # one clear error, now
+        self.options = dict(options)
         self.visualizer = None
 
     def prepare(self) -> None:
-        self.visualizer = FilterVisualizer(self.model, self.layer)
+        self.visualizer = FilterVisualizer(self.model, self.layer, value_range=self.value_range)
         self.visualizer.check_filters(self.filters)
 
     def render(self, epoch: int, logs: Dict[str, Any]) -> np.ndarray:
-        return self.visualizer.grid(filters=self.filters, size=self.size, steps=self.steps, seed=self.seed)
+        return self.visualizer.grid(filters=self.filters, size=self.size, steps=self.steps, seed=self.seed,
+                                    **self.options)
 
 
 def _at_least(image: np.ndarray, size: int) -> np.ndarray:
