@@ -233,3 +233,11 @@ def compiled_forward(model: Any, sig: tuple) -> Callable:
         return ref()(x, training=False)
 
     return CACHE.get(model, ("forward", sig), lambda: seam.get().compile(forward, model))
+
+
+class Shared:
+    """A compiled function kept in the shared cache, and the `Owner` slot it calls back into."""
+
+    def __init__(self, make: Callable[[Owner], Callable], seam_module: Any, model: Any) -> None:
+        self.owner = Owner()
+        self.fn = seam_module.compile(make(self.owner), model)

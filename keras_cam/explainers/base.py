@@ -18,9 +18,9 @@ import numpy as np
 
 from keras_cam import backend as seam
 from keras_cam import capture, layout
-from keras_cam._batching import CACHE, Owner, chunk_size, run_batched, signature, to_tensors
+from keras_cam._batching import CACHE, Owner, Shared, chunk_size, run_batched, signature, to_tensors
 from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
-from keras_cam.explainers.registry import available_methods, lookup, register
+from keras_cam.explainers.registry import register
 from keras_cam.explainers.maps import minmax, weighted_sum
 from keras_cam.targets import PREDICTED, OutputTarget, Targets, callable_scores, class_scores, resolve_targets
 
@@ -280,7 +280,7 @@ class BaseCAM:
         close over `self`, or the shared cache would keep this explainer and its model alive.
         """
         entry = CACHE.get(self.model, (type(self), self._config()) + tuple(key),
-                          lambda: _Compiled(make, self._seam, self.model))
+                          lambda: Shared(make, self._seam, self.model))
         entry.owner.bind(self)
         return entry.fn
 
@@ -442,34 +442,3 @@ class BaseCAM:
 
     def _prepare_inputs(self, images: Any) -> ModelInputs:
         return prepare_inputs(self.model, images, self.input_index, self.input_name)
-
-
-class _Compiled:
-    """A shared compiled function and the `Owner` slot it calls back into."""
-
-    def __init__(self, make: Callable[[Owner], Callable], seam_module: Any, model: keras.Model) -> None:
-        self.owner = Owner()
-        self.fn = seam_module.compile(make(self.owner), model)
-
-
-def get_explainer(name: Any, model: keras.Model, **kwargs: Any) -> BaseCAM:
-    """An explainer by name (`"gradcam"`, `"gradcam++"`, `"scorecam"`, ...; "-", "_", "+" tolerant).
-
-    An explainer instance or class is accepted too (an instance is returned as is).
-
-    Example:
-
-    ```python
-    explainer = kc.get_explainer("Grad-CAM++", model, layer="conv2")
-    ```
-    """
-    if isinstance(name, BaseCAM):
-        return name
-    if isinstance(name, type) and issubclass(name, BaseCAM):
-        return name(model, **kwargs)
-    if not isinstance(name, str):
-        raise ValueError(f"`method` must be a name or an explainer, got {type(name).__name__}.")
-    cls = lookup(name)
-    if cls is None:
-        raise ValueError(f"Unknown method '{name}'. Available methods: {', '.join(available_methods())}.")
-    return cls(model, **kwargs)
