@@ -524,6 +524,15 @@ def test_clear_errors(backbone, conv2_viz):
         FilterVisualizer(backbone, "conv2", value_range=(1, 0))
     with pytest.raises(ValueError, match="not found"):
         FilterVisualizer(backbone, "conv9")
+    # Other layouts: refused with the layouts that do work, not optimized as if they were images.
+    first = keras.Sequential([keras.Input((3, 16, 16)),
+                              keras.layers.Conv2D(4, 3, data_format="channels_first", name="c")])
+    with pytest.raises(ValueError, match=r"shape \(None, 3, 16, 16\) \(channels first\); FilterVisualizer "
+                                         r"optimizes channels_last images \(N, H, W, C\) only"):
+        FilterVisualizer(first, "c")
+    signal = keras.Sequential([keras.Input((32, 1)), keras.layers.Conv1D(4, 3, name="c")])
+    with pytest.raises(ValueError, match=r"shape \(None, 32, 1\); FilterVisualizer optimizes channels_last"):
+        FilterVisualizer(signal, "c")
     # Too small: the layer's output would vanish, or leave nothing inside the border.
     free = keras.Sequential([keras.Input((None, None, 3)),
                              keras.layers.Conv2D(4, 3, kernel_initializer="zeros", name="c1"),

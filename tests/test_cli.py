@@ -179,3 +179,18 @@ def test_cli_library_errors_are_one_line_exit_two(capsys, tmp_path):
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("keras-cam: error: ")
+
+
+def test_filters_command_options(saved, tmp_path, capsys):
+    _, path, _, _ = saved
+    out = tmp_path / "grid.png"
+    args = ["filters", path, "--layer", "conv2", "--filters", "2", "--steps", "2", "--out", str(out)]
+    assert cli.main(args + ["--param", "pixel", "--transforms", "none"]) == 0
+    pixel = kc.visualize.read_image(out)
+    assert cli.main(args) == 0  # the default: fourier with transforms
+    assert np.abs(kc.visualize.read_image(out) - pixel).max() > 0.1  # another parameterization, another picture
+    assert cli.main(args + ["--objective", "neuron", "--diversity", "2"]) == 0
+    diverse = kc.visualize.read_image(out)
+    assert diverse.shape == (2 * 24 + 5, 2 * 24 + 5, 3)  # 2 filters x 2 patterns, one row per filter
+    assert cli.main(args + ["--param", "wavelet"]) == 2
+    assert "invalid choice: 'wavelet'" in capsys.readouterr().err

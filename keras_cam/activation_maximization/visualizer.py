@@ -18,7 +18,6 @@ import numpy as np
 from keras_cam import backend as seam
 from keras_cam import capture
 from keras_cam._batching import FunctionCache, chunk_size, run_batched
-from keras_cam._inputs import image_input_shape
 from keras_cam.activation_maximization.objectives import Channel, Objective
 from keras_cam.activation_maximization.options import AscentOptions
 from keras_cam.activation_maximization.parameterization import make_param
@@ -98,7 +97,15 @@ class FilterVisualizer:
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
         self.layer_ref = capture.find_layer(model, layer, require_spatial=False)
         self.model = model
-        self.input_shape = image_input_shape(model, (2,))
+        shape = capture.input_shape(model)
+        if shape is not None and (len(shape) != 3 or capture.input_layout(model, 4).channels_first):
+            order = " (channels first)" if len(shape) == 3 else ""
+            raise ValueError(
+                f"Model '{model.name}' takes inputs of shape {(None,) + tuple(shape)}{order}; FilterVisualizer "
+                "optimizes channels_last images (N, H, W, C) only. Feature maps (kc.feature_maps) and every "
+                "explainer work on signals, volumes and channels_first models too."
+            )
+        self.input_shape = shape
         try:
             low, high = (float(v) for v in value_range)
         except (TypeError, ValueError):
