@@ -159,11 +159,12 @@ def test_cli_help_exits_zero(capsys):
     for argv in (["--help"], ["demo", "--help"]):
         assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "--epochs" in out and "--no-compare" in out
+    assert "--epochs" in out and "--no-compare" in out and "{shapes,signals,volumes}" in out
 
 
 def test_cli_usage_errors_exit_two_with_one_line(capsys):
-    for argv in (["demo", "--epochs", "0"], ["demo", "--seed", "x"], ["nope"], []):
+    usage_errors = (["demo", "--epochs", "0"], ["demo", "--seed", "x"], ["demo", "--data", "audio"], ["nope"], [])
+    for argv in usage_errors:
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("keras-cam"), err
@@ -188,7 +189,7 @@ def test_filters_command_options(saved, tmp_path, capsys):
     assert cli.main(args + ["--param", "pixel", "--transforms", "none"]) == 0
     pixel = kc.visualize.read_image(out)
     assert cli.main(args) == 0  # the default: fourier with transforms
-    assert np.abs(kc.visualize.read_image(out) - pixel).max() > 0.1  # another parameterization, another picture
+    assert np.abs(kc.visualize.read_image(out) - pixel).max() > 0.1  # another parameterization and picture
     assert cli.main(args + ["--objective", "neuron", "--diversity", "2"]) == 0
     diverse = kc.visualize.read_image(out)
     assert diverse.shape == (2 * 24 + 5, 2 * 24 + 5, 3)  # 2 filters x 2 patterns, one row per filter

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_cam as kc
-from keras_cam.demo import build_demo_model, run_demo, train_demo_model
+from keras_cam.demo import build_demo_model, build_layout_model, run_demo, run_layout_demo, train_demo_model
 
 
 def test_build_demo_model_keeps_spatial_resolution():
@@ -80,3 +80,47 @@ def test_full_demo_meets_its_targets(tmp_path, capsys):
     for name, row in rows.items():
         assert row["pointing_game"] >= 0.85, (name, row)
         assert row["insertion_auc"] > random["insertion_auc"] + 0.2, (name, row, random)
+
+
+@pytest.mark.parametrize("data, shape, features", [("signals", (256, 1), (64, 64)),
+                                                   ("volumes", (32, 32, 32, 1), (8, 8, 8, 32))])
+def test_build_layout_model_keeps_spatial_resolution(data, shape, features):
+    model = build_layout_model(shape, 3, width=16 if data == "signals" else 8)
+    assert model.output_shape == (None, 3)
+    assert tuple(model.get_layer("features").output.shape[1:]) == features
+    assert kc.layers.find_cam_head(model) is model.get_layer("cam_head")
+    with pytest.raises(ValueError, match="build_demo_model makes the 2-D network"):
+        build_layout_model((48, 48, 3))
+
+
+@pytest.mark.parametrize("data, size, classes", [("signals", 64, ("sine", "square", "chirp")),
+                                                 ("volumes", 16, ("ball", "cube", "cross"))])
+def test_run_layout_demo_writes_summary_and_pictures(tmp_path, data, size, classes):
+    import cv2
+
+    summary = run_layout_demo(data, str(tmp_path), epochs=1, n_train=24, n_val=12, size=size, verbose=0)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert summary["data"] == data and summary["classes"] == list(classes) and summary["size"] == size
+    for name in summary["files"]:
+        assert (tmp_path / name).stat().st_size > 0
+    assert {f"class_{c}.png" for c in classes} | {"snapshots/epoch_001.png", "snapshots/evolution.gif"} \
+        <= set(summary["files"])
+    for key in ("pointing_game", "gradcam_pointing_game", "energy_pointing_game", "chance_pointing_game"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert len(summary["pointing_game_per_epoch"]) == 1
+    picture = cv2.imread(str(tmp_path / f"class_{classes[0]}.png"))
+    assert picture.std() > 10  # drawn, not blank
+    with pytest.raises(ValueError, match="`data` must be one of 'signals', 'volumes', got 'shapes'"):
+        run_layout_demo("shapes", str(tmp_path))
+    with pytest.raises(ValueError, match="`size` must be an integer >= 16"):
+        run_layout_demo("volumes", str(tmp_path), size=8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data", ["signals", "volumes"])
+def test_full_layout_demos_meet_their_targets(tmp_path, data, capsys):
+    summary = run_layout_demo(data, str(tmp_path), verbose=1)
+    assert f"pointing game: {summary['pointing_game']:.2f}" in capsys.readouterr().out
+    assert summary["accuracy"] >= 0.9 and summary["pointing_game"] >= 0.9, summary
+    assert summary["gradcam_pointing_game"] >= 0.85, summary
+    assert summary["pointing_game"] > 5 * summary["chance_pointing_game"]

@@ -1,4 +1,4 @@
-"""`keras-cam demo`: train a small CNN with a CAMHead on synthetic shapes and score its maps."""
+"""`keras-cam demo`: train a small network with a CAMHead on synthetic data and score its maps."""
 from __future__ import annotations
 
 import argparse
@@ -6,28 +6,39 @@ import sys
 
 from keras_cam.cli._common import integer, positive_int
 
-HELP = "train a small CNN with a CAMHead on synthetic shapes and write CAM overlays"
-DESCRIPTION = ("Trains a small CNN ending in a CAMHead on synthetic shapes (make_shapes), prints the validation "
-               "accuracy and the pointing game of its class activation maps, and writes to --out: the maps of 8 "
-               "held-out images after every epoch (snapshots/, with evolution.png/.gif), overlays per class, "
-               "correct and wrong predictions, a comparison of every explainer (methods.md, methods.png) and "
-               "summary.json. Needs no download; a few minutes on 2 CPU cores.")
+HELP = "train a small network with a CAMHead on synthetic shapes, signals or volumes; write CAM pictures"
+DESCRIPTION = (
+    "Trains a small network ending in a CAMHead on synthetic data with ground-truth masks, prints the "
+    "validation accuracy and the pointing game of its class activation maps, and writes pictures and "
+    "summary.json to --out. --data shapes (default): a CNN on make_shapes images; also the maps of 8 "
+    "held-out images after every epoch (snapshots/, with evolution.png/.gif), overlays per class, correct"
+    " and wrong predictions and a comparison of every explainer (methods.md, methods.png). --data "
+    "signals: a Conv1D network on make_signals; --data volumes: a Conv3D network on make_volumes "
+    "(snapshots/ and class_<name>.png). Needs no download; a minute or two on 2 CPU cores."
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from keras_cam.demo import DEFAULT_EPOCHS
+    from keras_cam.demo import DEFAULT_EPOCHS, LAYOUT_DATA
 
+    parser.add_argument("--data", choices=("shapes",) + LAYOUT_DATA, default="shapes",
+                        help="what is learnt: shapes (images, default), signals (1-D), volumes (3-D)")
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                        help=f"training epochs (default: {DEFAULT_EPOCHS})")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help=f"training epochs (default: {DEFAULT_EPOCHS} for shapes, else 8)")
     parser.add_argument("--seed", type=integer, default=0, help="random seed (default: 0)")
     parser.add_argument("--no-compare", action="store_true",
-                        help="skip the comparison of every explainer (methods.md, methods.png)")
+                        help="skip the comparison of every explainer (shapes: methods.md, methods.png)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_cam.demo import run_demo
+    from keras_cam.demo import DEFAULT_EPOCHS, run_demo, run_layout_demo
 
     # A progress bar on a terminal; one line per epoch when the output goes to a file or a pipe.
-    run_demo(out_dir=args.out, epochs=args.epochs, seed=args.seed, compare=not args.no_compare,
-             verbose=1 if sys.stdout.isatty() else 2)
+    verbose = 1 if sys.stdout.isatty() else 2
+    if args.data == "shapes":
+        run_demo(out_dir=args.out, epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed,
+                 compare=not args.no_compare, verbose=verbose)
+    else:
+        run_layout_demo(args.data, out_dir=args.out, epochs=args.epochs, seed=args.seed, verbose=verbose)
     return 0

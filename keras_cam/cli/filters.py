@@ -6,9 +6,11 @@ import argparse
 from keras_cam.cli._common import integer, load_model, positive_int
 
 HELP = "a grid of the patterns a layer's filters respond to, from a saved .keras model"
-DESCRIPTION = ("Gradient ascent on the input for each filter of --layer (all filters in one batch), written as one "
-               "mosaic PNG. By default the pattern is a 1/f-scaled spectrum kept under random shifts, zooms and "
-               "turns (--param fourier); --param pixel --transforms none gives the classic pixel ascent.")
+DESCRIPTION = (
+    "Gradient ascent on the input for each filter of --layer (all filters in one batch), written as one "
+    "mosaic PNG. By default the pattern is a 1/f-scaled spectrum kept under random shifts, zooms and "
+    "turns (--param fourier); --param pixel --transforms none gives the classic pixel ascent."
+)
 
 
 def _floats(text: str) -> float:

@@ -1,4 +1,4 @@
-"""The embedded demo: train a small CNN with a `CAMHead` on synthetic shapes and score its CAMs.
+"""The shapes demo: train a small CNN with a `CAMHead` on synthetic shapes and score its CAMs.
 
 Everything is generated, so it runs offline and every heatmap can be checked against the true object mask
 (`keras-cam demo`, or `make demo`).
@@ -160,12 +160,8 @@ def run_demo(
     print(summary["pointing_game"])
     ```
     """
-    for arg, value, low in (("epochs", epochs, 1), ("n_train", n_train, 1), ("n_val", n_val, 1),
-                            ("size", size, 16), ("batch_size", batch_size, 1), ("n_compare", n_compare, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
+    check_demo_args(epochs=epochs, seed=seed, n_train=n_train, n_val=n_val, batch_size=batch_size,
+                    n_compare=n_compare, size=(size, 16))
     start = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
     os.makedirs(out_dir, exist_ok=True)
@@ -181,10 +177,10 @@ def run_demo(
         f"({', '.join(classes)}), {epochs} epochs, {keras.backend.backend()} backend.")
     # Watch the maps form: the CAMs of a few held-out images after each epoch, scored against their masks
     # (the callback never changes training: the same seed trains the same weights without it).
-    snap_idx = _balanced(y_val, len(classes), _SNAPSHOTS)
+    snap_idx = balanced(y_val, len(classes), _SNAPSHOTS)
     snapshot = CAMSnapshot(x_val[snap_idx], method="cam", targets=y_val[snap_idx], masks=m_val[snap_idx],
                            output_dir=os.path.join(out_dir, "snapshots"), class_names=classes)
-    _clear_snapshots(snapshot.output_dir)
+    clear_snapshots(snapshot.output_dir)
     history = train_demo_model(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
                                verbose=verbose, callbacks=[snapshot])
     per_epoch = [round(float(v), 4) for v in history.history.get("cam_pointing_game", [])]
@@ -273,7 +269,16 @@ def run_demo(
     return summary
 
 
-def _balanced(labels: np.ndarray, num_classes: int, n: int) -> np.ndarray:
+def check_demo_args(seed: Any, size: Tuple[Any, int], **counts: Any) -> None:
+    """One clear error for a demo argument that is not a positive integer (`size`: (value, its minimum))."""
+    for arg, value, low in [(k, v, 1) for k, v in counts.items()] + [("size", size[0], size[1])]:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
+
+
+def balanced(labels: np.ndarray, num_classes: int, n: int) -> np.ndarray:
     """Up to `n` indices, taking the classes in turn (circle, square, triangle, circle, ...)."""
     per_class = [list(np.flatnonzero(labels == c)) for c in range(num_classes)]
     picked = []
@@ -284,7 +289,7 @@ def _balanced(labels: np.ndarray, num_classes: int, n: int) -> np.ndarray:
     return np.array(picked, dtype=np.int64)
 
 
-def _clear_snapshots(directory: str) -> None:
+def clear_snapshots(directory: str) -> None:
     # Frames of an earlier, longer run would join this run's evolution strip.
     if os.path.isdir(directory):
         for name in os.listdir(directory):
@@ -295,7 +300,7 @@ def _clear_snapshots(directory: str) -> None:
 def _methods_grid(images: np.ndarray, heatmaps: Dict[str, np.ndarray], classes: Sequence[str],
                   labels: np.ndarray) -> np.ndarray:
     """One row per method (the random reference left out), the same held-out images in the columns."""
-    cols = _balanced(labels[: len(next(iter(heatmaps.values())))], len(classes), 6)
+    cols = balanced(labels[: len(next(iter(heatmaps.values())))], len(classes), 6)
     tiles, names = [], []
     for method, maps in heatmaps.items():
         if method == RANDOM:
