@@ -51,6 +51,9 @@ _EXPORTS = {
     # scoring every method
     "MethodComparison": "keras_cam.comparison",
     "compare_methods": "keras_cam.comparison",
+    # whole datasets
+    "explain_dataset": "keras_cam.streaming",
+    "open_store": "keras_cam.store",
     # the cache of compiled functions
     "clear_cache": "keras_cam._batching",
     "set_cache_size": "keras_cam._batching",

@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import re
 import sys
 import tempfile
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from keras_cam.cli._common import (PROG, SCALES, check_pixels, input_size, load_model, name_or_index,
                                    native_stderr_captured, one_line, positive_int, scale, integer)
-
-# What `explain` takes from a folder: the suffixes of the formats OpenCV decodes.
-IMAGE_SUFFIXES = frozenset([".avif", ".bmp", ".dib", ".exr", ".gif", ".hdr", ".jp2", ".jpe", ".jpeg", ".jpg",
-                            ".pbm", ".pfm", ".pgm", ".pic", ".png", ".pnm", ".ppm", ".pxm", ".ras", ".sr",
-                            ".tif", ".tiff", ".webp"])
-
 
 HELP = "heatmap overlays for images, from a saved .keras model"
 DESCRIPTION = (
@@ -69,81 +62,21 @@ def _skip(path: str, reason: str) -> None:
 
 def _image_files(items: Sequence[str], out: str) -> Tuple[List[str], int]:
     """Files to explain from the command line's files and folders (each once), and how many items were
-    skipped (a folder without images). Folders are searched recursively in sorted order, leaving out --out
-    (a second run must not explain the first one's overlays)."""
-    out_dir = os.path.normcase(os.path.abspath(out))
-    files: List[str] = []
-    skipped = 0
-    for item in items:
-        if not os.path.isdir(item):
-            files.append(item)  # missing or unreadable files are reported by the header check
-            continue
-        found = []
-        for root, dirs, names in os.walk(item):
-            dirs[:] = [d for d in dirs if os.path.normcase(os.path.abspath(os.path.join(root, d))) != out_dir]
-            found += [os.path.join(root, n) for n in names
-                      if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
-        if not found:
-            _skip(item, "a folder without image files")
-            skipped += 1
-        files += sorted(found)
-    seen = set()
-    unique = []
-    for path in files:
-        key = os.path.normcase(os.path.abspath(path))
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique, skipped
+    skipped (a folder without images, reported). Folders are searched recursively in sorted order, leaving
+    out --out (a second run must not explain the first one's overlays)."""
+    from keras_cam.visualize.images import image_files
+
+    files, empty = image_files(items, exclude=out)
+    for folder in empty:
+        _skip(folder, "a folder without image files")
+    return files, len(empty)
 
 
 def _output_stems(paths: Sequence[str], out: str, tag: str) -> List[str]:
-    """One output path without suffix per input: `out/<its folder relative to the inputs' common parent
-    folder>/<name>_<tag>`. Distinct inputs get distinct outputs, and no output is an input: names that would
-    clash (x.png and x.jpg, or names equal but for case) get the input's extension, then "-2", "-3", ...
+    """One output path without suffix per input (`keras_cam.visualize.images.output_stems`)."""
+    from keras_cam.visualize.images import output_stems
 
-    Args:
-        paths: the input files, each once.
-        out: the output folder.
-        tag: what the outputs are (e.g. the method's name).
-
-    Returns:
-        The stems, in the order of `paths`; add ".png" or ".npy".
-    """
-    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
-    try:
-        common: Optional[str] = os.path.commonpath(folders) if folders else None
-    except ValueError:  # different drives (Windows): no common parent, names alone
-        common = None
-
-    def place(i: int, name: str) -> str:
-        folder = os.path.relpath(folders[i], common) if common else ""
-        return os.path.normpath(os.path.join(out, folder, name))
-
-    def key(path: str) -> str:  # case-insensitive: x.png and X.png are one file on macOS and Windows
-        return os.path.normcase(os.path.abspath(path)).casefold()
-
-    names = [os.path.splitext(os.path.basename(p)) for p in paths]
-    primary = [place(i, f"{stem}_{tag}") for i, (stem, _) in enumerate(names)]
-    counts = collections.Counter(key(p) for p in primary)
-    inputs = {key(p) for p in paths}
-    reserved = {key(p) for p in primary if counts[key(p)] == 1}
-    taken: set = set()
-
-    def clashes(stem: str) -> bool:
-        return key(stem) in taken or key(stem + ".png") in inputs or key(stem + ".npy") in inputs
-
-    stems = []
-    for i, (stem, ext) in enumerate(names):
-        chosen = primary[i]
-        if counts[key(chosen)] > 1 or clashes(chosen):
-            base = place(i, f"{stem}_{ext[1:]}_{tag}" if ext[1:] else f"{stem}_{tag}")
-            chosen, number = base, 2
-            while clashes(chosen) or key(chosen) in reserved:
-                chosen, number = f"{base}-{number}", number + 1
-        taken.add(key(chosen))
-        stems.append(chosen)
-    return stems
+    return output_stems(paths, out, tag)
 
 
 # "[ WARN:0@3.5] global grfmt_png.cpp:793 readFromStreamOrBuffer " before OpenCV's log messages.

@@ -5,10 +5,11 @@ function returns new arrays and leaves its inputs alone.
 """
 from __future__ import annotations
 
+import collections
 import os
 import pathlib
 import uuid
-from typing import Any, Optional, Tuple, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -16,9 +17,13 @@ import numpy as np
 from keras_cam._validation import to_numpy
 from keras_cam.visualize.headers import DEFAULT_MAX_PIXELS, ImageFileError, check_image_file, check_max_pixels
 
-__all__ = ["as_rgb", "deprocess_image", "read_image", "save_image", "to_uint8"]
+__all__ = ["as_rgb", "deprocess_image", "image_files", "output_stems", "read_image", "save_image", "to_uint8"]
 
 _SUFFIXES = (".png", ".jpg", ".jpeg")
+#: What is taken from a folder (`image_files`): the suffixes of the formats OpenCV decodes.
+IMAGE_SUFFIXES = frozenset([".avif", ".bmp", ".dib", ".exr", ".gif", ".hdr", ".jp2", ".jpe", ".jpeg", ".jpg",
+                            ".pbm", ".pfm", ".pgm", ".pic", ".png", ".pnm", ".ppm", ".pxm", ".ras", ".sr",
+                            ".tif", ".tiff", ".webp"])
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -210,6 +215,111 @@ def read_image(path: PathLike, size: Optional[Union[int, Tuple[int, int]]] = Non
         shrink = h * w < img.shape[0] * img.shape[1]
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return img.astype(np.float32) / 255.0
+
+
+def image_files(items: Sequence[PathLike], exclude: Optional[PathLike] = None) -> Tuple[List[str], List[str]]:
+    """The image files among files and folders, each once, in order; folders are searched recursively.
+
+    Files are kept as given (missing or unreadable ones are reported when they are read); a folder gives
+    its files with an image suffix (`IMAGE_SUFFIXES`, any case), sorted, leaving out the folder `exclude`
+    (an output folder inside an input folder: a second run must not take the first one's pictures).
+
+    Args:
+        items: image files and folders.
+        exclude: a folder to leave out of the search, e.g. where the outputs go.
+
+    Returns:
+        `(files, empty_folders)`: the files, each once (by absolute path), and the folders without images.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np
+    >>> from keras_cam.visualize.images import image_files, save_image
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = save_image(os.path.join(folder, "b", "y.png"), np.zeros((2, 2)))
+    >>> _ = save_image(os.path.join(folder, "a.png"), np.zeros((2, 2)))
+    >>> files, empty = image_files([folder])
+    >>> [os.path.relpath(f, folder) for f in files], empty
+    (['a.png', 'b/y.png'], [])
+    """
+    out_dir = None if exclude is None else os.path.normcase(os.path.abspath(os.fspath(exclude)))
+    files: List[str] = []
+    empty: List[str] = []
+    for item in (os.fspath(i) for i in items):
+        if not os.path.isdir(item):
+            files.append(item)
+            continue
+        found = []
+        for root, dirs, names in os.walk(item):
+            dirs[:] = [d for d in dirs if os.path.normcase(os.path.abspath(os.path.join(root, d))) != out_dir]
+            found += [os.path.join(root, n) for n in names
+                      if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+        if not found:
+            empty.append(item)
+        files += sorted(found)
+    seen = set()
+    unique = []
+    for path in files:
+        key = os.path.normcase(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique, empty
+
+
+def output_stems(paths: Sequence[str], out: str, tag: str) -> List[str]:
+    """One output path without suffix per input: `out/<its folder relative to the inputs' common parent
+    folder>/<name>_<tag>`. Distinct inputs get distinct outputs, and no output is an input: names that would
+    clash (x.png and x.jpg, or names equal but for case) get the input's extension, then "-2", "-3", ...
+
+    Args:
+        paths: the input files, each once.
+        out: the output folder.
+        tag: what the outputs are (e.g. the method's name).
+
+    Returns:
+        The stems, in the order of `paths`; add ".png" or ".npy".
+
+    Example:
+
+    >>> from keras_cam.visualize.images import output_stems
+    >>> output_stems(["in/a/x.png", "in/b/x.png", "in/b/x.jpg"], "out", "gradcam")
+    ['out/a/x_gradcam', 'out/b/x_png_gradcam', 'out/b/x_jpg_gradcam']
+    """
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    try:
+        common: Optional[str] = os.path.commonpath(folders) if folders else None
+    except ValueError:  # different drives (Windows): no common parent, names alone
+        common = None
+
+    def place(i: int, name: str) -> str:
+        folder = os.path.relpath(folders[i], common) if common else ""
+        return os.path.normpath(os.path.join(out, folder, name))
+
+    def key(path: str) -> str:  # case-insensitive: x.png and X.png are one file on macOS and Windows
+        return os.path.normcase(os.path.abspath(path)).casefold()
+
+    names = [os.path.splitext(os.path.basename(p)) for p in paths]
+    primary = [place(i, f"{stem}_{tag}") for i, (stem, _) in enumerate(names)]
+    counts = collections.Counter(key(p) for p in primary)
+    inputs = {key(p) for p in paths}
+    reserved = {key(p) for p in primary if counts[key(p)] == 1}
+    taken: set = set()
+
+    def clashes(stem: str) -> bool:
+        return key(stem) in taken or key(stem + ".png") in inputs or key(stem + ".npy") in inputs
+
+    stems = []
+    for i, (stem, ext) in enumerate(names):
+        chosen = primary[i]
+        if counts[key(chosen)] > 1 or clashes(chosen):
+            base = place(i, f"{stem}_{ext[1:]}_{tag}" if ext[1:] else f"{stem}_{tag}")
+            chosen, number = base, 2
+            while clashes(chosen) or key(chosen) in reserved:
+                chosen, number = f"{base}-{number}", number + 1
+        taken.add(key(chosen))
+        stems.append(chosen)
+    return stems
 
 
 def _opencv_reason(error: Exception) -> str:

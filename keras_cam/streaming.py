@@ -1,0 +1,447 @@
+"""`explain_dataset`: heatmaps for a whole dataset, batch by batch, in memory or into a store on disk.
+
+The data is read in a background thread (a queue of two batches) while the current batch is explained, and
+overlays are written by a second thread, so neither decoding nor PNG encoding waits for the model, and memory
+holds a few batches whatever the dataset's size. With a `store` (`keras_cam.store`), each finished batch is
+recorded, and the same call after an interruption resumes after the last finished batch. Data sources are
+recognised by what they offer (duck typing), so neither TensorFlow nor torch is imported here
+(docs/architecture.md, "Whole datasets").
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import queue
+import threading
+import time
+import warnings
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+import keras
+import numpy as np
+
+from keras_cam import capture
+from keras_cam._batching import DEFAULT_BATCH_SIZE, check_batch_size, pad_rows
+from keras_cam._validation import to_numpy, user_message
+from keras_cam.explainers.base import BaseCAM, Explanation
+from keras_cam.store import StoreWriter, open_store, settings
+from keras_cam.visualize.headers import DEFAULT_MAX_PIXELS
+
+__all__ = ["DatasetExplanation", "explain_dataset", "open_store"]
+
+#: Batches read ahead of the one being explained, and batches of overlays waiting to be written.
+QUEUE_DEPTH = 2
+
+
+@dataclasses.dataclass
+class DatasetExplanation(Explanation):
+    """An `Explanation` of a whole dataset, with the image files explained (one per row) and those skipped."""
+
+    paths: Optional[List[str]] = None
+    skipped: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Batch:
+    index: int
+    x: Any  # the model's input (an array, a list or a dict of arrays); None when every file was unreadable
+    y: Any = None
+    start: int = 0  # the first row in the data (array data: per-image targets are sliced from it)
+    pictures: Optional[np.ndarray] = None  # decoded images in [0, 1], for overlays of image files
+    paths: Optional[List[str]] = None
+    skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Source:
+    kind: str
+    n: Optional[int]  # images, when known before reading
+    batches: Callable[[int], Iterator[_Batch]]  # batches after the first `skip`
+    files: Optional[List[str]] = None
+
+
+def _numpy(x: Any) -> Any:
+    return keras.tree.map_structure(to_numpy, x)  # one array, or a list / dict of them (several inputs)
+
+
+def _elements(elements: Callable[[int], Iterator[Any]]) -> Callable[[int], Iterator[_Batch]]:
+    """Batches from a source of Keras-style elements, `x` or `(x, y[, sample_weight])`."""
+
+    def batches(skip: int) -> Iterator[_Batch]:
+        for i, element in enumerate(elements(skip), start=skip):
+            x, y, _ = keras.utils.unpack_x_y_sample_weight(element)
+            yield _Batch(i, _numpy(x), None if y is None else to_numpy(y))
+
+    return batches
+
+
+def _skipping(make: Callable[[], Any]) -> Callable[[int], Iterator[Any]]:
+    def elements(skip: int) -> Iterator[Any]:
+        for i, element in enumerate(make()):
+            if i >= skip:  # finished batches of a resumed run: read (an iterator cannot seek), not explained
+                yield element
+
+    return elements
+
+
+def _files_source(explainer: BaseCAM, files: List[str], size: int, preprocess: Optional[Callable],
+                  max_pixels: Optional[int], keep_pictures: bool) -> _Source:
+    import cv2
+
+    from keras_cam.visualize.images import read_image
+
+    try:
+        shape = capture.input_shape(explainer.model)
+    except ValueError:  # several inputs
+        shape = None
+    layout = capture.input_layout(explainer.model, 4) if shape is not None and len(shape) == 3 else None
+    hw = None if layout is None else layout.spatial_shape((1,) + tuple(shape))
+    if hw is None or None in hw:
+        takes = (None,) + tuple(shape) if shape else "other inputs"
+        raise ValueError(f"Explaining image files needs a model with a fixed image input size; model "
+                         f"'{explainer.model.name}' takes {takes}. "
+                         "Read and resize the images yourself and pass them as arrays or batches.")
+    channels = shape[0] if layout.channels_first else shape[-1]
+
+    def batches(skip: int) -> Iterator[_Batch]:
+        for i in range(skip, math.ceil(len(files) / size)):
+            pictures, paths, skipped = [], [], []
+            for path in files[i * size:(i + 1) * size]:
+                try:
+                    pictures.append(read_image(path, tuple(int(v) for v in hw), max_pixels=max_pixels))
+                    paths.append(path)
+                except (ValueError, OSError, MemoryError, cv2.error) as e:
+                    skipped.append((path, " ".join(user_message(e).split())))
+            x = kept = None
+            if pictures:
+                x = stacked = np.stack(pictures)
+                x = x.mean(axis=-1, keepdims=True) if channels == 1 else x
+                x = np.moveaxis(x, -1, 1) if layout.channels_first else x
+                x = x if preprocess is None else _numpy(preprocess(x))
+                kept = stacked if keep_pictures else None
+            yield _Batch(i, x, start=i * size, pictures=kept, paths=paths, skipped=skipped)
+
+    return _Source("files", len(files), batches, files)
+
+
+def _source(explainer: BaseCAM, data: Any, size: int, preprocess: Optional[Callable],
+            max_pixels: Optional[int], keep_pictures: bool) -> _Source:
+    """What `data` is, recognised by what it offers (no backend is imported to recognise it)."""
+    from keras_cam.visualize.images import image_files
+
+    is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
+    if is_path(data) or (isinstance(data, (list, tuple)) and data and all(is_path(v) for v in data)):
+        files, empty = image_files([data] if is_path(data) else list(data))
+        for folder in empty:
+            warnings.warn(f"keras-cam: skipped {folder}: a folder without image files", stacklevel=3)
+        return _files_source(explainer, files, size, preprocess, max_pixels, keep_pictures)
+    if hasattr(data, "as_numpy_iterator") and hasattr(data, "cardinality"):  # tf.data.Dataset
+        if int(data.cardinality()) == -1:
+            raise ValueError("`data` is an infinite tf.data.Dataset (e.g. .repeat() without a count); pass a "
+                             "finite one, e.g. dataset.take(n).")
+        return _Source("tf.data", None, _elements(_skipping(data.as_numpy_iterator)))
+    if isinstance(data, keras.utils.PyDataset):
+        count = data.num_batches
+        if count is None:
+            raise ValueError("`data` is an infinite keras.utils.PyDataset (num_batches is None); give it a "
+                             "length (__len__) to explain it.")
+        return _Source("PyDataset", None, _elements(lambda skip: (data[i] for i in range(skip, count))))
+    if hasattr(data, "shape") and hasattr(data, "__getitem__") and len(getattr(data, "shape", ())) >= 2:
+        n = int(data.shape[0])  # numpy (also memory-mapped), a backend tensor, a zarr array: sliced per batch
+
+        def arrays(skip: int) -> Iterator[_Batch]:
+            for i in range(skip, math.ceil(n / size)):
+                yield _Batch(i, to_numpy(data[i * size:(i + 1) * size]), start=i * size)
+
+        return _Source("array", n, arrays)
+    if hasattr(data, "__iter__") and not isinstance(data, (str, bytes, dict)):
+        kind = "DataLoader" if hasattr(data, "dataset") and hasattr(data, "batch_size") else "iterable"
+        return _Source(kind, None, _elements(_skipping(lambda: iter(data))))
+    raise ValueError("`data` must be an array of images, a tf.data.Dataset, a keras.utils.PyDataset, a torch "
+                     "DataLoader, an iterable of batches, image paths or a folder; got "
+                     f"{type(data).__name__}.")
+
+
+class _Reader:
+    """Reads batches in a background thread, `QUEUE_DEPTH` ahead; its errors are raised by `__iter__`."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[_Batch], first: int) -> None:
+        self._queue: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self._stop = threading.Event()
+        self._first = first
+        self._thread = threading.Thread(target=self._run, args=(batches,), name="keras-cam-reader",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, batches: Iterator[_Batch]) -> None:
+        read = self._first
+        try:
+            for batch in batches:
+                read += 1
+                if not self._put(batch):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # handed to the caller's thread
+            e.add_note(f"(raised while keras-cam read batch {read} of the data)")
+            self._put(e)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[_Batch]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class _Writer:
+    """Runs jobs (writing overlays) in a background thread, in order; the first error is raised by `check`."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue(QUEUE_DEPTH)
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="keras-cam-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self.error is None:
+                try:
+                    job()
+                except BaseException as e:
+                    e.add_note("(raised while keras-cam wrote overlays)")
+                    self.error = e
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.check()
+        while self._thread.is_alive():
+            try:
+                self._queue.put(job, timeout=0.1)
+                return
+            except queue.Full:
+                self.check()
+
+    def close(self) -> None:
+        """Waits for the jobs submitted, then raises the first error."""
+        self._queue.put(None)
+        self._thread.join()
+        self.check()
+
+
+def _overlay_job(names: List[str], pictures: np.ndarray, heatmaps: np.ndarray,
+                 channels_first: bool) -> Callable:
+    """Writes overlays of `heatmaps` on `pictures` (inputs out of [0, 1] are min-max scaled to show them)."""
+    from keras_cam.visualize import overlay, save_image
+
+    def job() -> None:
+        for name, picture, heatmap in zip(names, pictures, heatmaps):
+            picture = np.moveaxis(picture, 0, -1) if channels_first else picture
+            if picture.dtype != np.uint8 and picture.size and (picture.min() < 0 or picture.max() > 1):
+                picture = (picture - picture.min()) / max(float(picture.max() - picture.min()), 1e-12)
+            save_image(name, overlay(picture, heatmap))
+
+    return job
+
+
+def _labels(y: Any, index: int) -> np.ndarray:
+    if y is None:
+        raise ValueError(f'targets="labels" explains the labels y of (x, y) batches; batch {index} of the '
+                         "data has none. Yield (x, y) pairs, or pass targets=None (the predicted class).")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot (or probabilities)
+        return np.argmax(y, axis=1).astype(np.int32)
+    if y.ndim > 2:
+        raise ValueError(f'targets="labels" needs class labels (N,) or one-hot (N, K); batch {index} has '
+                         f"labels of shape {y.shape}.")
+    return np.rint(y.reshape(-1)).astype(np.int32)
+
+
+def _targets_for(targets: Any, batch: _Batch, rows: int) -> Any:
+    if isinstance(targets, str) and targets == "labels":
+        return _labels(batch.y, batch.index)
+    if isinstance(targets, np.ndarray):
+        return targets[batch.start:batch.start + rows]
+    return targets
+
+
+def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: Optional[str] = None,
+                    overlays_dir: Optional[str] = None, batch_size: Optional[int] = None, resume: bool = True,
+                    verbose: int = 1, dtype: str = "float16", preprocess: Optional[Callable] = None,
+                    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Any:
+    """Explains a whole dataset batch by batch, with memory bounded by a few batches.
+
+    Args:
+        explainer: any keras-cam explainer (`kc.GradCAM(model)`, `kc.get_explainer(name, model)`, ...).
+        data: an array of images (numpy, memory-mapped, a backend tensor), a `tf.data.Dataset` yielding `x`
+            or `(x, y[, w])`, a `keras.utils.PyDataset`, a torch `DataLoader`, any iterable of batches (arrays
+            or `(x, y)` tuples; a multi-input `x` is a list or dict), or image files: a list of paths or a
+            folder (searched recursively), decoded as RGB in [0, 1] and resized to the model's input size;
+            files that cannot be read are skipped with one warning each.
+        targets: None (the predicted class), an int, `"labels"` (the `y` of each `(x, y)` batch: class
+            indices or one-hot), a callable `(outputs) -> (N,)` scores, or, for array data only, one int per
+            image.
+        store: a folder for a zarr store (`"heatmaps.zarr"`, needs `pip install "keras-cam[zarr]"`): arrays
+            `heatmaps`, `targets`, `scores` (and `paths` for files), chunked by batch, read back with
+            `kc.open_store`. None keeps everything in memory.
+        overlays_dir: a folder for one PNG overlay per image (`kc.overlay` + `kc.save_image`), written in a
+            background thread: image files keep their names (`<name>_<method>.png`, folders relative to their
+            common parent), other data gets `<row>_<method>.png`.
+        batch_size: images per batch for arrays and files (default 32), and per compiled call for datasets,
+            which keep their own batches.
+        resume: with a store that exists, skip the batches it has finished (the same call after an
+            interruption ends with the store an uninterrupted run gives; a complete store is returned as it
+            is); a store made with other settings or another model is refused. False overwrites the store.
+        verbose: 0 silent, 1 a progress bar with images per second, 2 one line at the end.
+        dtype: heatmaps in the store: "float16" (default), "uint8" (x255, rounded) or "float32".
+        preprocess: for image files, a function applied to each batch of decoded images (float32 in [0, 1])
+            before the model sees it, e.g. `keras.applications.resnet.preprocess_input` after x255.
+        max_pixels: for image files, the most pixels a file may declare (image bombs are skipped).
+
+    Returns:
+        Without `store`, a `DatasetExplanation` (an `Explanation` with `heatmaps`, `targets`, `scores` of the
+        whole dataset, plus `paths` and `skipped` for files); with `store`, the `HeatmapStore` written.
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_cam as kc
+    model = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3), kc.CAMHead(2)])
+    result = kc.explain_dataset(kc.GradCAM(model), np.random.rand(40, 16, 16, 3), batch_size=8, verbose=0)
+    result.heatmaps.shape   # (40, 16, 16)
+    store = kc.explain_dataset(kc.GradCAM(model), np.random.rand(40, 16, 16, 3), store="maps.zarr")
+    store["heatmaps"][:4]   # float16 (4, 16, 16), read from disk
+    ```
+    """
+    if not isinstance(explainer, BaseCAM):
+        raise ValueError(f"`explainer` must be a keras-cam explainer (e.g. kc.GradCAM(model)), got "
+                         f"{type(explainer).__name__}.")
+    size = DEFAULT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size)
+    source = _source(explainer, data, size, preprocess, max_pixels, keep_pictures=overlays_dir is not None)
+    if isinstance(targets, (list, tuple, np.ndarray)):
+        targets = np.asarray(targets)
+        fits = source.kind == "array" and targets.shape[:1] == (source.n,)
+        if not fits or not np.issubdtype(targets.dtype, np.integer):
+            raise ValueError("Per-image `targets` need array data and one int per image; got targets of "
+                             f"shape {targets.shape} for {source.kind} data of {source.n} images. Use "
+                             "targets='labels' to explain the labels of (x, y) batches.")
+    writer = None
+    if store is not None:
+        made = settings(explainer, source.kind, source.n, targets, batch_size, dtype)
+        writer = StoreWriter(store, made, resume, dtype)
+        if writer.complete:
+            return open_store(writer.path)
+    first = writer.batches_done if writer is not None else 0
+    rows = int(writer.progress["rows"]) if writer is not None else 0
+    parts: List[Tuple[np.ndarray, ...]] = []
+    paths: List[str] = []
+    skipped: List[str] = []
+    progbar = None
+    seen = rows + (len(writer.progress["skipped"]) if writer is not None else 0)  # images read, or skipped
+    if verbose:
+        target = source.n
+        progbar = keras.utils.Progbar(target, verbose=verbose, stateful_metrics=["images/s"],
+                                      unit_name="image")
+    tag = explainer.name.replace("+", "p")
+    stems = None
+    if overlays_dir is not None and source.files is not None:
+        from keras_cam.visualize.images import output_stems
+
+        stems = dict(zip(source.files, output_stems(source.files, os.fspath(overlays_dir), tag)))
+    channels_first = overlays_dir is not None and capture.input_layout(explainer.model, 4).channels_first
+    overlays = _Writer() if overlays_dir is not None else None
+    reader = _Reader(source.batches(first), first)
+    # Batches smaller than the largest (the first) are padded to it: one compiled signature, also on resume.
+    padded_rows = size if source.kind in ("array", "files") else writer.padded if writer is not None else 0
+    shapes, started, done = None, time.perf_counter(), 0
+    try:
+        for batch in reader:
+            for path, reason in batch.skipped:
+                warnings.warn(f"keras-cam: skipped {path}: {reason}", stacklevel=2)
+            skipped += [path for path, _ in batch.skipped]
+            n = 0 if batch.x is None else len(keras.tree.flatten(batch.x)[0])
+            if n:
+                found = tuple(tuple(a.shape[1:]) for a in keras.tree.flatten(batch.x))
+                if shapes is not None and found != shapes:
+                    raise ValueError(f"Batch {batch.index} of the data has inputs of shape "
+                                     f"{found if len(found) > 1 else found[0]} per example, but the earlier "
+                                     f"batches had {shapes if len(shapes) > 1 else shapes[0]}: every batch "
+                                     "must have the same shape (resize the images to one size).")
+                shapes, padded_rows = found, max(padded_rows, n)
+                batch_targets = _targets_for(targets, batch, n)
+                if isinstance(batch_targets, np.ndarray):
+                    batch_targets = pad_rows(batch_targets, padded_rows)
+                try:
+                    x = keras.tree.map_structure(lambda a: pad_rows(a, padded_rows), batch.x)
+                    result = explainer.compute(x, targets=batch_targets, batch_size=batch_size)
+                except Exception as e:
+                    e.add_note(f"(raised while keras-cam explained batch {batch.index} of the data)")
+                    raise
+                maps, idx, scores = result.heatmaps[:n], result.targets[:n], result.scores[:n]
+            else:
+                maps, idx, scores = _empty()
+            if writer is not None:
+                writer.write(maps, idx, scores, batch.paths, [p for p, _ in batch.skipped], size, padded_rows)
+            else:
+                parts.append((maps, idx, scores))
+                paths += batch.paths or []
+            if overlays is not None and n:
+                if maps.ndim != 3:
+                    raise ValueError(f"`overlays_dir` writes pictures of one 2-D map per image; these maps "
+                                     f"have shape {maps.shape[1:]} per image. Leave overlays_dir out.")
+                folder = os.fspath(overlays_dir)
+                names = ([stems[p] + ".png" for p in batch.paths] if stems is not None else
+                         [os.path.join(folder, f"{rows + j:06d}_{tag}.png") for j in range(n)])
+                pictures = batch.pictures if batch.pictures is not None else keras.tree.flatten(batch.x)[0]
+                overlays.submit(_overlay_job(names, pictures, maps,
+                                             channels_first and batch.pictures is None))
+            rows, done, seen = rows + n, done + n, seen + n + len(batch.skipped)
+            if progbar is not None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progbar.update(seen, values=[("images/s", rate)])
+        if overlays is not None:
+            overlays.close()
+            overlays = None
+        if writer is not None:
+            writer.finish()
+    finally:
+        reader.close()
+        if overlays is not None:  # an error or an interrupt: finish the overlays of the batches recorded
+            try:
+                overlays.close()
+            except Exception:  # the error being raised says more
+                pass
+    if progbar is not None and progbar.target is None:  # a known target has finished the bar
+        progbar.update(seen, finalize=True)
+    if writer is not None:
+        return open_store(writer.path)
+    kept = [p for p in parts if len(p[0])] or [_empty()]
+    return DatasetExplanation(*(np.concatenate([p[i] for p in kept]) for i in range(3)),
+                              paths=paths if source.files is not None else None, skipped=skipped)
+
+
+def _empty() -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0,), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.float32)
