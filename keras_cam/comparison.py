@@ -20,6 +20,9 @@ from keras_cam.targets import resolve_targets
 
 #: The name of the reference row of uniformly random heatmaps (what any method must beat).
 RANDOM = "random (reference)"
+#: Methods left out of the default list: references, not explanations (RandomCAM's random channel weights;
+#: name it in `methods` to score it too).
+REFERENCE_METHODS = ("randomcam",)
 
 
 @dataclasses.dataclass
@@ -79,8 +82,9 @@ def compare_methods(
         targets: None (predicted class), an int, or one int per image (e.g. the true labels); every method
             explains the same classes.
         masks: optional (N, H, W) bool object masks: adds the pointing game and energy pointing game.
-        methods: explainer names (default: every available one; those that do not apply to the model, such
-            as CAM without a CAMHead, are skipped and listed in `skipped`). Named methods must apply.
+        methods: explainer names (default: every available one but the `REFERENCE_METHODS`; those that do
+            not apply to the model, such as CAM without a CAMHead, are skipped and listed in `skipped`).
+            Named methods must apply.
         layer: the layer to explain (None: the last spatial layer; CAM always uses its CAMHead's input).
         steps: deletion / insertion steps.
         batch_size: images per compiled call, for the explainers and the metrics.
@@ -100,7 +104,7 @@ def compare_methods(
     """
     x = as_image_batch(images)
     named = methods is not None
-    names = list(methods) if named else available_methods()
+    names = list(methods) if named else [n for n in available_methods() if n not in REFERENCE_METHODS]
     if not names:
         raise ValueError("`methods` is empty; pass explainer names, e.g. ['gradcam', 'scorecam'].")
     if int(steps) < 1:

@@ -1,12 +1,14 @@
 """Gradient-weighted methods: each one only says how it weighs the captured channels."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import keras
 
+from keras_cam._validation import check_int, check_number
 from keras_cam.explainers.base import BaseCAM
 from keras_cam.explainers.maps import spatial_axes
+from keras_cam.targets import class_scores
 
 _EPS = 1e-7
 
@@ -80,3 +82,96 @@ class LayerCAM(BaseCAM):
 
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
         return keras.ops.sum(keras.ops.relu(grads) * activations, axis=-1)
+
+
+class GradCAMElementWise(BaseCAM):
+    """Grad-CAM element-wise: `L = ReLU(sum_k ReLU(A_k * dS/dA_k))`, the positive part of each product.
+
+    Like HiResCAM, but a location only ever adds to the map: negative products are dropped before the sum over
+    channels (HiResCAM lets them cancel positive ones). Where every product is positive the two are equal.
+    As pytorch-grad-cam's `GradCAMElementWise` without its `eigen_smooth` option.
+    """
+
+    name = "gradcam-elementwise"
+    aliases = ("grad-cam-elementwise",)
+
+    def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
+        return keras.ops.sum(keras.ops.relu(activations * grads), axis=-1)
+
+
+def finer_scores(outputs: Any, index: Any, alpha: float, comparisons: int) -> Any:
+    """Finer-CAM's score of class `index` against its `comparisons` most similar classes.
+
+    The most similar classes of target `t` are those whose output is closest to `z_t` (`|z_j - z_t|`, `t`
+    itself excluded); with softmax weights `p_j` of the outputs, the score is
+    `sum_j p_j (z_t - alpha z_j) / (sum_j p_j + 1e-9)`. `outputs` (N, K), `index` (N,) or (N, T) resolved
+    class indices; returns scores of the shape of `index`.
+    """
+    ops = keras.ops
+    several = len(index.shape) == 2
+    idx = index if several else ops.expand_dims(index, -1)  # (N, T)
+    k = outputs.shape[-1]
+    onehot = ops.one_hot(idx, k)  # (N, T, K)
+    z = ops.expand_dims(outputs, 1) + ops.zeros_like(onehot)  # (N, T, K)
+    zt = ops.take_along_axis(outputs, idx, axis=-1)  # (N, T)
+    distance = ops.where(onehot > 0, -1.0, ops.abs(z - ops.expand_dims(zt, -1)))  # the target sorts first
+    similar = ops.argsort(ops.stop_gradient(distance), axis=-1)[..., 1:1 + min(comparisons, k - 1)]
+    p = ops.expand_dims(ops.softmax(outputs, axis=-1), 1) + ops.zeros_like(onehot)
+    pj = ops.take_along_axis(p, similar, axis=-1)  # (N, T, m)
+    zj = ops.take_along_axis(z, similar, axis=-1)
+    scores = ops.sum(pj * (ops.expand_dims(zt, -1) - alpha * zj), axis=-1) / (ops.sum(pj, axis=-1) + 1e-9)
+    return scores if several else scores[:, 0]
+
+
+class FinerCAM(GradCAM):
+    """Finer-CAM (Zhang et al. 2025): Grad-CAM of the target's score against its most similar classes.
+
+    What is differentiated is not the target's logit `z_t` but `sum_j p_j (z_t - alpha z_j) / sum_j p_j` over
+    the `comparisons` classes `j` whose outputs are closest to `z_t`, weighted by their softmax probability
+    `p_j` (pytorch-grad-cam's `FinerWeightedTarget`, gradients through `p_j` included): the map shows what
+    tells the class apart from its look-alikes rather than what makes it likely. `alpha = 0` is Grad-CAM.
+    The scores returned by `compute` are these comparison scores.
+
+    Differs from pytorch-grad-cam's `FinerCAM` in that the comparison classes are the `comparisons` most
+    similar ones (its default `comparison_categories=[1, 2, 3]`), capped at K - 1 for models with fewer
+    classes (where pytorch-grad-cam fails), and they are chosen for any class target, not only for
+    `targets=None`; only Grad-CAM is the base method. Needs one (N, K >= 2) class output; callable targets
+    are refused.
+
+    Args:
+        model, layer, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).
+        alpha: how strongly the similar classes' outputs are subtracted (1 by default, as pytorch-grad-cam).
+        comparisons: how many of the most similar classes the target is compared with (3 by default).
+    """
+
+    name = "finercam"
+    aliases = ("finer-cam",)
+    accepts_callable_targets = False
+
+    def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
+                 input_index: Optional[int] = None, input_name: Optional[str] = None,
+                 binary: Optional[bool] = None, alpha: float = 1.0, comparisons: int = 3) -> None:
+        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+        self.alpha = check_number("alpha", alpha, 0.0)
+        self.comparisons = check_int("comparisons", comparisons, 1)
+
+    def _config(self) -> tuple:
+        return super()._config() + (self.alpha, self.comparisons)
+
+    def _score_fn(self, targets: Any, index: Any) -> Callable:
+        if callable(targets):
+            return super()._score_fn(targets, index)  # refuses callables with the usual message
+        alpha, comparisons = self.alpha, self.comparisons
+        probabilities = not self.use_logits and bool(self._logit_layers)
+        binary = self._binary_unit()
+
+        def score_fn(outputs):
+            single = not isinstance(outputs, (list, tuple, dict)) and len(outputs.shape) == 2
+            if single and outputs.shape[-1] < 2:
+                raise ValueError("FinerCAM compares the target class with its most similar classes and needs "
+                                 "a classifier with one (N, K >= 2) output; this model has a single unit.")
+            _, idx = class_scores(outputs, index, probabilities=probabilities, binary=binary)
+            scores = finer_scores(keras.ops.cast(outputs, "float32"), idx, alpha, comparisons)
+            return scores, (scores, idx)
+
+        return score_fn
