@@ -1,7 +1,8 @@
 """Targets -> one score per image.
 
 Targets are `None` (the predicted class), an int, one int per image, several per image (an (N, K) int array,
-or `"all"` for every class: K maps per image from one forward pass), or a callable `(outputs) -> (N,)`.
+or `"all"` for every class: K maps per image from one forward pass), or a callable `(outputs) -> (N,)`:
+`output(...)` for multi-output models, `segmentation(...)` for per-pixel outputs (N, H, W, K).
 Class indices travel into compiled functions as an int32 tensor, `-1` meaning "predicted", so one compiled
 function serves every choice of targets for a given input shape.
 
@@ -11,6 +12,7 @@ unit is a **regression** output, whose only index is 0 = the output itself.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import keras
@@ -32,6 +34,8 @@ def resolve_targets(targets: Targets, n: int, num_classes: Optional[int],
         binary: with K == 1, whether the unit is a binary classifier (indices 0, 1) or a regression output
             (index 0 only).
     """
+    if isinstance(targets, SegmentationTarget):
+        return targets.resolve(n)
     if callable(targets):
         return targets
     if targets is None:
@@ -122,9 +126,19 @@ def class_scores(outputs: Any, index: Any, probabilities: bool = False, binary: 
     return (scores if several else scores[:, 0]), index
 
 
-def callable_scores(fn: Callable[[Any], Any], outputs: Any) -> Any:
-    """Applies a user score function and checks it returns one score per image."""
-    scores = fn(outputs)
+def callable_index(fn: Callable[[Any], Any], n: int) -> np.ndarray:
+    """What a callable target takes into compiled functions in place of class indices, chunked with the
+    images: a segmentation target's per-image masks (N, H, W), else `-1` (N,) (nothing)."""
+    rows = fn.take_rows() if isinstance(fn, SegmentationTarget) else None
+    return np.full((n,), PREDICTED, dtype=np.int32) if rows is None else rows
+
+
+def callable_scores(fn: Callable[[Any], Any], outputs: Any, index: Any = None) -> Any:
+    """Applies a user score function and checks it returns one score per image.
+
+    `index` is the chunk of what `callable_index` gave (segmentation targets read per-image masks in it).
+    """
+    scores = fn.score(outputs, index) if isinstance(fn, SegmentationTarget) else fn(outputs)
     if isinstance(scores, (list, tuple, dict)) or len(getattr(scores, "shape", ())) != 1:
         raise ValueError(
             "A callable `targets` must return one score per image, shape (N,); got "
@@ -204,3 +218,169 @@ def output(name_or_index: Union[int, str], class_index: Optional[int] = None) ->
     ```
     """
     return OutputTarget(name_or_index, class_index)
+
+
+class SegmentationTarget:
+    """Scores one class of a per-pixel output (N, *spatial, K): its logits summed over a mask (see
+    `segmentation`).
+
+    Equal targets (same class, same kind of mask, same shared mask or per-image mask shape) share compiled
+    functions: per-image masks are arguments of the compiled function, chunked with the images; a shared
+    mask is a constant of it, so each new shared mask is traced once.
+    """
+
+    def __init__(self, class_index: int, mask: Any = None) -> None:
+        if isinstance(class_index, bool) or not isinstance(class_index, (int, np.integer)) or class_index < 0:
+            raise ValueError("`class_index` must be an integer >= 0 (the class's channel on the output's "
+                             f"last axis), got {class_index!r}.")
+        self.class_index = int(class_index)
+        self._mask: Optional[np.ndarray] = None if mask is None else _as_mask(mask)
+        self.kind = "predicted" if mask is None else ("per_image" if self._mask.ndim == 3 else "shared")
+        self.mask_shape: Optional[Tuple[int, ...]] = None if mask is None else tuple(self._mask.shape)
+        self._rows: Optional[np.ndarray] = None  # per-image masks of one call, until the explainer takes them
+        if self.kind == "per_image":
+            self._key: tuple = (self.class_index, self.kind, self._mask.shape[1:])
+        elif self.kind == "shared":
+            digest = hashlib.sha1(self._mask.tobytes()).hexdigest()
+            self._key = (self.class_index, self.kind, self._mask.shape, digest)
+        else:
+            self._key = (self.class_index, self.kind)
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, SegmentationTarget) and other._key == self._key
+
+    def __hash__(self) -> int:
+        return hash(("segmentation",) + self._key)
+
+    def __repr__(self) -> str:
+        shape = "" if self.mask_shape is None else f", mask shape {self.mask_shape}"
+        return f"segmentation({self.class_index}, {self.kind}{shape})"
+
+    def resolve(self, n: int) -> "SegmentationTarget":
+        """This target for one call on `n` images: per-image masks checked against `n` and handed to the
+        explainer once (`take_rows`), so compiled functions and their cache keys never keep them."""
+        if self.kind != "per_image":
+            return self
+        if self._mask.shape[0] != n:
+            h, w = self._mask.shape[1:]
+            raise ValueError(
+                f"`mask` holds {self._mask.shape[0]} per-image masks {self._mask.shape} but there are {n} "
+                f"images; pass one mask per image, shape ({n}, {h}, {w}), or one mask ({h}, {w}) shared by "
+                "every image."
+            )
+        call = SegmentationTarget(self.class_index)
+        call.kind, call.mask_shape, call._key, call._rows = self.kind, self.mask_shape, self._key, self._mask
+        return call
+
+    def take_rows(self) -> Optional[np.ndarray]:
+        """The per-image masks (N, H, W) float32 of this call (once), or None."""
+        rows, self._rows = self._rows, None
+        return rows
+
+    def __call__(self, outputs: Any) -> Any:
+        return self.score(outputs)
+
+    def score(self, outputs: Any, index: Any = None) -> Any:
+        """(N,) scores of `outputs` (N, *spatial, K); `index` holds per-image masks inside explainers."""
+        ops = keras.ops
+        if isinstance(outputs, (list, tuple, dict)):
+            raise ValueError("The model has several outputs; `kc.targets.segmentation` scores a model with "
+                             "one per-pixel output (N, H, W, K). Pass a callable (outputs) -> (N,) that "
+                             "picks it.")
+        if len(outputs.shape) < 3:
+            raise ValueError(
+                f"The model output has shape {tuple(outputs.shape)}; `kc.targets.segmentation` scores "
+                "per-pixel outputs (N, H, W, K). For an (N, K) classifier pass the class index as `targets=`."
+            )
+        z = ops.cast(outputs, "float32")
+        k, c, grid = int(z.shape[-1]), self.class_index, tuple(z.shape[1:-1])
+        limit = 2 if k == 1 else k  # one unit: binary, class 1 = the unit's logit, class 0 its negation
+        if c >= limit:
+            raise ValueError(f"`class_index` {c} is out of range: the per-pixel output has {limit} classes "
+                             f"(valid indices 0..{limit - 1}).")
+        if k == 1:
+            logit = z[..., 0] if c == 1 else -z[..., 0]
+            predicted = z[..., 0] > 0 if c == 1 else z[..., 0] <= 0
+        else:
+            logit = z[..., c]
+            predicted = ops.argmax(z, axis=-1) == c
+        if self.kind == "predicted":
+            mask = ops.cast(predicted, "float32")
+        elif self.kind == "per_image" and index is not None and len(index.shape) >= 2:
+            mask = ops.cast(index, "float32")  # this chunk's masks, (chunk, H, W)
+        elif self._mask is not None:  # a shared mask, or per-image masks when called on the whole batch
+            mask = ops.convert_to_tensor(self._mask)
+        else:
+            raise ValueError(
+                "Per-image masks (N, H, W) follow the images through the gradient methods' compiled calls, "
+                "but Score-CAM scores each image's masked copies in passes of their own; with Score-CAM pass "
+                "one mask (H, W) per call (one image at a time), or mask=None."
+            )
+        shape = tuple(mask.shape[1:]) if self.kind != "shared" else tuple(mask.shape)
+        if shape != grid:  # never for predicted pixels
+            expected = ", ".join(str(d) for d in grid)
+            raise ValueError(
+                f"`mask` has shape {self.mask_shape} but the model's per-pixel output is {tuple(z.shape)}: "
+                f"pass a mask of shape ({expected}) shared by every image, or (N, {expected}) with one per "
+                "image (resize masks to the output's grid, e.g. with nearest-neighbour interpolation)."
+            )
+        rows, images = mask.shape[0], z.shape[0]
+        if self.kind == "per_image" and None not in (rows, images) and rows != images:
+            raise ValueError(f"`mask` holds {rows} per-image masks but the outputs have {images} images; "
+                             "pass one mask per image.")
+        return ops.sum(ops.reshape(logit * mask, (-1, int(np.prod(grid)))), axis=1)
+
+
+def _as_mask(mask: Any) -> np.ndarray:
+    """A float32 copy of a bool / 0-1 mask (H, W) or (N, H, W), or one clear `ValueError`."""
+    try:
+        m = np.array(mask)
+    except Exception:
+        m = np.asarray([], dtype=object)
+    if m.dtype.kind not in "biuf" or m.ndim not in (2, 3) or m.size == 0:
+        raise ValueError(
+            "`mask` must be None (the pixels predicted as the class), a bool or 0-1 array (H, W) shared by "
+            f"every image, or (N, H, W) with one per image; got {type(mask).__name__} with shape "
+            f"{np.shape(mask)}."
+        )
+    m = m.astype(np.float32)
+    if not np.all(np.isfinite(m)):
+        raise ValueError("`mask` values must be in [0, 1] (bool or 0-1 weights); got NaN or infinite values.")
+    if m.min() < 0 or m.max() > 1:
+        raise ValueError(f"`mask` values must be in [0, 1] (bool or 0-1 weights); got values in "
+                         f"[{m.min()}, {m.max()}].")
+    return m
+
+
+def segmentation(class_index: int, mask: Any = None) -> SegmentationTarget:
+    """A target for one class of a semantic segmentation model, whose output is per-pixel (N, H, W, K).
+
+    Each image scores the sum of the class's logits over `mask`: `sum_xy mask(x, y) z_c(x, y)`. Logits are
+    what every target scores: with `use_logits` (the default) an output layer ending in softmax/sigmoid is
+    read before it; otherwise the output as it is. A single unit (K = 1) is binary: class 1 is its logit and
+    class 0 the negated logit, predicted where the logit is > 0 (resp. <= 0). Classes are on the last axis.
+
+    Args:
+        class_index: the class to explain, an integer >= 0 (and < K; checked on the first call).
+        mask: the pixels to explain: None for those the model predicts as the class (argmax over K equals
+            `class_index`, computed from the outputs inside the call, as pytorch-grad-cam's
+            `SemanticSegmentationTarget` is used); or a bool / 0-1 array on the output's grid, (H, W) shared
+            by every image or (N, H, W) one per image. Per-image masks work with every gradient method; with
+            Score-CAM pass mask=None or one (H, W) mask per call (its masked passes are per image; with
+            mask=None each masked copy is scored on its own predicted pixels).
+
+    Returns:
+        A callable `(outputs) -> (N,)` scores, to pass as `targets=` to any explainer that takes callables.
+
+    Example:
+
+    ```python
+    import keras, numpy as np, keras_cam as kc
+    model = keras.Sequential([keras.Input((16, 16, 3)),
+                              keras.layers.Conv2D(8, 3, padding="same", name="conv"),
+                              keras.layers.Conv2D(3, 1, activation="softmax")])   # (N, 16, 16, 3)
+    images = np.random.rand(2, 16, 16, 3)
+    heatmaps = kc.GradCAM(model, layer="conv")(images, targets=kc.targets.segmentation(1))  # (2, 16, 16)
+    ```
+    """
+    return SegmentationTarget(class_index, mask)

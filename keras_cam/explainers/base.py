@@ -22,7 +22,8 @@ from keras_cam._batching import CACHE, Owner, Shared, chunk_size, run_batched, s
 from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
 from keras_cam.explainers.registry import register
 from keras_cam.explainers.maps import minmax, weighted_sum
-from keras_cam.targets import PREDICTED, OutputTarget, Targets, callable_scores, class_scores, resolve_targets
+from keras_cam.targets import (PREDICTED, OutputTarget, Targets, callable_index, callable_scores,
+                               class_scores, resolve_targets)
 
 @dataclass
 class Explanation:
@@ -269,7 +270,7 @@ class BaseCAM:
                targets if callable(targets) else np.shape(targets)[1:])
         fn = self._compiled(key, lambda owner: self._graph(owner, inputs.structure, self._input_size(inputs),
                                                            targets, upsample, normalize))
-        index = np.full(inputs.n, PREDICTED, np.int32) if callable(targets) else targets
+        index = callable_index(targets, inputs.n) if callable(targets) else targets  # or per-image masks
         return run_batched(lambda *arrays: fn(*to_tensors(arrays)), [index] + inputs.arrays, size)
 
     def _compiled(self, key: Any, make: Callable[[Owner], Callable]) -> Callable:
@@ -358,7 +359,7 @@ class BaseCAM:
                 if not self.accepts_callable_targets:
                     raise ValueError(f"{type(self).__name__} explains class indices: pass `targets` as None, an "
                                      "int or one int per image, not a callable.")
-                scores = callable_scores(targets, outputs)
+                scores = callable_scores(targets, outputs, index)
                 return scores, (scores, keras.ops.zeros_like(scores, dtype="int32") + PREDICTED)
             # Probabilities only when a sigmoid/softmax is left in place (use_logits=False).
             probabilities = not self.use_logits and bool(self._logit_layers)
