@@ -24,7 +24,7 @@ from keras_cam.layers import CAMHead
 _SETTINGS = {
     "signals": dict(classes=("sine", "square", "chirp"), size=256, n_train=2000, n_val=300, width=16,
                     epochs=8),
-    "volumes": dict(classes=("ball", "cube", "cross"), size=24, n_train=600, n_val=150, width=8, epochs=8),
+    "volumes": dict(classes=("ball", "cube", "cross"), size=24, n_train=600, n_val=150, width=16, epochs=8),
 }
 LAYOUT_DATA = tuple(_SETTINGS)
 _PER_CLASS = 4  # pictures per class
