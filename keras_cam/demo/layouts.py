@@ -14,8 +14,7 @@ import keras
 import numpy as np
 
 from keras_cam import datasets, metrics, visualize
-from keras_cam.callbacks import CAMSnapshot
-from keras_cam.demo.shapes import balanced, check_demo_args, clear_snapshots, train_demo_model
+from keras_cam.demo.shapes import check_demo_args, train_watched
 from keras_cam.explainers import GradCAM, class_activation_maps
 from keras_cam.layers import CAMHead
 
@@ -151,13 +150,8 @@ def run_layout_demo(
     kind = "Conv1D" if data == "signals" else "Conv3D"
     say(f"Training a {model.count_params():,}-parameter {kind} network with a CAMHead on {n_train} synthetic "
         f"{data} ({', '.join(classes)}), {epochs} epochs, {keras.backend.backend()} backend.")
-    snap_idx = balanced(y_val, len(classes), _SNAPSHOTS)
-    snapshot = CAMSnapshot(x_val[snap_idx], method="cam", targets=y_val[snap_idx], masks=m_val[snap_idx],
-                           output_dir=os.path.join(out_dir, "snapshots"), class_names=classes)
-    clear_snapshots(snapshot.output_dir)
-    history = train_demo_model(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
-                               verbose=verbose, callbacks=[snapshot])
-    per_epoch = [round(float(v), 4) for v in history.history.get("cam_pointing_game", [])]
+    per_epoch, _ = train_watched(model, (x_train, y_train), (x_val, y_val, m_val), classes, out_dir,
+                                 _SNAPSHOTS, epochs, batch_size, verbose)
 
     probs = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=64, verbose=0))
     accuracy = float(np.mean(probs.argmax(axis=-1) == y_val))

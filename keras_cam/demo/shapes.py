@@ -177,14 +177,9 @@ def run_demo(
         f"({', '.join(classes)}), {epochs} epochs, {keras.backend.backend()} backend.")
     # Watch the maps form: the CAMs of a few held-out images after each epoch, scored against their masks
     # (the callback never changes training: the same seed trains the same weights without it).
-    snap_idx = balanced(y_val, len(classes), _SNAPSHOTS)
-    snapshot = CAMSnapshot(x_val[snap_idx], method="cam", targets=y_val[snap_idx], masks=m_val[snap_idx],
-                           output_dir=os.path.join(out_dir, "snapshots"), class_names=classes)
-    clear_snapshots(snapshot.output_dir)
-    history = train_demo_model(model, x_train, y_train, epochs=epochs, batch_size=batch_size,
-                               verbose=verbose, callbacks=[snapshot])
-    per_epoch = [round(float(v), 4) for v in history.history.get("cam_pointing_game", [])]
-    say(f"pointing game of the {len(snap_idx)} snapshot images, epoch by epoch: "
+    per_epoch, watched = train_watched(model, (x_train, y_train), (x_val, y_val, m_val), classes, out_dir,
+                                       _SNAPSHOTS, epochs, batch_size, verbose)
+    say(f"pointing game of the {watched} snapshot images, epoch by epoch: "
         + " ".join(f"{v:.2f}" for v in per_epoch))
 
     probs = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=128, verbose=0))
@@ -276,6 +271,22 @@ def check_demo_args(seed: Any, size: Tuple[Any, int], **counts: Any) -> None:
             raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be an integer >= 0, got {seed!r}.")
+
+
+def train_watched(model: keras.Model, train: Tuple[np.ndarray, np.ndarray],
+                  val: Tuple[np.ndarray, np.ndarray, np.ndarray], classes: Sequence[str], out_dir: str,
+                  n_snapshots: int, epochs: int, batch_size: int, verbose: int) -> Tuple[list, int]:
+    """Trains with a `CAMSnapshot` of up to `n_snapshots` held-out examples (classes in turn) and their masks,
+    written to `out_dir/snapshots`; returns their pointing game after each epoch (from the training logs) and
+    how many were watched."""
+    x_val, y_val, m_val = val
+    idx = balanced(y_val, len(classes), n_snapshots)
+    snapshot = CAMSnapshot(x_val[idx], method="cam", targets=y_val[idx], masks=m_val[idx],
+                           output_dir=os.path.join(out_dir, "snapshots"), class_names=classes)
+    clear_snapshots(snapshot.output_dir)
+    history = train_demo_model(model, *train, epochs=epochs, batch_size=batch_size, verbose=verbose,
+                               callbacks=[snapshot])
+    return [round(float(v), 4) for v in history.history.get("cam_pointing_game", [])], len(idx)
 
 
 def balanced(labels: np.ndarray, num_classes: int, n: int) -> np.ndarray:
