@@ -89,7 +89,9 @@ def test_torch_dataloader(explainer, data):
     x, y, _, labelled = data
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x), torch.tensor(y)),
                                          batch_size=B)
-    _same(kc.explain_dataset(explainer, loader, targets="labels", verbose=0), labelled)
+    result = kc.explain_dataset(explainer, loader, targets="labels", verbose=0)
+    assert result.heatmaps.shape[0] == len(x)
+    _same(result, labelled)
 
 
 @pytest.mark.backends

@@ -5,7 +5,6 @@ and `kc.datasets.make_volumes` (`keras-cam demo --data signals`, `--data volumes
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Dict, Sequence, Tuple
@@ -14,7 +13,7 @@ import keras
 import numpy as np
 
 from keras_cam import datasets, metrics, visualize
-from keras_cam.demo.shapes import check_demo_args, train_watched
+from keras_cam.demo.shapes import check_demo_args, train_watched, write_summary
 from keras_cam.explainers import GradCAM, class_activation_maps
 from keras_cam.layers import CAMHead
 
@@ -193,18 +192,6 @@ def run_layout_demo(
         "energy_pointing_game": round(energy, 4),
         "chance_pointing_game": round(chance, 4),
         "pointing_game_per_epoch": per_epoch,
-        "epochs": int(epochs),
-        "seed": int(seed),
-        "n_train": int(n_train),
-        "n_val": int(n_val),
-        "size": int(size),
-        "classes": list(classes),
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-        "files": files + ["summary.json"],
     }
-    summary["seconds"] = round(time.perf_counter() - start, 2)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    say(f"wrote {', '.join(summary['files'])} to {out_dir}/ in {summary['seconds']:.0f} s")
-    return summary
+    return write_summary(out_dir, summary, files, start, say, epochs=epochs, seed=seed, n_train=n_train,
+                         n_val=n_val, size=size, classes=list(classes))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -246,17 +246,18 @@ def run_demo(
         "pointing_game_per_epoch": per_epoch,
         "methods": methods,
         "wrong_predictions": int(wrong.size),
-        "epochs": int(epochs),
-        "seed": int(seed),
-        "n_train": int(n_train),
-        "n_val": int(n_val),
-        "size": int(size),
-        "classes": list(classes),
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-        "files": files + ["summary.json"],
         "note": None if wrong.size else "every validation image was classified correctly; no wrong.png",
     }
+    return write_summary(out_dir, summary, files, start, say, epochs=epochs, seed=seed, n_train=n_train,
+                         n_val=n_val, size=size, classes=list(classes))
+
+
+def write_summary(out_dir: str, summary: Dict[str, Any], files: list, start: float, say: Callable,
+                  **settings: Any) -> Dict[str, Any]:
+    """Completes a demo's summary (its settings, backend, files, seconds), writes `summary.json`, says so."""
+    summary.update({k: (int(v) if isinstance(v, (int, np.integer)) else v) for k, v in settings.items()})
+    summary.update(backend=keras.backend.backend(), keras_version=keras.__version__,
+                   files=list(files) + ["summary.json"])
     summary["seconds"] = round(time.perf_counter() - start, 2)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
