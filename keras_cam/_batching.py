@@ -133,8 +133,13 @@ class SharedCache:
         self._lock = threading.RLock()  # weakref callbacks run whenever the collector does
 
     def get(self, model: Any, key: Hashable, build: Callable[[], Any]) -> Any:
-        """The entry for (`model`, `key`), built with `build()` (and remembered) on a miss."""
+        """The entry for (`model`, `key`), built with `build()` (and remembered) on a miss.
+
+        The devices the model runs on now are part of the key: a function built for one device is not used
+        under a strategy (or distribution), nor one built for a strategy without it.
+        """
         mid = id(model)
+        key = (key, device_key(model))
         with self._lock:
             ref = self._models.get(mid)
             if ref is None or ref() is not model:  # a new model (or a new one at a recycled id)
@@ -225,6 +230,28 @@ class Owner:
         return self._ref()
 
 
+def devices(model: Any) -> Tuple[Any, int]:
+    """The strategy (TF) or distribution (JAX) `model` runs under now and its device count; `(None, 1)` on
+    one device, and always on backends without several-device support (PyTorch)."""
+    find = getattr(seam.get(), "devices", None)
+    return (None, 1) if find is None else find(model)
+
+
+def device_key(model: Any) -> Optional[tuple]:
+    """What compiled functions of `model` depend on about its devices: None on one device. The functions
+    keep their strategy (distribution) alive, so its id is not reused while they are cached."""
+    context, count = devices(model)
+    return None if context is None else (type(context).__name__, id(context), count)
+
+
+def compile_rows(seam_module: Any, fn: Callable, model: Any) -> Callable:
+    """`seam_module.compile(fn, model)` for a function whose rows are independent (each output row depends on
+    the same row of the inputs only): on several devices, each call is split by rows over them."""
+    if devices(model)[1] > 1:
+        return seam_module.compile(fn, model, split=True)
+    return seam_module.compile(fn, model)
+
+
 def compiled_forward(model: Any, sig: tuple) -> Callable:
     """`model(x, training=False)` compiled for one input signature, shared and kept while `model` lives."""
     ref = weakref.ref(model)
@@ -232,7 +259,7 @@ def compiled_forward(model: Any, sig: tuple) -> Callable:
     def forward(x: Any) -> Any:
         return ref()(x, training=False)
 
-    return CACHE.get(model, ("forward", sig), lambda: seam.get().compile(forward, model))
+    return CACHE.get(model, ("forward", sig), lambda: compile_rows(seam.get(), forward, model))
 
 
 class Shared:
@@ -240,4 +267,4 @@ class Shared:
 
     def __init__(self, make: Callable[[Owner], Callable], seam_module: Any, model: Any) -> None:
         self.owner = Owner()
-        self.fn = seam_module.compile(make(self.owner), model)
+        self.fn = compile_rows(seam_module, make(self.owner), model)

@@ -10,8 +10,23 @@ Everything else in keras-cam is written in `keras.ops` and numpy. A backend modu
   differentiated), and each image's score depends only on its own image, so the gradient of the sum is the
   per-image gradient.
 - `input_grads(model, inputs, loss_fn)`: `(loss, d sum(loss) / d inputs)` with `loss_fn(model, inputs)`.
-- `compile(fn, model)`: a compiled version of `fn(*tensors)`; model variables are read at call time, so
-  training between calls needs no recompilation.
+- `input_layer_grads(model, x, layers, forward)`: `(d sum(scores) / d x, activations, grads, aux)` from one
+  forward pass `(scores, aux) = forward(x)` with `layers` intercepted; `grads[i]` is the gradient w.r.t. the
+  output of `layers[i]` (None for a layer that did not run). Nothing is stopped: the gradient reaches the
+  input and every layer in the same backward pass (FullGrad's input- and bias-gradients).
+- `activation_hvp(model, inputs, layers, score_fn)`: `(activations, grads, hvps, outputs, aux)`, as
+  `activation_grads`, plus per layer the Hessian-vector product `H A = d (g . A) / dA` of the summed scores
+  w.r.t. the layer's activations A, with A as the vector (held constant); (N, K, ...) for (N, K) scores
+  (ShapleyCAM). TensorFlow: nested tapes; JAX: jvp of the vjp along A; PyTorch: `create_graph=True`.
+- `compile(fn, model, split=False)`: a compiled version of `fn(*tensors)`; model variables are read at call
+  time, so training between calls needs no recompilation. With `split` (for functions whose output rows
+  depend on the same input rows only) and several devices, each call whose arguments all have the same
+  number of rows is padded to a multiple of the device count, split by rows over the devices, and its
+  outputs come back whole, in order (docs/architecture.md, "Several devices").
+- `devices(model)`: `(strategy or distribution, device count)` that `model` runs on now, `(None, 1)` on one
+  device. TensorFlow: the `tf.distribute` strategy `model.distribute_strategy` names (the one the model was
+  built under, else the one in scope), split with `strategy.run`; JAX: the active `keras.distribution`,
+  inputs put with its data layout. Optional: a backend without it (PyTorch) runs on one device.
 - `release_memory()`: called when compiled functions are dropped, to release what the backend keeps for
   them beyond the functions themselves.
 """

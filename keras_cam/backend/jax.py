@@ -7,12 +7,13 @@ activation (docs/architecture.md, "The backend seam").
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import keras
 
+from keras_cam import _devices
 from keras_cam.backend.common import check_recorded
 from keras_cam.capture import intercept
 
@@ -70,7 +71,8 @@ def input_grads(model, inputs, loss_fn: Callable):
     return loss, grads
 
 
-def compile(fn: Callable, model) -> Callable:
+def compile(fn: Callable, model, split: bool = False) -> Callable:
+    distribution, count = devices(model) if split else (None, 1)
     variables = list(model.variables)
 
     # Variable values are arguments, not constants baked into the trace: training between calls needs
@@ -81,9 +83,27 @@ def compile(fn: Callable, model) -> Callable:
             return fn(*args)
 
     def call(*args):
-        return jitted([v.value for v in variables], *args)
+        values = [v.value for v in variables]
+        rows = _devices.common_rows(args) if distribution is not None else None
+        if rows is None:  # one device, or not a chunk of rows
+            return jitted(values, *args)
+        # Rows sharded over the devices as Keras shards a batch; jit partitions the work after them.
+        args = [jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout)
+                for a in _devices.pad(args, count)]
+        return _devices.cut(jitted(values, *args), rows)
 
     return call
+
+
+def devices(model) -> Tuple[Any, int]:
+    """The active `keras.distribution` (e.g. `DataParallel`) and the devices a batch is split over, or
+    `(None, 1)` for one device. Like Keras' own training loop, it is read at call time."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None, 1
+    mesh = distribution.device_mesh
+    count = int(mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)])
+    return (distribution, count) if count > 1 else (None, 1)
 
 
 def release_memory() -> None:
@@ -98,3 +118,94 @@ def release_memory() -> None:
     clear = getattr(util, "clear_all_caches", None)
     if clear is not None:
         clear()
+
+
+def input_layer_grads(model, x, layers: Sequence, forward: Callable):
+    """`(d sum(scores) / d x, activations, grads, aux)` from one forward pass `(scores, aux) = forward(x)`,
+    with `layers` intercepted: `grads[i]` is the gradient w.r.t. layer i's output (a zero probe added to it),
+    nothing stopped (None for a layer that did not run). See `keras_cam/backend/__init__.py`."""
+
+    def run(x, probes):
+        recorded: List[Any] = [None] * len(layers)
+
+        def transform_for(i: int) -> Callable:
+            def transform(out):
+                if probes is not None and probes[i] is not None:
+                    out = out + probes[i].astype(out.dtype)
+                recorded[i] = out
+                return out
+
+            return transform
+
+        with contextlib.ExitStack() as stack:
+            for i, layer in enumerate(layers):
+                stack.enter_context(intercept(layer, transform_for(i)))
+            scores, aux = forward(x)
+        return scores, (recorded, aux)
+
+    shapes = jax.eval_shape(lambda x: run(x, None)[1][0], x)
+    probes = [None if s is None else jnp.zeros(s.shape, jnp.float32) for s in shapes]
+    scores, vjp, (recorded, aux) = jax.vjp(run, x, probes, has_aux=True)
+    x_grad, layer_grads = vjp(jnp.ones_like(scores))
+    return x_grad, recorded, list(layer_grads), aux
+
+
+def _scaled_forward(model, inputs, layers: Sequence, probes, scales):
+    """`_forward` whose hook returns `a + probe + scale * stop_gradient(a)`: the derivative along `scale` is
+    the direction `a` itself (for Hessian-vector products with the activations)."""
+    recorded: List[Any] = [None] * len(layers)
+
+    def transform_for(i: int) -> Callable:
+        def transform(out):
+            if not any(r is not None for r in recorded):
+                out = jax.lax.stop_gradient(out)
+            out = out + probes[i].astype(out.dtype) + scales[i].astype(out.dtype) * jax.lax.stop_gradient(out)
+            recorded[i] = out
+            return out
+
+        return transform
+
+    with contextlib.ExitStack() as stack:
+        for i, layer in enumerate(layers):
+            stack.enter_context(intercept(layer, transform_for(i)))
+        outputs = model(inputs, training=False)
+    check_recorded(recorded, layers)
+    return recorded, outputs
+
+
+def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
+    """`activation_grads` plus `hvps`: per layer, `H A` (the Hessian of the summed scores w.r.t. the layer's
+    activations times the activations), as the forward-mode derivative (jvp) of the gradient along A;
+    (N, K, ...) for (N, K) scores, the K backward passes vectorized with vmap."""
+    shapes = jax.eval_shape(lambda x: _forward(model, x, layers)[0], inputs)
+    probes = [jnp.zeros(shape.shape, jnp.float32) for shape in shapes]
+    n = len(layers)
+    score_shape = jax.eval_shape(lambda x: score_fn(_forward(model, x, layers)[1])[0], inputs).shape
+
+    def grads_at(scales, cotangent):
+        def objective(probes):
+            recorded, outputs = _scaled_forward(model, inputs, layers, probes, scales)
+            scores, aux = score_fn(outputs)
+            return scores, (recorded, outputs, aux)
+
+        _, vjp, extra = jax.vjp(objective, probes, has_aux=True)
+        (grads,) = vjp(cotangent)
+        return list(grads), extra
+
+    def per_target(cotangent):
+        zeros = jnp.zeros((n,), jnp.float32)
+        hvps, grads, extra = [], None, None
+        for i in range(n):  # one direction per layer: H_ii A_i
+            grads, tangents, extra = jax.jvp(lambda s: grads_at(s, cotangent), (zeros,),
+                                             (jnp.eye(n, dtype=jnp.float32)[i],), has_aux=True)
+            hvps.append(tangents[i])
+        return grads, hvps, extra
+
+    if len(score_shape) == 1:
+        grads, hvps, (recorded, outputs, aux) = per_target(jnp.ones(score_shape, jnp.float32))
+        return recorded, grads, hvps, outputs, aux
+    k = score_shape[1]
+    cotangents = jnp.broadcast_to(jnp.eye(k, dtype=jnp.float32)[:, None, :], (k,) + tuple(score_shape))
+    grads, hvps, (recorded, outputs, aux) = jax.vmap(per_target, out_axes=(0, 0, None))(cotangents)
+    move = lambda parts: [jnp.moveaxis(p, 0, 1) for p in parts]  # noqa: E731  (K, N, ...) -> (N, K, ...)
+    return recorded, move(grads), move(hvps), outputs, aux

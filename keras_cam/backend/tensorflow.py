@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, List, Sequence, Tuple
 
 import tensorflow as tf
 
+from keras_cam import _devices
 from keras_cam._validation import user_message
 from keras_cam.backend.common import check_recorded
 from keras_cam.capture import intercept
@@ -53,7 +54,10 @@ def input_grads(model, inputs, loss_fn: Callable):
 _PLAIN_ERRORS = (ValueError, TypeError, IndexError, KeyError, NotImplementedError)
 
 
-def compile(fn: Callable, model) -> Callable:
+def compile(fn: Callable, model, split: bool = False) -> Callable:
+    strategy, count = devices(model) if split else (None, 1)
+    if strategy is not None:
+        fn = _over_replicas(fn, strategy, count)
     # Variables are captured by reference, so weight updates are seen without retracing.
     traced = tf.function(fn, reduce_retracing=False)
     # TensorFlow counts traces per Python code object, so every signature's function (each traced once)
@@ -73,9 +77,104 @@ def compile(fn: Callable, model) -> Callable:
     return call
 
 
+def devices(model) -> Tuple[Any, int]:
+    """The `tf.distribute` strategy `model` runs under and its replica count, or `(None, 1)` for one device.
+
+    As `model.predict` decides: the strategy whose scope the model was built in, else the one in scope at
+    call time (`with strategy.scope():`).
+    """
+    strategy = getattr(model, "distribute_strategy", None)  # Keras models; a bare layer has none
+    if strategy is None:
+        strategy = tf.distribute.get_strategy()
+    count = int(strategy.num_replicas_in_sync)
+    return (strategy, count) if count > 1 else (None, 1)
+
+
+def _over_replicas(fn: Callable, strategy: Any, count: int) -> Callable:
+    """`fn` with its rows split over the replicas (`strategy.run`, traced into one graph), outputs in order."""
+
+    def run(*args):
+        rows = _devices.common_rows(args)
+        if rows is None:  # not a chunk of rows: one device, as without a strategy
+            return fn(*args)
+        padded = _devices.pad(args, count)
+        parts = strategy.experimental_distribute_values_from_function(
+            lambda ctx: tuple(_devices.split(padded, count, ctx.replica_id_in_sync_group)))
+        outputs = strategy.run(fn, args=parts)
+        return _devices.gather(strategy.experimental_local_results(outputs), rows)
+
+    return run
+
+
 def to_numpy(x: Any):
     return x.numpy() if hasattr(x, "numpy") else x
 
 
 def release_memory() -> None:
     """Called when compiled functions are dropped; nothing beyond them to release here."""
+
+
+def input_layer_grads(model, x, layers: Sequence, forward: Callable):
+    """`(d sum(scores) / d x, activations, grads, aux)` from one forward pass `(scores, aux) = forward(x)`,
+    with `layers` intercepted: `grads[i]` is the gradient w.r.t. layer i's output, nothing stopped
+    (None for a layer that did not run). See `keras_cam/backend/__init__.py`."""
+    recorded: List[Any] = [None] * len(layers)
+
+    def transform_for(i: int) -> Callable:
+        def transform(out):
+            tape.watch(out)
+            recorded[i] = out
+            return out
+
+        return transform
+
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        with contextlib.ExitStack() as stack:
+            for i, layer in enumerate(layers):
+                stack.enter_context(intercept(layer, transform_for(i)))
+            scores, aux = forward(x)
+    found = [i for i, r in enumerate(recorded) if r is not None]
+    grads = tape.gradient(scores, [x] + [recorded[i] for i in found],
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    layer_grads: List[Any] = [None] * len(layers)
+    for j, i in enumerate(found):
+        layer_grads[i] = grads[1 + j]
+    return grads[0], recorded, layer_grads, aux
+
+
+def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
+    """`activation_grads` plus `hvps`: per layer, `H A = d (g . A) / dA` (A held constant), the Hessian of the
+    summed scores w.r.t. the layer's activations times the activations; (N, K, ...) for (N, K) scores.
+    Nested tapes: the inner one gives the gradients, the outer one differentiates them."""
+    recorded: List[Any] = [None] * len(layers)
+
+    def transform_for(i: int) -> Callable:
+        def transform(out):
+            if not any(r is not None for r in recorded):
+                out = tf.stop_gradient(out)  # the first captured layer: nothing upstream is differentiated
+            outer.watch(out)
+            inner.watch(out)
+            recorded[i] = out
+            return out
+
+        return transform
+
+    zero = tf.UnconnectedGradients.ZERO
+    with tf.GradientTape(watch_accessed_variables=False, persistent=True) as outer:
+        with tf.GradientTape(watch_accessed_variables=False, persistent=True) as inner:
+            with contextlib.ExitStack() as stack:
+                for i, layer in enumerate(layers):
+                    stack.enter_context(intercept(layer, transform_for(i)))
+                outputs = model(inputs, training=False)
+            scores, aux = score_fn(outputs)
+            columns = [scores] if len(scores.shape) == 1 else tf.unstack(scores, axis=1)
+        check_recorded(recorded, layers)
+        per_column = [inner.gradient(c, recorded, unconnected_gradients=zero) for c in columns]
+        dots = [[tf.reduce_sum(g * tf.stop_gradient(a)) for g, a in zip(gs, recorded)] for gs in per_column]
+    hvps = [[outer.gradient(d, a, unconnected_gradients=zero) for d, a in zip(ds, recorded)] for ds in dots]
+    del inner, outer
+    if len(scores.shape) == 1:
+        return recorded, per_column[0], hvps[0], outputs, aux
+    stack_k = lambda parts: [tf.stack(p, axis=1) for p in zip(*parts)]  # noqa: E731  (N, K, ...)
+    return recorded, stack_k(per_column), stack_k(hvps), outputs, aux

@@ -70,12 +70,18 @@ def input_grads(model, inputs, loss_fn: Callable):
     return loss.detach(), grads.detach()
 
 
-def compile(fn: Callable, model) -> Callable:
+def compile(fn: Callable, model, split: bool = False) -> Callable:
+    # Eager: nothing to trace. One device (see `devices`), so `split` has nothing to split.
     def call(*args):
         with torch.no_grad():
             return fn(*args)
 
     return call
+
+
+def devices(model) -> tuple:
+    """PyTorch runs on one device here (a process per GPU is the PyTorch way to use several)."""
+    return None, 1
 
 
 def _detach(x):
@@ -90,3 +96,84 @@ def _detach(x):
 
 def release_memory() -> None:
     """Called when compiled functions are dropped; nothing beyond them to release here."""
+
+
+def input_layer_grads(model, x, layers: Sequence, forward: Callable):
+    """`(d sum(scores) / d x, activations, grads, aux)` from one forward pass `(scores, aux) = forward(x)`,
+    with `layers` intercepted: `grads[i]` is the gradient w.r.t. layer i's output, nothing stopped
+    (None for a layer that did not run). See `keras_cam/backend/__init__.py`."""
+    recorded: List[Any] = [None] * len(layers)
+
+    def transform_for(i: int) -> Callable:
+        def transform(out):
+            recorded[i] = out
+            return out
+
+        return transform
+
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        with contextlib.ExitStack() as stack:
+            for i, layer in enumerate(layers):
+                stack.enter_context(intercept(layer, transform_for(i)))
+            scores, aux = forward(leaf)
+        found = [i for i, r in enumerate(recorded) if r is not None and r.requires_grad]
+        grads = [None] * (1 + len(found))
+        if scores.requires_grad:
+            grads = list(torch.autograd.grad(scores.sum(), [leaf] + [recorded[i] for i in found],
+                                             allow_unused=True))
+    x_grad = torch.zeros_like(leaf) if grads[0] is None else grads[0].detach()
+    layer_grads: List[Any] = [None] * len(layers)
+    for i, r in enumerate(recorded):
+        if r is not None:
+            g = grads[1 + found.index(i)] if i in found else None
+            layer_grads[i] = torch.zeros_like(r).detach() if g is None else g.detach()
+    acts = [None if r is None else r.detach() for r in recorded]
+    return x_grad, acts, layer_grads, _detach(aux)
+
+
+def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
+    """`activation_grads` plus `hvps`: per layer, `H A = d (g . A) / dA` (A held constant), the gradient taken
+    with `create_graph=True` and differentiated again with A as `grad_outputs`; (N, K, ...) for (N, K)
+    scores, one pair of backward passes per target."""
+    recorded: List[Any] = [None] * len(layers)
+
+    def transform_for(i: int) -> Callable:
+        def transform(out):
+            if not torch.is_grad_enabled():
+                torch.set_grad_enabled(True)  # the first captured layer: autograd records from here on
+                out = out.detach().requires_grad_(True)
+            recorded[i] = out
+            return out
+
+        return transform
+
+    with torch.no_grad():
+        with contextlib.ExitStack() as stack:
+            for i, layer in enumerate(layers):
+                stack.enter_context(intercept(layer, transform_for(i)))
+            outputs = model(inputs, training=False)
+        check_recorded(recorded, layers)
+        scores, aux = score_fn(outputs)
+        torch.set_grad_enabled(True)
+        columns = [scores] if scores.ndim == 1 else [scores[:, k] for k in range(scores.shape[1])]
+        grads, hvps = [], []
+        for column in columns:
+            g = [None] * len(recorded)
+            if column.requires_grad:
+                g = list(torch.autograd.grad(column.sum(), recorded, create_graph=True, retain_graph=True,
+                                             allow_unused=True))
+            h = []
+            for gi, a in zip(g, recorded):
+                hv = None
+                if gi is not None and gi.requires_grad:
+                    (hv,) = torch.autograd.grad(gi, a, grad_outputs=a.detach(), retain_graph=True,
+                                                allow_unused=True)
+                h.append(hv)
+            grads.append([torch.zeros_like(a) if v is None else v.detach() for v, a in zip(g, recorded)])
+            hvps.append([torch.zeros_like(a) if v is None else v.detach() for v, a in zip(h, recorded)])
+    acts = [a.detach() for a in recorded]
+    if scores.ndim == 1:
+        return acts, grads[0], hvps[0], _detach(outputs), _detach(aux)
+    stack_k = lambda parts: [torch.stack(p, dim=1) for p in zip(*parts)]  # noqa: E731  (N, K, ...)
+    return acts, stack_k(grads), stack_k(hvps), _detach(outputs), _detach(aux)
