@@ -8,7 +8,9 @@
 - `boxes_from_heatmaps`, `box_iou`, `localization_accuracy`: does the map's box match the object's (the CAM
   paper's weakly supervised localization)? Also numpy and OpenCV only.
 - `deletion_auc`, `insertion_auc` and their curves: does the map rank first the pixels the model relies on?
-  They run the model, so they live in `keras_cam.faithfulness` and are found here on first use.
+  They run the model, so they live in `keras_cam.faithfulness` and are found here on first use; so do `road`
+  (Remove And Debias), `average_drop` and `increase_in_confidence` (`keras_cam.road`) and `sanity_check`,
+  `spearman` (`keras_cam.sanity`: does the map change when the model's weights are randomized?).
 - Every explainer compared with all of these: `kc.compare_methods` (in `keras_cam.comparison`).
 """
 from __future__ import annotations
@@ -22,9 +24,15 @@ import numpy as np
 from keras_cam._resample import resize_linear
 from keras_cam._validation import to_numpy
 
-# Scores that run the model: resolved from `keras_cam.faithfulness` on first use (PEP 562), so that scoring
-# heatmaps against masks does not import Keras and a backend.
-_MODEL_SCORES = ("deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve")
+# Scores that run the model, name -> module: resolved on first use (PEP 562), so that scoring heatmaps
+# against masks does not import Keras and a backend.
+_MODEL_SCORES = {
+    **dict.fromkeys(("deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve"),
+                    "keras_cam.faithfulness"),
+    **dict.fromkeys(("road", "average_drop", "increase_in_confidence", "confidence_scores"),
+                    "keras_cam.road"),
+    **dict.fromkeys(("sanity_check", "spearman"), "keras_cam.sanity"),
+}
 
 __all__ = ["box_iou", "boxes_from_heatmaps", "energy_pointing_game", "localization_accuracy", "pointing_game",
            "pointing_game_per_image", *_MODEL_SCORES]
@@ -32,7 +40,7 @@ __all__ = ["box_iou", "boxes_from_heatmaps", "energy_pointing_game", "localizati
 
 def __getattr__(name: str) -> Any:
     if name in _MODEL_SCORES:
-        return getattr(importlib.import_module("keras_cam.faithfulness"), name)
+        return getattr(importlib.import_module(_MODEL_SCORES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import keras_cam as kc
-from keras_cam.comparison import RANDOM, REFERENCE_METHODS
+from keras_cam.comparison import METRICS, RANDOM, REFERENCE_METHODS
 
 
 def _bright_square_model(head: bool = True) -> keras.Model:
@@ -93,3 +93,44 @@ def test_bad_input_gets_one_clear_error():
         kc.compare_methods(model, images, methods=[])
     with pytest.raises(ValueError, match="a callable cannot be compared"):
         kc.compare_methods(model, images, targets=lambda out: out[:, 0])
+
+
+@pytest.mark.backends
+def test_every_metric_agrees_with_its_own_function():
+    model = _bright_square_model()
+    images, masks = _squares(4)
+    result = kc.compare_methods(model, images, targets=1, masks=masks, methods=["gradcam", "eigencam"],
+                                steps=4, metrics=METRICS, sanity_images=3)
+    rows = {row["method"]: row for row in result.rows}
+    for name in ("gradcam", "eigencam"):
+        row, maps = rows[name], result.heatmaps[name]
+        road = kc.metrics.road(model, images, maps, 1)
+        assert row["road_morf"] == pytest.approx(road.morf_score, abs=1e-6)
+        assert row["road_lerf"] == pytest.approx(road.lerf_score, abs=1e-6)
+        assert row["road_morf"] < 0.2 < 0.8 < row["road_lerf"]  # the square first: MoRF falls, LeRF holds
+        assert row["average_drop"] == pytest.approx(kc.metrics.average_drop(model, images, maps, 1), abs=1e-4)
+        assert row["increase_in_confidence"] == kc.metrics.increase_in_confidence(model, images, maps, 1)
+        # The sanity column is the last step of the cascade, on the first `sanity_images` images.
+        check = kc.metrics.sanity_check(name, model, images[:3], targets=1)
+        assert row["sanity_correlation"] == pytest.approx(check.correlations[-1], abs=1e-6)
+    assert rows[RANDOM]["sanity_correlation"] == 1.0  # random maps ignore the model entirely
+    header = result.to_markdown().splitlines()[0]
+    titles = ("ROAD MoRF ↓", "ROAD LeRF ↑", "average drop % ↓", "increase in confidence % ↑", "sanity ρ ↓")
+    for title in titles:
+        assert title in header
+
+
+def test_metrics_can_be_picked_and_unknown_ones_are_refused():
+    model = _bright_square_model()
+    images, masks = _squares(2)
+    result = kc.compare_methods(model, images, targets=1, masks=masks, methods=["gradcam"], reference=False,
+                                metrics=["deletion_auc"])
+    row = result.rows[0]
+    assert row["deletion_auc"] is not None and row["pointing_game"] is None and row["average_drop"] is None
+    assert result.to_markdown().splitlines()[0] == "| method | deletion AUC ↓ | ms / image | first call s |"
+    with pytest.raises(ValueError, match="Unknown metric 'deletion'.*deletion_auc"):
+        kc.compare_methods(model, images, metrics=["deletion"])
+    with pytest.raises(ValueError, match="`metrics` is empty"):
+        kc.compare_methods(model, images, metrics=[])
+    with pytest.raises(ValueError, match="`sanity_images` must be an integer >= 1"):
+        kc.compare_methods(model, images, sanity_images=0)

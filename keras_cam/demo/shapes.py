@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_cam import datasets, metrics, visualize
 from keras_cam.callbacks import CAMSnapshot
-from keras_cam.comparison import RANDOM, compare_methods
+from keras_cam.comparison import DEFAULT_METRICS, RANDOM, compare_methods
 from keras_cam.explainers import class_activation_maps
 from keras_cam.layers import CAMHead
 
@@ -228,7 +228,9 @@ def run_demo(
     if compare:
         idx = np.arange(min(n_compare, n_val))
         say(f"Comparing every explainer on {idx.size} held-out images (their true class)...")
-        comparison = compare_methods(model, x_val[idx], targets=y_val[idx], masks=m_val[idx])
+        # The sanity check explains 8 images again on a randomized copy: seconds, not minutes.
+        comparison = compare_methods(model, x_val[idx], targets=y_val[idx], masks=m_val[idx],
+                                     metrics=DEFAULT_METRICS + ("sanity",), sanity_images=8)
         table = comparison.to_markdown()
         say(table)
         with open(os.path.join(out_dir, "methods.md"), "w") as f:
@@ -334,6 +336,10 @@ def _methods_page(table: str, n: int, size: int, backend: str) -> str:
         "- deletion AUC: the class probability as the highest-ranked pixels are removed (lower: the map found "
         "what the model needs).\n"
         "- insertion AUC: the class probability as they are put back on a blurred image (higher is better).\n"
+        "- average drop %: how much of the class probability is lost on image × map (lower is better); "
+        "increase in confidence %: the share of images whose probability rises on it (higher is better).\n"
+        "- sanity ρ: Spearman correlation of each map with the same method's map after every layer's "
+        "weights are randomized (8 images); near 1: the map does not depend on what the model learned.\n"
         "- random (reference): uniformly random maps, what any useful method must beat.\n"
     )
 
