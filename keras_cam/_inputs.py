@@ -7,7 +7,7 @@ a compiled function's key without the function holding on to the user's arrays.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -146,3 +146,29 @@ def image_input_shape(model: keras.layers.Layer, spatial_ranks: Sequence[int] = 
             f"{' or '.join(kinds[r] for r in spatial_ranks)} (or channels first)."
         )
     return shape
+
+
+def image_input(model: keras.Model) -> Tuple[Tuple[int, int], int, bool]:
+    """`(height, width)`, channels and channels-first of a model's fixed-size image input: what image
+    files are resized and converted to (`explain_dataset`, the command line, the Ray integration)."""
+    try:
+        shape = capture.input_shape(model)
+    except ValueError:  # several inputs
+        shape = None
+    layout = capture.input_layout(model, 4) if shape is not None and len(shape) == 3 else None
+    hw = None if layout is None else layout.spatial_shape((1,) + tuple(shape))
+    if hw is None or None in hw:
+        takes = (None,) + tuple(shape) if shape else "other inputs"
+        raise ValueError(f"Explaining image files needs a model with a fixed image input size; model "
+                         f"'{model.name}' takes {takes}. "
+                         "Read and resize the images yourself and pass them as arrays or batches.")
+    channels = int(shape[0] if layout.channels_first else shape[-1])
+    return (int(hw[0]), int(hw[1])), channels, layout.channels_first
+
+
+def pictures_to_input(x: np.ndarray, channels: int, channels_first: bool,
+                      preprocess: Optional[Callable]) -> Any:
+    """(N, H, W, 3) RGB in [0, 1] -> the model's input: gray for one channel, its layout, `preprocess`."""
+    x = x.mean(axis=-1, keepdims=True) if channels == 1 else x
+    x = np.moveaxis(x, -1, 1) if channels_first else x
+    return x if preprocess is None else keras.tree.map_structure(to_numpy, preprocess(x))

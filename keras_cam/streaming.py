@@ -10,6 +10,7 @@ recognised by what they offer (duck typing), so neither TensorFlow nor torch is 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import queue
@@ -23,9 +24,10 @@ import numpy as np
 
 from keras_cam import capture
 from keras_cam._batching import DEFAULT_BATCH_SIZE, check_batch_size, pad_rows
+from keras_cam._inputs import image_input, pictures_to_input
 from keras_cam._validation import to_numpy, user_message
 from keras_cam.explainers.base import BaseCAM, Explanation
-from keras_cam.store import StoreWriter, open_store, settings
+from keras_cam.store import StoreWriter, describe, open_store, settings
 from keras_cam.visualize.headers import DEFAULT_MAX_PIXELS
 
 __all__ = ["DatasetExplanation", "explain_dataset", "open_store"]
@@ -91,34 +93,21 @@ def _files_source(explainer: BaseCAM, files: List[str], size: int, preprocess: O
 
     from keras_cam.visualize.images import read_image
 
-    try:
-        shape = capture.input_shape(explainer.model)
-    except ValueError:  # several inputs
-        shape = None
-    layout = capture.input_layout(explainer.model, 4) if shape is not None and len(shape) == 3 else None
-    hw = None if layout is None else layout.spatial_shape((1,) + tuple(shape))
-    if hw is None or None in hw:
-        takes = (None,) + tuple(shape) if shape else "other inputs"
-        raise ValueError(f"Explaining image files needs a model with a fixed image input size; model "
-                         f"'{explainer.model.name}' takes {takes}. "
-                         "Read and resize the images yourself and pass them as arrays or batches.")
-    channels = shape[0] if layout.channels_first else shape[-1]
+    hw, channels, channels_first = image_input(explainer.model)
 
     def batches(skip: int) -> Iterator[_Batch]:
         for i in range(skip, math.ceil(len(files) / size)):
             pictures, paths, skipped = [], [], []
             for path in files[i * size:(i + 1) * size]:
                 try:
-                    pictures.append(read_image(path, tuple(int(v) for v in hw), max_pixels=max_pixels))
+                    pictures.append(read_image(path, hw, max_pixels=max_pixels))
                     paths.append(path)
                 except (ValueError, OSError, MemoryError, cv2.error) as e:
                     skipped.append((path, " ".join(user_message(e).split())))
             x = kept = None
             if pictures:
-                x = stacked = np.stack(pictures)
-                x = x.mean(axis=-1, keepdims=True) if channels == 1 else x
-                x = np.moveaxis(x, -1, 1) if layout.channels_first else x
-                x = x if preprocess is None else _numpy(preprocess(x))
+                stacked = np.stack(pictures)
+                x = pictures_to_input(stacked, channels, channels_first, preprocess)
                 kept = stacked if keep_pictures else None
             yield _Batch(i, x, start=i * size, pictures=kept, paths=paths, skipped=skipped)
 
@@ -212,7 +201,8 @@ class _Reader:
 
 
 class _Writer:
-    """Runs jobs (writing overlays) in a background thread, in order; the first error is raised by `check`."""
+    """Runs jobs (writing store rows and overlays) in a background thread, in order; the first error is raised
+    by `check`. The bounded queue keeps memory to a few batches when writing is slower than explaining."""
 
     def __init__(self) -> None:
         self._queue: queue.Queue = queue.Queue(QUEUE_DEPTH)
@@ -229,7 +219,7 @@ class _Writer:
                 try:
                     job()
                 except BaseException as e:
-                    e.add_note("(raised while keras-cam wrote overlays)")
+                    e.add_note("(raised while keras-cam wrote the store or overlays)")
                     self.error = e
 
     def check(self) -> None:
@@ -351,6 +341,8 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
     writer = None
     if store is not None:
         made = settings(explainer, source.kind, source.n, targets, batch_size, dtype)
+        if preprocess is not None:  # other inputs, other maps: a store made without it is not resumed
+            made["preprocess"] = describe(preprocess)
         writer = StoreWriter(store, made, resume, dtype)
         if writer.complete:
             return open_store(writer.path)
@@ -372,7 +364,9 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
 
         stems = dict(zip(source.files, output_stems(source.files, os.fspath(overlays_dir), tag)))
     channels_first = overlays_dir is not None and capture.input_layout(explainer.model, 4).channels_first
-    overlays = _Writer() if overlays_dir is not None else None
+    # Store writes and overlays run in one background thread, in order (a batch is recorded as finished
+    # after its rows are written, as before), so neither waits for the model nor the model for them.
+    background = _Writer() if overlays_dir is not None or writer is not None else None
     reader = _Reader(source.batches(first), first)
     # Batches smaller than the largest (the first) are padded to it: one compiled signature, also on resume.
     padded_rows = size if source.kind in ("array", "files") else writer.padded if writer is not None else 0
@@ -404,11 +398,12 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
             else:
                 maps, idx, scores = _empty()
             if writer is not None:
-                writer.write(maps, idx, scores, batch.paths, [p for p, _ in batch.skipped], size, padded_rows)
+                background.submit(functools.partial(writer.write, maps, idx, scores, batch.paths,
+                                                    [p for p, _ in batch.skipped], size, padded_rows))
             else:
                 parts.append((maps, idx, scores))
                 paths += batch.paths or []
-            if overlays is not None and n:
+            if overlays_dir is not None and n:
                 if maps.ndim != 3:
                     raise ValueError(f"`overlays_dir` writes pictures of one 2-D map per image; these maps "
                                      f"have shape {maps.shape[1:]} per image. Leave overlays_dir out.")
@@ -416,22 +411,22 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
                 names = ([stems[p] + ".png" for p in batch.paths] if stems is not None else
                          [os.path.join(folder, f"{rows + j:06d}_{tag}.png") for j in range(n)])
                 pictures = batch.pictures if batch.pictures is not None else keras.tree.flatten(batch.x)[0]
-                overlays.submit(_overlay_job(names, pictures, maps,
-                                             channels_first and batch.pictures is None))
+                background.submit(_overlay_job(names, pictures, maps,
+                                               channels_first and batch.pictures is None))
             rows, done, seen = rows + n, done + n, seen + n + len(batch.skipped)
             if progbar is not None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progbar.update(seen, values=[("images/s", rate)])
-        if overlays is not None:
-            overlays.close()
-            overlays = None
+        if background is not None:
+            background.close()
+            background = None
         if writer is not None:
             writer.finish()
     finally:
         reader.close()
-        if overlays is not None:  # an error or an interrupt: finish the overlays of the batches recorded
+        if background is not None:  # an error or an interrupt: finish the writes of the batches explained
             try:
-                overlays.close()
+                background.close()
             except Exception:  # the error being raised says more
                 pass
     if progbar is not None and progbar.target is None:  # a known target has finished the bar

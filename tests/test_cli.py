@@ -195,3 +195,82 @@ def test_filters_command_options(saved, tmp_path, capsys):
     assert diverse.shape == (2 * 24 + 5, 2 * 24 + 5, 3)  # 2 filters x 2 patterns, one row per filter
     assert cli.main(args + ["--param", "wavelet"]) == 2
     assert "invalid choice: 'wavelet'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ explain --store
+
+
+def _lines(text):
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_explain_into_a_store_equals_the_overlay_path_and_resumes(saved, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("zarr")
+    root, path, pngs, _ = saved
+    # The in-memory path (one overlay and .npy per image) is the oracle for the store's rows.
+    assert cli.main(["explain", path, *pngs, "--out", str(tmp_path / "out"), "--save-raw"]) == 0
+    capsys.readouterr()
+    store, overlays = str(tmp_path / "maps.zarr"), tmp_path / "overlays"
+    args = ["explain", path, *pngs, "--store", store, "--overlays", str(overlays), "--batch-size", "2"]
+    assert cli.main(args) == 0
+    last = _lines(capsys.readouterr().out)[-1]
+    assert last.startswith("explained 3 images, skipped 0, in ") and last.endswith(f"-> {store} (3 maps)")
+    written = kc.open_store(store)
+    assert len(written) == 3 and written.complete and written["heatmaps"].dtype == np.float16
+    expected = np.stack([np.load(tmp_path / "out" / f"img{i}_gradcam.npy") for i in range(3)])
+    np.testing.assert_allclose(written["heatmaps"][:], expected, atol=1e-3)  # float16
+    assert [os.path.basename(p) for p in written["paths"][:]] == [os.path.basename(p) for p in pngs]
+    picture = np.stack([kc.visualize.read_image(p, (24, 24)) for p in pngs])
+    result = kc.GradCAM(saved[3]).compute(picture)
+    np.testing.assert_array_equal(written["targets"][:], result.targets)
+    np.testing.assert_allclose(written["scores"][:], result.scores, rtol=1e-5)
+    for i in range(3):  # the same overlays as the per-image path
+        name = f"img{i}_gradcam.png"
+        np.testing.assert_array_equal(kc.visualize.read_image(overlays / name),
+                                      kc.visualize.read_image(tmp_path / "out" / name))
+    # A second run resumes: nothing is explained again, the store stays as it is.
+    before = {k: written[k][:] for k in written.keys()}
+    with monkeypatch.context() as m:
+        m.setattr(kc.BaseCAM, "compute", lambda *a, **k: pytest.fail("a complete store was explained again"))
+        assert cli.main(args) == 0
+    assert _lines(capsys.readouterr().out)[-1].startswith("explained 0 images, skipped 0, in ")
+    again = kc.open_store(store)
+    assert all(np.array_equal(again[k][:], v) for k, v in before.items())
+    # Another method: refused with one line naming the difference and the option that starts over.
+    assert cli.main(args + ["--method", "gradcam++"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"keras-cam: error: Cannot resume the store '{store}'")
+    assert "method is 'gradcam' in the store and 'gradcam++' now" in err[0] and "--no-resume" in err[0]
+    assert all(np.array_equal(kc.open_store(store)[k][:], v) for k, v in before.items())
+    # ...as is another --scale (the store's settings record it); --no-resume starts over.
+    assert cli.main(args + ["--scale", "tf"]) == 2
+    assert "scale(mode='tf')" in capsys.readouterr().err
+    assert cli.main(args + ["--method", "gradcam++", "--no-resume"]) == 0
+    assert kc.open_store(store).settings["method"] == "gradcam++"
+
+
+def test_explain_store_errors_are_one_line_exit_2(saved, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("zarr")
+    root, path, pngs, _ = saved
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    cases = [
+        (["--store", str(blocker / "maps.zarr")], f"cannot write the store '{blocker / 'maps.zarr'}'"),
+        (["--store", str(blocker)], f"'{blocker}' exists and is not a zarr store; pass a new --store path"),
+        (["--overlays", str(tmp_path / "o")], "--overlays and --no-resume go with --store PATH"),
+        (["--store", str(tmp_path / "s.zarr"), "--save-raw"], "--save-raw cannot be used with --store"),
+    ]
+    for extra, message in cases:
+        assert cli.main(["explain", path, pngs[0], *extra]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith("keras-cam: error: ") and message in err[0], err
+
+    def no_zarr():
+        raise ImportError('Heatmap stores need zarr 3: pip install "keras-cam[zarr]" (or "zarr>=3.0.8").')
+
+    monkeypatch.setattr(kc.store, "_zarr", no_zarr)
+    assert cli.main(["explain", path, pngs[0], "--store", str(tmp_path / "s.zarr")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ['keras-cam: error: --store: Heatmap stores need zarr 3: pip install "keras-cam[zarr]" '
+                   '(or "zarr>=3.0.8").']
+    assert sorted(os.listdir(tmp_path)) == ["file"]  # nothing written by a run that failed

@@ -46,7 +46,8 @@ def name_or_index(text: str) -> object:
 SCALES = ("1/255", "none", "caffe", "tf", "torch")
 
 
-def load_model(path: str, unsafe: bool):
+def load_model(path: str, unsafe: bool, option: str = "--unsafe", compile: bool = True):
+    """A saved Keras model, with one-line errors; `option` is what the hint for Python code names."""
     import zipfile
 
     import keras
@@ -67,10 +68,11 @@ def load_model(path: str, unsafe: bool):
                              "(empty, truncated or corrupt); save the model again with "
                              "model.save('model.keras')")
     try:
-        return keras.saving.load_model(path, safe_mode=not unsafe)
+        return keras.saving.load_model(path, compile=compile, safe_mode=not unsafe)
     except Exception as e:  # unknown layers, Lambda refused in safe mode, a damaged member, ...
         detail = " ".join(str(e).split())[:300]
-        hint = " (it contains Python code: re-run with --unsafe if you trust the file)" if "safe_mode" in detail else ""
+        code = "safe_mode" in detail
+        hint = f" (it contains Python code: re-run with {option} if you trust the file)" if code else ""
         raise ValueError(f"cannot load '{path}' as a Keras model{hint}: {detail}") from None
 
 

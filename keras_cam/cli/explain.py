@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import re
 import sys
 import tempfile
 import time
-from typing import List, Sequence, Tuple
+import warnings
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from keras_cam.cli._common import (PROG, SCALES, check_pixels, input_size, load_model, name_or_index,
                                    native_stderr_captured, one_line, positive_int, scale, integer)
 
+#: The overlays' defaults, which are also `kc.explain_dataset`'s (--store --overlays).
+ALPHA, COLORMAP = 0.4, "jet"
 HELP = "heatmap overlays for images, from a saved .keras model"
 DESCRIPTION = (
     "Loads MODEL (safe mode), reads each IMAGE with OpenCV (a folder: every image file inside, recursively, "
@@ -21,8 +26,11 @@ DESCRIPTION = (
     "written twice. Prints the explained class and its "
     "score per image and a closing summary. Images are checked before any work: missing, unreadable or "
     "corrupt files and images above --max-pixels are reported on stderr ('keras-cam: skipped PATH: reason') "
-    "and skipped, as are files that fail to decode later. Exit status: 0 when every image was explained, "
-    "1 when some were skipped, 2 when none could be explained or on a usage or model error."
+    "and skipped, as are files that fail to decode later. With --store, the images go through "
+    "kc.explain_dataset instead, into a zarr store (heatmaps, classes, scores and paths, read back with "
+    "kc.open_store) with a progress bar, overlays only with --overlays DIR; a run that stopped resumes where "
+    "it did. Exit status: 0 when every image was explained, 1 when some were skipped, 2 when none could be "
+    "explained or on a usage or model error."
 )
 
 
@@ -45,12 +53,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", default="1/255", choices=SCALES,
                         help="input scaling: 1/255 -> [0, 1] (default), none -> [0, 255], or the "
                              "keras.applications modes caffe / tf / torch")
-    parser.add_argument("--alpha", type=float, default=0.4, help="heatmap weight in the overlay (default 0.4)")
-    parser.add_argument("--colormap", default="jet", help="OpenCV colormap name (default jet)")
+    parser.add_argument("--alpha", type=float, default=ALPHA,
+                        help=f"heatmap weight in the overlay (default {ALPHA})")
+    parser.add_argument("--colormap", default=COLORMAP, help=f"OpenCV colormap name (default {COLORMAP})")
     parser.add_argument("--out", default="cam_out", help="output folder (default: cam_out)")
     parser.add_argument("--save-raw", action="store_true",
                         help="also save each heatmap as a .npy array, beside its overlay")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default 16)")
+    parser.add_argument("--store", default=None, metavar="PATH",
+                        help="write the heatmaps (float16), classes, scores and file paths into a zarr store "
+                             "at PATH (a folder, e.g. maps.zarr; needs pip install \"keras-cam[zarr]\") "
+                             "batch by batch, instead of one overlay per image; resumes a store of the same "
+                             "model and settings, refuses one of others")
+    parser.add_argument("--overlays", default=None, metavar="DIR",
+                        help="with --store: also write one overlay PNG per image into DIR")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="with --store: start the store over instead of resuming it")
     parser.add_argument("--unsafe", action="store_true",
                         help="load with safe_mode=False (allows Lambda layers' Python code: only for files "
                              "you trust)")
@@ -153,6 +171,118 @@ def _describe_target(explainer, args: argparse.Namespace, target: int, score: fl
     return f"class {int(target)} score {score:.4f}"
 
 
+def _check_store_options(args: argparse.Namespace) -> None:
+    """Options that have no effect with (or without) --store are refused before any work."""
+    if args.store is None:
+        if args.overlays is not None or args.no_resume:
+            raise ValueError("--overlays and --no-resume go with --store PATH (without it, every image gets "
+                             "an overlay under --out)")
+        return
+    options = (("--save-raw", args.save_raw), ("--size", args.size), ("--alpha", args.alpha != ALPHA),
+               ("--colormap", args.colormap != COLORMAP))
+    ignored = [name for name, used in options if used]
+    if ignored:
+        raise ValueError(f"{', '.join(ignored)} cannot be used with --store (the maps are in the store, "
+                         "images are resized to the model's input size, overlays use the default alpha and "
+                         "colormap); leave them out")
+
+
+def _stored_rows(path: str) -> int:
+    """The maps already in the store at `path` (0 when there is none); checks that zarr can be imported."""
+    from keras_cam.store import open_store
+
+    try:
+        return len(open_store(path))
+    except ImportError as e:
+        raise ValueError(f"--store: {one_line(e)}") from None
+    except ValueError:  # no store there yet, or not one (explain_dataset says what is wrong with it)
+        return 0
+
+
+def _fixed_size(model, max_pixels: int) -> None:
+    from keras_cam._inputs import image_input
+
+    try:
+        image_input(model)
+    except ValueError:
+        raise ValueError("--store resizes the images to the model's input size, and this model accepts "
+                         "any size (or several inputs); explain without --store, with --size H W") from None
+    input_size(model, None, max_pixels)  # within --max-pixels
+
+
+def _scaling(mode: str) -> Optional[Any]:
+    """--scale as `explain_dataset`'s `preprocess`, named after its mode: the store's settings record the
+    name, so a store made with another --scale is refused instead of resumed."""
+    if mode == "1/255":
+        return None
+    scaled = functools.partial(scale, mode=mode)
+    scaled.__module__, scaled.__qualname__ = __name__, f"scale(mode={mode!r})"
+    return scaled
+
+
+@contextlib.contextmanager
+def _skips_reported() -> Iterator[None]:
+    """`explain_dataset` warns about each file it cannot decode: print those as the other skips are."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+        warnings.filterwarnings("always", message=f"{PROG}: skipped ")
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+            if str(message).startswith(f"{PROG}: skipped "):
+                print(str(message), file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
+def _in_cli_terms(error: ValueError) -> str:
+    """The library's advice, with the command line's options for its arguments."""
+    text = one_line(error)
+    for old, new in (("resume=False", "--no-resume"), ("`store` path", "--store path")):
+        text = text.replace(old, new)
+    return text
+
+
+def _into_store(args: argparse.Namespace, explainer, targets: Any, paths: List[str], skipped: int,
+                before: int, started: float) -> int:
+    """--store: the files through `kc.explain_dataset` into a zarr store; a summary line."""
+    from keras_cam.streaming import explain_dataset
+
+    with _skips_reported():
+        try:
+            store = explain_dataset(explainer, paths, targets=targets, store=args.store,
+                                    overlays_dir=args.overlays, batch_size=args.batch_size,
+                                    resume=not args.no_resume, preprocess=_scaling(args.scale),
+                                    max_pixels=args.max_pixels)
+        except ImportError as e:
+            raise ValueError(f"--store: {one_line(e)}") from None
+        except ValueError as e:
+            raise ValueError(_several_outputs(args, e) or _in_cli_terms(e)) from None
+        except OSError as e:  # zarr's own errors name a file inside the store
+            inside = os.path.abspath(e.filename or "").startswith(os.path.abspath(args.store))
+            if not inside:
+                raise
+            raise ValueError(f"cannot write the store '{args.store}': {e.strerror or one_line(e)}; pass "
+                             "another --store path") from None
+    explained = len(store) - (0 if args.no_resume else before)
+    skipped += len(store.skipped)
+    seconds = time.perf_counter() - started
+    plural = "" if explained == 1 else "s"
+    print(f"explained {explained} image{plural}, skipped {skipped}, in {seconds:.1f} s "
+          f"({explained / max(seconds, 1e-9):.1f} images/s) -> {args.store} ({len(store)} maps)")
+    return 0 if not skipped else 1 if len(store) else 2
+
+
+def _several_outputs(args: argparse.Namespace, error: ValueError) -> Optional[str]:
+    """A subclassed model shows its outputs only when it runs: say which option chooses one."""
+    if args.output is None and "several outputs" in str(error):
+        return "the model has several outputs; choose the one to explain with --output NAME|INDEX (and its " \
+               "class with --target)"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -161,18 +291,25 @@ def run(args: argparse.Namespace) -> int:
     from keras_cam.targets import output as output_target
 
     started = time.perf_counter()
+    _check_store_options(args)
+    before = None if args.store is None else _stored_rows(args.store)  # also: is zarr there
     if args.size:  # before any work: a 100000 x 100000 resize asks for 30 GB
         check_pixels(args.size[0], args.size[1], args.max_pixels, "--size", "pass a smaller --size")
-    candidates, skipped = _image_files(args.images, args.out)
+    candidates, skipped = _image_files(args.images, args.out if args.store is None else args.overlays)
     paths = _checked(candidates, args.max_pixels)  # before the model is loaded and anything is written
     skipped += len(candidates) - len(paths)
     explained = 0
     if paths:
         model = load_model(args.model, args.unsafe)
-        size = input_size(model, args.size, args.max_pixels)
+        if args.store is None:
+            size = input_size(model, args.size, args.max_pixels)
+        else:
+            _fixed_size(model, args.max_pixels)
         explainer = get_explainer(args.method, model, **({"layer": args.layer} if args.layer else {}))
         _check_outputs(explainer, args)
         targets = args.target if args.output is None else output_target(args.output, class_index=args.target)
+        if args.store is not None:
+            return _into_store(args, explainer, targets, paths, skipped, before, started)
         # Names from every input, skipped or not: where an output goes does not depend on which files fail.
         stems = dict(zip(candidates, _output_stems(candidates, args.out, explainer.name.replace("+", "p"))))
         for start in range(0, len(paths), args.batch_size):
@@ -184,10 +321,10 @@ def run(args: argparse.Namespace) -> int:
             pictures = np.stack([picture for _, picture in read])
             try:
                 result = explainer.compute(scale(pictures, args.scale), targets=targets)
-            except ValueError as e:  # a subclassed model shows its outputs only when it runs
-                if args.output is None and "several outputs" in str(e):
-                    raise ValueError("the model has several outputs; choose the one to explain with --output "
-                                     "NAME|INDEX (and its class with --target)") from None
+            except ValueError as e:
+                several = _several_outputs(args, e)
+                if several:
+                    raise ValueError(several) from None
                 raise
             for (i, _), picture, heatmap, target, score in zip(read, pictures, result.heatmaps,
                                                                result.targets, result.scores):
