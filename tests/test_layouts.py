@@ -158,14 +158,20 @@ def test_auto_layer_has_as_many_spatial_axes_as_the_input():
     conv = keras.layers.Conv2D(4, 3, padding="same", name="conv")(image)
     tokens = keras.layers.Reshape((64, 4), name="tokens")(conv)  # rank 3 with a spatial-looking axis
     mixed = keras.layers.Conv1D(4, 3, padding="same", name="mix")(tokens)
-    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(mixed))
+    out = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D(name="gap")(mixed))
     assert kc.GradCAM(keras.Model(image, out)).layer_ref.path == "conv"
     signal = keras.Sequential([keras.Input((32, 1)), keras.layers.Conv1D(4, 5, name="c1"),
                                keras.layers.Conv1D(4, 5, name="c2"), keras.layers.GlobalAveragePooling1D(),
                                keras.layers.Dense(2)])
     assert kc.GradCAM(signal).layer_ref.path == "c2"
-    with pytest.raises(ValueError, match="'tokens' has output shape .* 2 spatial axes, as the input has"):
-        kc.GradCAM(keras.Model(image, out), layer="tokens")
+    with pytest.raises(ValueError, match="'gap' has output shape .* 2 spatial axes, as the input has"):
+        kc.GradCAM(keras.Model(image, out), layer="gap")
+    # A rank-3 layer of an image model is read as tokens on their grid: here the conv's map, row-major.
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    by_tokens = kc.GradCAM(keras.Model(image, out), layer="tokens").explain(x, upsample=False, normalize=False)
+    by_conv = kc.GradCAM(keras.Model(image, out), layer="conv").explain(x, upsample=False, normalize=False)
+    np.testing.assert_allclose(by_tokens, by_conv, rtol=1e-5, atol=1e-7)
+    assert by_conv.shape == (2, 8, 8) and by_conv.any()
     with pytest.raises(ValueError, match=r"images must have rank 3 \(N, T, C\), got shape \(32, 1\).*\[None\]"):
         kc.GradCAM(signal).check_inputs(np.zeros((32, 1)))
 

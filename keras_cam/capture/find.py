@@ -8,6 +8,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import keras
 
 from keras_cam import layout
+from keras_cam.capture import tokens
 from keras_cam._validation import close_matches
 from keras_cam.capture.graph import LayerRef, graph_tensors, iter_layers, static_output_shape, sublayers
 from keras_cam.capture.hooks import intercept
@@ -40,8 +41,8 @@ def spatial_layers(model: keras.layers.Layer, rank: Optional[int] = None) -> Lis
     rank = spatial_rank(model) if rank is None else rank
     out = []
     for ref in iter_layers(model):
-        if isinstance(ref.layer, keras.Model) and sublayers(ref.layer):
-            continue  # prefer the nested model's own layers
+        if (isinstance(ref.layer, keras.Model) and sublayers(ref.layer)) or ref.in_layer:
+            continue  # prefer the nested model's own layers; a layer's inner layers are named by path
         if is_spatial_output(ref.layer, static_output_shape(ref.layer), rank):
             out.append(ref)
     return out
@@ -85,6 +86,10 @@ def find_layer(
     rank = spatial_rank(model, sample)
     if layer is None:
         spatial = spatial_layers(model, rank)
+        if not spatial and rank == 2:
+            token = tokens.auto_token_layer(refs)  # a vision transformer: no feature map, but tokens
+            if token is not None:
+                return token
         if not spatial and sample is not None:
             spatial = _probe_spatial_layers(model, sample, rank)
         if not spatial:
@@ -111,7 +116,8 @@ def find_layer(
         )
     if require_spatial:
         shape = static_output_shape(found.layer)
-        if shape is not None and not is_spatial_output(found.layer, shape, rank):
+        if shape is not None and not is_spatial_output(found.layer, shape, rank) \
+                and not tokens.is_token_shape(shape, rank):
             raise ValueError(
                 f"Layer '{found.path}' has output shape {shape}, which is not a spatial feature map: class "
                 f"activation maps need {_needs(rank)}. Pick a convolutional (or pooling, activation, ...) layer "
@@ -133,7 +139,7 @@ def _probe_spatial_layers(model: keras.layers.Layer, sample: Any, rank: Optional
 
     with contextlib.ExitStack() as stack:
         for ref in iter_layers(model):
-            if not (isinstance(ref.layer, keras.Model) and sublayers(ref.layer)):
+            if not (isinstance(ref.layer, keras.Model) and sublayers(ref.layer)) and not ref.in_layer:
                 stack.enter_context(intercept(ref.layer, recorder(ref)))
         model(sample, training=False)
     return [ref for ref, shape in calls
@@ -147,7 +153,13 @@ def _find_by_name(model: keras.layers.Layer, refs: List[LayerRef], name: str) ->
     # A bare name is found at any depth; the outermost match wins (names are unique within one model).
     matches = [ref for ref in refs if ref.layer.name == name]
     if matches:
-        return min(matches, key=lambda r: r.path.count("/"))
+        depth = min(r.path.count("/") for r in matches)
+        outermost = [r for r in matches if r.path.count("/") == depth]
+        if len(outermost) > 1:  # e.g. every transformer block's `ln_1`
+            shown = ", ".join(repr(r.path) for r in outermost[:3]) + (", ..." if len(outermost) > 3 else "")
+            raise ValueError(f"Layer name '{name}' is ambiguous in model '{model.name}': {len(outermost)} layers "
+                             f"have it ({shown}). Pass the path of the one you mean.")
+        return outermost[0]
     all_names = [r.path for r in refs] + [r.layer.name for r in refs]
     guesses = close_matches(name, dict.fromkeys(all_names))
     hint = f"; did you mean {' or '.join(repr(g) for g in guesses)}?" if guesses else "."

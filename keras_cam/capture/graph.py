@@ -20,6 +20,9 @@ class LayerRef:
 
     layer: keras.layers.Layer
     path: str
+    #: Whether the layer sits inside a layer that is not a model (keras-hub's `ViTEncoder` holds its blocks,
+    #: each holds `ln_1`, `mha`, ...): reachable by path, but never chosen automatically by its static shape.
+    in_layer: bool = False
 
     @property
     def name(self) -> str:
@@ -33,13 +36,20 @@ def sublayers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
     return []
 
 
-def iter_layers(model: keras.layers.Layer, prefix: str = "") -> Iterator[LayerRef]:
-    """Yields every layer of `model`, depth first, nested models before their own layers."""
-    for layer in sublayers(model):
+def _held_layers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
+    """The layers a plain (non-model) layer holds as attributes, in the order it tracks them."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def iter_layers(model: keras.layers.Layer, prefix: str = "", in_layer: bool = False) -> Iterator[LayerRef]:
+    """Yields every layer of `model`, depth first, containers before their own layers: the layers of nested
+    models, and those that plain layers hold (e.g. `vit_encoder/transformer_block_12/ln_1`)."""
+    children = sublayers(model) if isinstance(model, keras.Model) else _held_layers(model)
+    for layer in children:
         path = f"{prefix}{layer.name}"
-        yield LayerRef(layer, path)
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer, prefix=path + "/")
+        yield LayerRef(layer, path, in_layer)
+        yield from iter_layers(layer, prefix=path + "/",
+                               in_layer=in_layer or not isinstance(layer, keras.Model))
 
 
 def static_output_shape(layer: keras.layers.Layer) -> Optional[Tuple[Optional[int], ...]]:

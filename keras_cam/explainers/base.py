@@ -10,8 +10,9 @@ layout, and are written over `spatial_axes(x)` and the last axis (docs/architect
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -20,8 +21,11 @@ from keras_cam import backend as seam
 from keras_cam import capture, layout
 from keras_cam._batching import CACHE, Owner, Shared, chunk_size, run_batched, signature, to_tensors
 from keras_cam._inputs import InputStructure, ModelInputs, prepare_inputs
+from keras_cam.capture.tokens import Reshape, auto_token_layer
+from keras_cam.explainers.labels import LabelsMixin
 from keras_cam.explainers.registry import register
-from keras_cam.explainers.maps import minmax, weighted_sum
+from keras_cam.explainers.maps import channels_last, first_component, minmax, weigh, weighted_sum
+from keras_cam.explainers.smoothing import augmented
 from keras_cam.targets import (PREDICTED, OutputTarget, Targets, callable_index, callable_scores,
                                class_scores, resolve_targets)
 
@@ -40,7 +44,7 @@ class Explanation:
     scores: np.ndarray
 
 
-class BaseCAM:
+class BaseCAM(LabelsMixin):
     """Base class of every explainer: `explainer(images, targets=None)` -> heatmaps (N, H, W) in [0, 1].
 
     Signals `(N, T, C)` give maps `(N, T)`, volumes `(N, D, H, W, C)` maps `(N, D, H, W)`, and channels_first
@@ -69,6 +73,11 @@ class BaseCAM:
             classifier (class 1 = the unit, class 0 = its negation) and any other unit a regression output
             (`targets=None` explains the output itself). `True`: binary also without a sigmoid (a model that
             outputs a logit, trained with `from_logits=True`); `False`: always regression.
+        reshape: for a layer that outputs tokens `(N, L, D)` (a vision transformer) on an image model, how they
+            become a map: `None` (the grid from the patch embedding and the input size, prefix tokens such as
+            the class token dropped), a grid `(h, w)` (the last `h * w` tokens, row-major), or a callable
+            `(tokens) -> (N, h, w, C)`. With `layer=None` a transformer's layer is the input normalization of
+            its last attention block (e.g. `vi_t_backbone/vit_encoder/transformer_block_12/ln_1`).
 
     Example:
 
@@ -101,6 +110,7 @@ class BaseCAM:
         input_index: Optional[int] = None,
         input_name: Optional[str] = None,
         binary: Optional[bool] = None,
+        reshape: Reshape = None,
     ) -> None:
         if not isinstance(model, keras.layers.Layer):
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
@@ -116,6 +126,12 @@ class BaseCAM:
         self.input_index = input_index
         self.input_name = input_name
         self.binary = None if binary is None else bool(binary)
+        if reshape is not None and not callable(reshape):
+            if not (isinstance(reshape, (tuple, list)) and len(reshape) == 2):
+                raise ValueError(f"`reshape` must be None, a grid (h, w) or a callable, got {reshape!r}.")
+            reshape = tuple(int(d) for d in reshape)
+        self.reshape = reshape
+        self._call_size: Optional[Tuple[int, ...]] = None  # the input's spatial size in the running call
         self._seam = seam.get()
         self._logit_layers: Optional[list] = None  # found on the first call (subclassed models need a sample)
         self._input_layout: Optional[layout.Layout] = None  # likewise, from the first call's input
@@ -127,9 +143,17 @@ class BaseCAM:
         """Channel weights (N, C) from activations and gradients (N, *spatial, C) for class indices (N,)."""
         raise NotImplementedError(f"{type(self).__name__} must define get_cam_weights or compute_cam.")
 
+    def weighted_activations(self, activations: Any, grads: Any, targets: Any) -> Any:
+        """(N, *spatial, C) whose sum over channels is the map; default: activations times channel weights."""
+        return weigh(activations, self.get_cam_weights(activations, grads, targets))
+
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
         """The raw map (N, *spatial) before ReLU; default: the weighted sum of channels."""
         return weighted_sum(activations, self.get_cam_weights(activations, grads, targets))
+
+    def eigen_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
+        """The raw map with `eigen_smooth`: the first principal component of the weighted activations."""
+        return first_component(self.weighted_activations(activations, grads, targets))
 
     # -- public API ------------------------------------------------------------------------------------------
 
@@ -176,6 +200,8 @@ class BaseCAM:
         upsample: bool = True,
         normalize: bool = True,
         batch_size: Optional[int] = None,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ) -> np.ndarray:
         """Heatmaps for a batch of images.
 
@@ -190,68 +216,34 @@ class BaseCAM:
             normalize: min-max normalize each map to [0, 1] (an all-zero map stays zero).
             batch_size: images per compiled call (default 32); the last chunk is padded so one compiled
                 function serves every chunk.
+            aug_smooth: average the maps of the image and of its horizontal flip, each at intensities x0.9,
+                x1 and x1.1 (pytorch-grad-cam's test-time augmentation), flipped back; the class is the
+                one explained on the image itself. Costs 6 maps per image.
+            eigen_smooth: the first principal component of the weighted activations instead of their sum
+                over channels (less noise); the Eigen methods already are principal components.
 
         Returns:
             float32 array (N, H, W) for images, (N, T) for signals, (N, D, H, W) for volumes (or the layer's
             spatial size without upsampling); (N, K, ...) for K targets per image.
         """
-        return self.compute(images, targets, upsample, normalize, batch_size).heatmaps
+        return self.compute(images, targets, upsample, normalize, batch_size, aug_smooth, eigen_smooth).heatmaps
 
     def compute(self, images: Any, targets: Targets = None, upsample: bool = True, normalize: bool = True,
-                batch_size: Optional[int] = None) -> Explanation:
+                batch_size: Optional[int] = None, aug_smooth: bool = False,
+                eigen_smooth: bool = False) -> Explanation:
         """Like `explain`, but also returns the explained class and its score per image."""
+        if aug_smooth:
+            return augmented(self, images, targets, upsample, normalize, batch_size, eigen_smooth)
+        return self._compute(images, targets, upsample, normalize, batch_size, bool(eigen_smooth))
+
+    def _compute(self, images: Any, targets: Targets, upsample: bool, normalize: bool,
+                 batch_size: Optional[int], eigen_smooth: bool) -> Explanation:
+        """One call's maps: what a method with a pipeline of its own overrides (`compute` adds smoothing)."""
         inputs, resolved = self._prepare_call(images, targets)
         maps, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, batch_size, bucket=True),
-                                              upsample, normalize)
+                                              upsample, normalize, eigen_smooth)
+        self._check_zero_maps(maps)
         return Explanation(maps.astype(np.float32), idx.astype(np.int64), scores.astype(np.float32))
-
-    def explain_labels(
-        self,
-        images: Any,
-        threshold: float = 0.5,
-        labels: Optional[Any] = None,
-        **kwargs: Any,
-    ) -> List[Dict[int, np.ndarray]]:
-        """Multi-label models: one heatmap per label present in each image.
-
-        Args:
-            images: as for `explain`.
-            threshold: a label is present when the model's output (its sigmoid probability) exceeds it.
-            labels: optional multi-hot (N, K) array giving the labels to explain instead (e.g. ground truth).
-            **kwargs: passed to `explain` (`upsample`, `normalize`, `batch_size`).
-
-        Returns:
-            A list with one `{label: heatmap (H, W)}` dict per image (empty when no label is present).
-        """
-        inputs = self._prepare_inputs(images)
-        if labels is None:
-            size = chunk_size(inputs.n, kwargs.get("batch_size"), bucket=True)
-            forward = self._compiled(("forward", inputs.structure, signature(inputs.arrays, size)),
-                                     lambda owner: self._forward_graph(owner, inputs.structure))
-            (probs,) = run_batched(lambda *arrays: forward(*to_tensors(arrays)), inputs.arrays, size)
-            if probs.ndim != 2:
-                raise ValueError(
-                    f"explain_labels needs a multi-label classifier with outputs (N, K); model "
-                    f"'{self.model.name}' outputs shape {probs.shape[1:]} per image. For per-pixel outputs, "
-                    "explain a class with `explain(images, targets=...)` and a callable target that scores it "
-                    "over the pixels, e.g. lambda out: keras.ops.sum(out[..., k], axis=(1, 2))."
-                )
-            present = probs > threshold
-        else:
-            present = np.asarray(labels).astype(bool)
-            if present.ndim != 2 or present.shape[0] != inputs.n:
-                raise ValueError(f"`labels` must be multi-hot (N, K) with N = {inputs.n}, got {present.shape}.")
-        result: List[Dict[int, np.ndarray]] = [{} for _ in range(inputs.n)]
-        rows = np.flatnonzero(present.any(axis=1))
-        if rows.size:
-            # Every image's labels in one pass: K = the most labels of an image, fewer padded with a repeat.
-            labels = [np.flatnonzero(present[r]) for r in rows]
-            k = max(len(l) for l in labels)
-            targets = np.stack([np.resize(l, k) for l in labels]).astype(np.int32)
-            maps = self.explain(inputs.rows(rows).user_structure(), targets=targets, **kwargs)
-            for r, l, m in zip(rows, labels, maps):
-                result[r].update({int(c): m[j] for j, c in enumerate(l)})
-        return result
 
     # -- the pipeline ----------------------------------------------------------------------------------------
 
@@ -262,14 +254,16 @@ class BaseCAM:
         if isinstance(targets, OutputTarget):
             targets = targets.bind(capture.output_names(self.model))
         resolved = resolve_targets(targets, inputs.n, self.num_classes, binary=self._binary_unit())
+        self._call_size = self._input_size(inputs)  # token grids are laid out for it when traced
         return inputs, resolved
 
-    def _run_batches(self, inputs: ModelInputs, targets: Any, size: int, upsample: bool, normalize: bool):
+    def _run_batches(self, inputs: ModelInputs, targets: Any, size: int, upsample: bool, normalize: bool,
+                     eigen: bool = False):
         """Runs the compiled graph over chunks of `size` images; returns its concatenated outputs."""
         key = ("graph", inputs.structure, signature(inputs.arrays, size), upsample, normalize,
-               targets if callable(targets) else np.shape(targets)[1:])
+               targets if callable(targets) else np.shape(targets)[1:], eigen)
         fn = self._compiled(key, lambda owner: self._graph(owner, inputs.structure, self._input_size(inputs),
-                                                           targets, upsample, normalize))
+                                                           targets, upsample, normalize, eigen))
         index = callable_index(targets, inputs.n) if callable(targets) else targets  # or per-image masks
         return run_batched(lambda *arrays: fn(*to_tensors(arrays)), [index] + inputs.arrays, size)
 
@@ -289,7 +283,7 @@ class BaseCAM:
         """What the compiled functions depend on besides the model and the input: the layers and options.
         A method whose compiled code reads options of its own adds them here."""
         return (tuple(r.path for r in self.layer_refs), self.capture_on, self.use_logits, self._binary_unit(),
-                self._input_layout)
+                self._input_layout, self.reshape)
 
     def _input_size(self, inputs: ModelInputs) -> Tuple[int, ...]:
         """The spatial size of the explained input (what maps are upsampled to)."""
@@ -297,19 +291,19 @@ class BaseCAM:
 
     @staticmethod
     def _graph(owner: Owner, structure: InputStructure, size: Tuple[int, int], targets: Any, upsample: bool,
-               normalize: bool) -> Callable:
+               normalize: bool, eigen: bool = False) -> Callable:
         """The function that is compiled: (class indices, *inputs) -> (heatmaps, target indices, scores)."""
 
         def fn(index, *tensors):
             this = owner()
             activations, grads, _, (scores, idx) = this._activations(structure.pack(tensors),
                                                                      this._score_fn(targets, index))
-            maps = [this._layer_map(a, g, idx) for a, g in zip(activations, grads)]
+            maps = [this._layer_map(a, g, idx, eigen) for a, g in zip(activations, grads)]
             return this._combine(maps, idx, size, upsample, normalize), idx, scores
 
         return fn
 
-    def _layer_map(self, activations: Any, grads: Any, targets: Any) -> Any:
+    def _layer_map(self, activations: Any, grads: Any, targets: Any, eigen: bool = False) -> Any:
         """One layer's raw map (M, *spatial), M = N, or N * K for K targets per image (the activations are
         then repeated per target, each with its own gradient, so methods see one target per row)."""
         if len(targets.shape) == 2:
@@ -322,7 +316,7 @@ class BaseCAM:
                     grads = keras.ops.repeat(keras.ops.expand_dims(grads, 1), k, axis=1)
                 grads = keras.ops.reshape(grads, shape)
             targets = keras.ops.reshape(targets, (-1,))
-        return self.compute_cam(activations, grads, targets)
+        return (self.eigen_cam if eigen else self.compute_cam)(activations, grads, targets)
 
     def _combine(self, maps: List[Any], targets: Any, size: Tuple[int, ...], upsample: bool,
                  normalize: bool) -> Any:
@@ -382,25 +376,9 @@ class BaseCAM:
                     outputs = self.model(model_inputs, training=False)
                 _, aux = score_fn(outputs)
                 acts, grads = [r[0] for r in records], [None] * len(layers)
-        pairs = [self._channels_last(ref, a, g) for ref, a, g in zip(self.layer_refs, acts, grads)]
+        pairs = [channels_last(self.model, ref, a, g, self._input_layout.rank, self._call_size, self.reshape)
+                 for ref, a, g in zip(self.layer_refs, acts, grads)]
         return [a for a, _ in pairs], [g for _, g in pairs], outputs, aux
-
-    def _channels_last(self, ref: capture.LayerRef, a: Any, g: Any) -> Tuple[Any, Any]:
-        """A captured feature map (and its gradient) checked and turned channels_last."""
-        rank = self._input_layout.rank
-        found = layout.layer_layout(ref.layer, len(a.shape)) if 3 <= len(a.shape) <= 5 else None
-        if found is None or found.rank != rank or all(d == 1 for d in found.spatial_shape(a.shape)):
-            raise ValueError(
-                f"Layer '{ref.path}' produced a tensor of shape {tuple(a.shape)} at run time, which is not a "
-                f"feature map with {rank} spatial {'axis' if rank == 1 else 'axes'} as the input has "
-                f"({layout.Layout(rank).describe()} or channels first). Pick a convolutional layer."
-            )
-        a = found.to_channels_last(keras.ops.cast(a, "float32"))
-        if g is not None:
-            g = keras.ops.cast(g, "float32")
-            # (N, K, ...) gradients: the channel axis of channels_first maps is then axis 2.
-            g = keras.ops.moveaxis(g, len(g.shape) - rank - 1, -1) if found.channels_first else g
-        return a, g
 
     def _resolve_on_first_call(self, inputs: ModelInputs) -> None:
         """Finds what needs a sample input: the auto layer, the logit layers and the output size of
@@ -416,6 +394,16 @@ class BaseCAM:
             self._output_units = capture.output_units(self.model, sample)
         if self._input_layout is None:
             self._input_layout = capture.input_layout(self.model, inputs.image.ndim)
+
+    def _check_zero_maps(self, maps: np.ndarray) -> None:
+        """Warns about the transformer trap: a block's output after which only the class token is read gets
+        no gradient on its patch tokens, so every map is zero."""
+        token = auto_token_layer(capture.iter_layers(self.model)) if maps.size and not maps.any() else None
+        if token is not None and token.path not in {r.path for r in self.layer_refs}:
+            warnings.warn(
+                f"Every map of layer(s) {', '.join(repr(r.path) for r in self.layer_refs)} is zero: in a vision "
+                f"transformer whose head reads the class token only, the patch tokens after the last attention "
+                f"get no gradient. Explain layer='{token.path}' (the automatic choice) instead.", stacklevel=3)
 
     def _binary_unit(self) -> bool:
         """Whether a single output unit is a binary classifier (else a regression output)."""

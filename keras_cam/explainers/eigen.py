@@ -9,34 +9,21 @@ import keras
 import numpy as np
 
 from keras_cam._validation import check_number
+from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
+from keras_cam.explainers.maps import first_component, positions, signed_projection
 
 _KERNELS = ("sigmoid", "rbf", "linear")
 
 
-def _positions(x: Any) -> Any:
-    """(N, *spatial, C) -> (N, positions, C), centred over the positions of each image."""
-    x = keras.ops.reshape(x, (-1, int(np.prod(tuple(x.shape[1:-1])))) + (x.shape[-1],))
-    return x - keras.ops.mean(x, axis=1, keepdims=True)
+class PrincipalComponentCAM(BaseCAM):
+    """Base of the methods whose map already is a principal component: `eigen_smooth` changes nothing."""
+
+    def eigen_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
+        return self.compute_cam(activations, grads, targets)
 
 
-def _signed(projection: Any, x: Any, spatial: tuple) -> Any:
-    """(N, positions) projections, made to correlate positively with the channel sum of the centred samples
-    `x` (N, positions, C), and reshaped to (N, *spatial)."""
-    ops = keras.ops
-    reference = ops.sum(x, axis=-1)
-    sign = ops.where(ops.sum(projection * reference, axis=1, keepdims=True) < 0, -1.0, 1.0)
-    return ops.reshape(projection * sign, (-1,) + tuple(spatial))
-
-
-def first_component(features: Any) -> Any:
-    """The projection of each location of (N, *spatial, C) on the first principal direction, (N, *spatial)."""
-    x = _positions(features)
-    _, _, vt = keras.ops.svd(x, full_matrices=False)
-    return _signed(keras.ops.einsum("npc,nc->np", x, vt[:, 0, :]), x, features.shape[1:-1])
-
-
-class EigenCAM(BaseCAM):
+class EigenCAM(PrincipalComponentCAM):
     """Projection of each location's activation vector on the first principal direction (no gradients).
 
     The sign of a principal component is arbitrary; it is fixed so that the map correlates positively with
@@ -52,7 +39,7 @@ class EigenCAM(BaseCAM):
         return first_component(activations)
 
 
-class EigenGradCAM(BaseCAM):
+class EigenGradCAM(PrincipalComponentCAM):
     """EigenGradCAM: EigenCAM of `A * dS/dA`, the first principal component of activations times gradients.
 
     Class-discriminative, unlike EigenCAM. The sign is fixed as EigenCAM's, against the channel sum of the
@@ -66,7 +53,7 @@ class EigenGradCAM(BaseCAM):
         return first_component(activations * grads)
 
 
-class KPCACAM(BaseCAM):
+class KPCACAM(PrincipalComponentCAM):
     """KPCA-CAM (Karmani et al. 2024): EigenCAM with kernel PCA, the first component of a non-linear kernel.
 
     Per image, the centred location vectors `x_i` (N, positions, C) give the kernel matrix
@@ -82,7 +69,8 @@ class KPCACAM(BaseCAM):
     per image (fine for a 14 x 14 or 8 x 8 x 8 layer; a 56 x 56 one is a 3136 x 3136 matrix).
 
     Args:
-        model, layer, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).
+        model, layer, use_logits, input_index, input_name, binary, reshape: as for every explainer (see
+            `BaseCAM`).
         kernel: "sigmoid", "rbf" or "linear".
         gamma: the kernel's scale (None: 1 / channels).
         coef0: the sigmoid kernel's offset (1, scikit-learn's default).
@@ -95,8 +83,8 @@ class KPCACAM(BaseCAM):
     def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
                  input_index: Optional[int] = None, input_name: Optional[str] = None,
                  binary: Optional[bool] = None, kernel: str = "sigmoid", gamma: Optional[float] = None,
-                 coef0: float = 1.0) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+                 coef0: float = 1.0, reshape: Reshape = None) -> None:
+        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
         if kernel not in _KERNELS:
             raise ValueError(f"`kernel` must be one of {', '.join(map(repr, _KERNELS))}, got {kernel!r}.")
         self.kernel = kernel
@@ -108,7 +96,7 @@ class KPCACAM(BaseCAM):
 
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
         ops = keras.ops
-        x = _positions(activations)
+        x = positions(activations)
         gamma = 1.0 / x.shape[-1] if self.gamma is None else self.gamma
         dots = ops.einsum("npc,nqc->npq", x, x)
         if self.kernel == "sigmoid":
@@ -123,4 +111,4 @@ class KPCACAM(BaseCAM):
         k = 0.5 * (k + ops.transpose(k, (0, 2, 1)))  # exactly symmetric for eigh
         values, vectors = ops.eigh(k)  # ascending
         projection = vectors[:, :, -1] * ops.sqrt(ops.maximum(values[:, -1:], 0.0))
-        return _signed(projection, x, activations.shape[1:-1])
+        return signed_projection(projection, x, activations.shape[1:-1])

@@ -6,6 +6,7 @@ from typing import Any, Optional
 import keras
 
 from keras_cam._validation import check_number
+from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
 from keras_cam.explainers.maps import spatial_axes
 
@@ -21,7 +22,8 @@ class FEM(BaseCAM):
     Targets only select the reported score.
 
     Args:
-        model, layer, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).
+        model, layer, use_logits, input_index, input_name, binary, reshape: as for every explainer (see
+            `BaseCAM`).
         k: how many standard deviations above the mean a location must be (2 by default).
     """
 
@@ -30,8 +32,8 @@ class FEM(BaseCAM):
 
     def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
                  input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, k: float = 2.0) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+                 binary: Optional[bool] = None, k: float = 2.0, reshape: Reshape = None) -> None:
+        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
         self.k = check_number("k", k, 0.0)
 
     def _config(self) -> tuple:

@@ -6,6 +6,7 @@ from typing import Any, Callable, Optional
 import keras
 
 from keras_cam._validation import check_int, check_number
+from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
 from keras_cam.explainers.maps import spatial_axes
 from keras_cam.targets import class_scores
@@ -55,8 +56,11 @@ class HiResCAM(BaseCAM):
     name = "hirescam"
     aliases = ("hires-cam",)
 
+    def weighted_activations(self, activations: Any, grads: Any, targets: Any) -> Any:
+        return activations * grads
+
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
-        return keras.ops.sum(activations * grads, axis=-1)
+        return keras.ops.sum(self.weighted_activations(activations, grads, targets), axis=-1)
 
 
 class XGradCAM(BaseCAM):
@@ -80,8 +84,11 @@ class LayerCAM(BaseCAM):
     name = "layercam"
     aliases = ("layer-cam",)
 
+    def weighted_activations(self, activations: Any, grads: Any, targets: Any) -> Any:
+        return keras.ops.relu(grads) * activations
+
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
-        return keras.ops.sum(keras.ops.relu(grads) * activations, axis=-1)
+        return keras.ops.sum(self.weighted_activations(activations, grads, targets), axis=-1)
 
 
 class GradCAMElementWise(BaseCAM):
@@ -89,14 +96,17 @@ class GradCAMElementWise(BaseCAM):
 
     Like HiResCAM, but a location only ever adds to the map: negative products are dropped before the sum over
     channels (HiResCAM lets them cancel positive ones). Where every product is positive the two are equal.
-    As pytorch-grad-cam's `GradCAMElementWise` without its `eigen_smooth` option.
+    As pytorch-grad-cam's `GradCAMElementWise`.
     """
 
     name = "gradcam-elementwise"
     aliases = ("grad-cam-elementwise",)
 
+    def weighted_activations(self, activations: Any, grads: Any, targets: Any) -> Any:
+        return keras.ops.relu(activations * grads)
+
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
-        return keras.ops.sum(keras.ops.relu(activations * grads), axis=-1)
+        return keras.ops.sum(self.weighted_activations(activations, grads, targets), axis=-1)
 
 
 def finer_scores(outputs: Any, index: Any, alpha: float, comparisons: int) -> Any:
@@ -139,7 +149,8 @@ class FinerCAM(GradCAM):
     are refused.
 
     Args:
-        model, layer, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).
+        model, layer, use_logits, input_index, input_name, binary, reshape: as for every explainer (see
+            `BaseCAM`).
         alpha: how strongly the similar classes' outputs are subtracted (1 by default, as pytorch-grad-cam).
         comparisons: how many of the most similar classes the target is compared with (3 by default).
     """
@@ -150,8 +161,9 @@ class FinerCAM(GradCAM):
 
     def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
                  input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, alpha: float = 1.0, comparisons: int = 3) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+                 binary: Optional[bool] = None, alpha: float = 1.0, comparisons: int = 3,
+                 reshape: Reshape = None) -> None:
+        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
         self.alpha = check_number("alpha", alpha, 0.0)
         self.comparisons = check_int("comparisons", comparisons, 1)
 

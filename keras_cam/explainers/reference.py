@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_cam._validation import check_int
+from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
 
 
@@ -20,7 +21,8 @@ class RandomCAM(BaseCAM):
     Where every weight of the channels that fire is negative the map is all zero.
 
     Args:
-        model, layer, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).
+        model, layer, use_logits, input_index, input_name, binary, reshape: as for every explainer (see
+            `BaseCAM`).
         seed: the seed of the weights (an integer >= 0).
     """
 
@@ -30,8 +32,8 @@ class RandomCAM(BaseCAM):
 
     def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
                  input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, seed: int = 0) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+                 binary: Optional[bool] = None, seed: int = 0, reshape: Reshape = None) -> None:
+        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
         self.seed = check_int("seed", seed, 0)
 
     def _config(self) -> tuple:

@@ -9,8 +9,9 @@ import numpy as np
 from keras_cam._batching import (DEFAULT_BATCH_SIZE, check_batch_size, chunk_size, run_batched, signature,
                                  to_tensors)
 from keras_cam import layout
+from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM, Explanation
-from keras_cam.explainers.maps import minmax, weighted_sum
+from keras_cam.explainers.maps import first_component, minmax, weigh, weighted_sum
 
 
 class ScoreCAM(BaseCAM):
@@ -23,7 +24,8 @@ class ScoreCAM(BaseCAM):
     `batch_size` masked images, so memory stays bounded whatever the channel count.
 
     Args:
-        model, layer, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).
+        model, layer, use_logits, input_index, input_name, binary, reshape: as for every explainer (see
+            `BaseCAM`).
         max_channels: Faster Score-CAM: only the `max_channels` channels with the largest activation
             variance (per image) are scored; None scores all channels.
         batch_size: masked images per forward pass (default 32); `explain(batch_size=...)` overrides it.
@@ -52,16 +54,17 @@ class ScoreCAM(BaseCAM):
         max_channels: Optional[int] = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         binary: Optional[bool] = None,
+        reshape: Reshape = None,
     ) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
         if max_channels is not None and int(max_channels) < 1:
             raise ValueError(f"`max_channels` must be >= 1 or None, got {max_channels}.")
         self.max_channels = None if max_channels is None else int(max_channels)
         self.channel_batch = check_batch_size(batch_size)
 
-    def compute(self, images: Any, targets=None, upsample: bool = True, normalize: bool = True,
-                batch_size: Optional[int] = None) -> Explanation:
-        """See `BaseCAM.explain`; here `batch_size` is the number of masked images per forward pass."""
+    def _compute(self, images: Any, targets: Any, upsample: bool, normalize: bool, batch_size: Optional[int],
+                 eigen_smooth: bool) -> Explanation:
+        # Here `batch_size` is the number of masked images per forward pass.
         chunk = self.channel_batch if batch_size is None else check_batch_size(batch_size)
         inputs, resolved = self._prepare_call(images, targets)
         # First pass, compiled like every method's: each layer's activations, explained classes and scores.
@@ -84,13 +87,14 @@ class ScoreCAM(BaseCAM):
             if several:  # one row per (image, target), as the base pipeline lays them out
                 chosen = np.repeat(chosen, idx.shape[1], axis=0)
                 weights = weights.reshape(-1, weights.shape[-1])
-            maps.append(weighted_sum(keras.ops.convert_to_tensor(chosen), keras.ops.convert_to_tensor(weights)))
+            chosen, weights = keras.ops.convert_to_tensor(chosen), keras.ops.convert_to_tensor(weights)
+            maps.append(first_component(weigh(chosen, weights)) if eigen_smooth else weighted_sum(chosen, weights))
         heatmaps = self._combine(maps, keras.ops.convert_to_tensor(idx), size, upsample, normalize)
         heatmaps = np.asarray(keras.ops.convert_to_numpy(heatmaps)).astype(np.float32)
         return Explanation(heatmaps, idx.astype(np.int64), scores.astype(np.float32))
 
     @staticmethod
-    def _graph(owner, structure, size, targets, upsample, normalize):
+    def _graph(owner, structure, size, targets, upsample, normalize, eigen=False):
         # The first pass returns each layer's raw activations instead of a map.
         def fn(index, *tensors):
             this = owner()

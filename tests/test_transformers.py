@@ -1,0 +1,160 @@
+"""Vision transformers: tokens laid out on their grid, the automatic layer, nested paths and keras-hub models
+built from their config with random weights (no download)."""
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from keras_cam import backend as seam
+from keras_cam.capture import tokens
+
+keras_hub = pytest.importorskip("keras_hub")
+
+SIZE, PATCH, DIM = 32, 8, 16
+GRID = SIZE // PATCH
+
+
+def vit(class_token: bool = True, seed: int = 0) -> keras.Model:
+    """A 2-block keras-hub ViT classifier on 32x32 images: 4x4 patches of 8 pixels (+ a class token)."""
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.ViTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=2, num_heads=2,
+                                            hidden_dim=DIM, mlp_dim=32, use_class_token=class_token)
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=3, preprocessor=None,
+                                               pooling="token" if class_token else "gap")
+
+
+def images(n: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, SIZE, SIZE, 3)).astype("float32")
+
+
+def reference_gradcam(model, layer, x, k, prefix):
+    """Grad-CAM by hand: the layer's tokens and their gradients, the prefix dropped, the rest row-major."""
+    acts, grads, _, _ = seam.get().activation_grads(model, keras.ops.convert_to_tensor(x), [layer],
+                                                    lambda out: (out[:, k], None))
+    a, g = (keras.ops.convert_to_numpy(t)[:, prefix:].reshape(len(x), GRID, GRID, -1) for t in (acts[0], grads[0]))
+    return np.maximum((a * g.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {True: vit(True), False: vit(False, seed=1)}
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("class_token", [True, False])
+def test_token_maps_equal_a_hand_written_reference(models, class_token):
+    model, x = models[class_token], images()
+    explainer = kc.GradCAM(model)
+    assert explainer.layer_ref.path.endswith("vit_encoder/transformer_block_2/ln_1")
+    maps = {k: reference_gradcam(model, explainer.layer, x, k, prefix=int(class_token)) for k in range(3)}
+    k = max(maps, key=lambda c: maps[c].sum())  # random weights: pick the class with the most positive evidence
+    assert maps[k].sum() > 0
+    got = explainer.explain(x, targets=k, upsample=False, normalize=False)
+    np.testing.assert_allclose(got, maps[k], rtol=1e-4, atol=1e-6)
+    up = explainer.explain(x, targets=k)
+    assert up.shape == (3, SIZE, SIZE) and up.min() >= 0 and up.max() == pytest.approx(1)
+
+
+@pytest.mark.backends
+def test_reshape_as_a_grid_or_a_callable_equals_the_automatic_layout(models):
+    model, x = models[True], images()
+    auto = kc.HiResCAM(model).explain(x, targets=1, normalize=False)
+    grid = kc.HiResCAM(model, reshape=(GRID, GRID)).explain(x, targets=1, normalize=False)
+    by_hand = kc.HiResCAM(model, reshape=lambda t: keras.ops.reshape(t[:, 1:], (-1, GRID, GRID, DIM)))
+    np.testing.assert_allclose(grid, auto, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(by_hand.explain(x, targets=1, normalize=False), auto, rtol=1e-5, atol=1e-7)
+    # several targets per image: the callable also lays out the (N, K, L, D) gradients
+    several = by_hand.explain(x, targets=[[1, 0]] * 3, normalize=False)
+    np.testing.assert_allclose(several[:, 0], auto, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.backends
+def test_the_block_output_trap_warns_and_names_the_layer_to_use(models):
+    model = models[True]
+    auto = kc.GradCAM(model).layer_ref.path
+    block = auto.rsplit("/", 1)[0]  # the last block's output: the head reads its class token only
+    with pytest.warns(UserWarning, match=f"layer='{auto}'"):
+        maps = kc.GradCAM(model, layer=block).explain(images(), upsample=False)
+    assert not maps.any()
+    with warnings.catch_warnings(record=True) as caught:  # the recommended layer does not warn
+        warnings.simplefilter("always")
+        kc.GradCAM(model).explain(images())
+    assert not [w for w in caught if "is zero" in str(w.message)]
+    no_token = models[False]  # mean pooling reads every token: the block output is fine there
+    gap = kc.GradCAM(no_token, layer=kc.GradCAM(no_token).layer_ref.path.rsplit("/", 1)[0])
+    assert gap.explain(images(), upsample=False).any()
+
+
+def test_nested_layers_are_reached_by_path_and_repeated_names_are_refused(models):
+    model = models[True]
+    backbone = model.get_layer(index=1)
+    block = list(backbone.get_layer("vit_encoder")._flatten_layers(include_self=False, recursive=False))[0]
+    explainer = kc.GradCAM(model, layer=f"{backbone.name}/vit_encoder/transformer_block_1/ln_1")
+    assert block.name == "transformer_block_1" and explainer.layer is block.layer_norm_1
+    with pytest.raises(ValueError, match="'ln_1' is ambiguous.*transformer_block_1/ln_1.*Pass the path"):
+        kc.GradCAM(model, layer="ln_1")
+    with pytest.raises(ValueError, match="transformer_block_9.*did you mean"):
+        kc.GradCAM(model, layer=f"{backbone.name}/vit_encoder/transformer_block_9/ln_1")
+
+
+def test_grids_that_cannot_be_found_say_what_was_tried():
+    with pytest.raises(ValueError, match=r"outputs 3 tokens.*tried every h x w.*reshape=\(h, w\)"):
+        tokens.token_grid(keras.Sequential([keras.Input((5,))]), "mix", 3, (32, 32))
+    with pytest.raises(ValueError, match=r"reshape=\(5, 5\).*needs 25 tokens.*outputs 17"):
+        tokens.token_grid(keras.Sequential([keras.Input((5,))]), "ln", 17, (32, 32), reshape=(5, 5))
+    # without a patch embedding: the input's aspect ratio, fewest prefix tokens first
+    assert tokens.token_grid(keras.Sequential([keras.Input((5,))]), "ln", 17, (32, 32)) == (1, 4, 4)
+    assert tokens.token_grid(keras.Sequential([keras.Input((5,))]), "ln", 10, (16, 32)) == (2, 2, 4)
+    with pytest.raises(ValueError, match="`reshape` must be None, a grid"):
+        kc.GradCAM(vit(), reshape=4)
+
+
+def test_every_method_on_a_vit(models):
+    x = images(n=2)
+    for name in kc.available_methods():
+        if name == "cam":
+            continue  # needs a CAMHead
+        maps = kc.get_explainer(name, models[False]).explain(x)
+        assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all(), name
+        assert maps.min() >= 0 and maps.max() <= 1 + 1e-6, name
+
+
+def _head(backbone: keras.Model) -> keras.Model:
+    inputs = keras.Input((SIZE, SIZE, 3))
+    return keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs)[:, 0]))
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("kind", ["deit", "dinov2", "resnet"])
+def test_keras_hub_models(kind):
+    keras.utils.set_random_seed(0)
+    if kind == "deit":  # class and distillation tokens: 2 + 16
+        model = _head(keras_hub.models.DeiTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=2,
+                                                    num_heads=2, hidden_dim=DIM, intermediate_dim=32))
+    elif kind == "dinov2":  # class and 4 register tokens: 5 + 16
+        model = _head(keras_hub.models.DINOV2Backbone(patch_size=PATCH, num_layers=2, hidden_dim=DIM, num_heads=2,
+                                                      intermediate_dim=32, num_register_tokens=4,
+                                                      image_shape=(SIZE, SIZE, 3),
+                                                      position_embedding_shape=(SIZE, SIZE, 3)))
+    else:
+        backbone = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
+            stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="basic_block",
+            image_shape=(SIZE, SIZE, 3))
+        model = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=3, preprocessor=None)
+    x = images(n=2)
+    explainer, k = kc.GradCAM(model), None
+    if kind == "resnet":
+        assert explainer.layer_ref.path.endswith("stack1_block0_out")
+    else:
+        assert explainer.layer_ref.path.rsplit("/", 1)[-1] in ("ln_1", "norm1")
+        prefix = {"deit": 2, "dinov2": 5}[kind]
+        ref = {k: reference_gradcam(model, explainer.layer, x, k, prefix) for k in range(3)}
+        k = max(ref, key=lambda c: ref[c].sum())
+        np.testing.assert_allclose(explainer.explain(x, targets=k, upsample=False, normalize=False), ref[k],
+                                   rtol=1e-4, atol=1e-6)
+    for name in ("gradcam++", "scorecam", "eigencam"):
+        maps = kc.get_explainer(name, model).explain(x, targets=k)  # k: a class with positive evidence
+        assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all() and maps.any(), (kind, name)
