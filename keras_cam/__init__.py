@@ -37,6 +37,14 @@ _EXPORTS = {
     "KPCACAM": "keras_cam.explainers",
     "FEM": "keras_cam.explainers",
     "RandomCAM": "keras_cam.explainers",
+    "AblationCAM": "keras_cam.explainers",
+    "FullGrad": "keras_cam.explainers",
+    "ShapleyCAM": "keras_cam.explainers",
+    "Saliency": "keras_cam.explainers",
+    "SmoothGrad": "keras_cam.explainers",
+    "IntegratedGradients": "keras_cam.explainers",
+    "GuidedBackprop": "keras_cam.explainers",
+    "GuidedGradCAM": "keras_cam.explainers",
     "available_methods": "keras_cam.explainers",
     "class_activation_maps": "keras_cam.explainers",
     "get_explainer": "keras_cam.explainers",
@@ -65,7 +73,7 @@ _EXPORTS = {
     "set_cache_size": "keras_cam._batching",
 }
 #: Submodules that are part of the public API as namespaces (`kc.callbacks.CAMSnapshot`, ...).
-_NAMESPACES = ("callbacks", "datasets", "metrics")
+_NAMESPACES = ("callbacks", "datasets", "integrations", "metrics")
 
 
 def __getattr__(name: str) -> Any:

@@ -313,8 +313,8 @@ class SegmentationTarget:
         else:
             raise ValueError(
                 "Per-image masks (N, H, W) follow the images through the gradient methods' compiled calls, "
-                "but Score-CAM scores each image's masked copies in passes of their own; with Score-CAM pass "
-                "one mask (H, W) per call (one image at a time), or mask=None."
+                "but Score-CAM and AblationCAM score each image's masked or ablated copies in passes of their "
+                "own; with them pass one mask (H, W) per call (one image at a time), or mask=None."
             )
         shape = tuple(mask.shape[1:]) if self.kind != "shared" else tuple(mask.shape)
         if shape != grid:  # never for predicted pixels

