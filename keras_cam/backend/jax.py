@@ -18,7 +18,10 @@ from keras_cam.backend.common import check_recorded
 from keras_cam.capture import intercept
 
 
-def _forward(model, inputs, layers: Sequence, probes=None):
+def _forward(model, inputs, layers: Sequence, probes=None, scales=None):
+    """The model's outputs with `layers` intercepted: each output `a` becomes `a + probe` (differentiating
+    w.r.t. the probe is differentiating w.r.t. `a`) and, with `scales`, `+ scale * stop_gradient(a)`, so the
+    derivative along `scale` is the direction `a` itself (Hessian-vector products with the activations)."""
     recorded: List[Any] = [None] * len(layers)
 
     def transform_for(i: int) -> Callable:
@@ -27,6 +30,8 @@ def _forward(model, inputs, layers: Sequence, probes=None):
                 out = jax.lax.stop_gradient(out)  # the first captured layer: nothing upstream is differentiated
             if probes is not None:
                 out = out + probes[i].astype(out.dtype)
+            if scales is not None:
+                out = out + scales[i].astype(out.dtype) * jax.lax.stop_gradient(out)
             recorded[i] = out
             return out
 
@@ -150,29 +155,6 @@ def input_layer_grads(model, x, layers: Sequence, forward: Callable):
     return x_grad, recorded, list(layer_grads), aux
 
 
-def _scaled_forward(model, inputs, layers: Sequence, probes, scales):
-    """`_forward` whose hook returns `a + probe + scale * stop_gradient(a)`: the derivative along `scale` is
-    the direction `a` itself (for Hessian-vector products with the activations)."""
-    recorded: List[Any] = [None] * len(layers)
-
-    def transform_for(i: int) -> Callable:
-        def transform(out):
-            if not any(r is not None for r in recorded):
-                out = jax.lax.stop_gradient(out)
-            out = out + probes[i].astype(out.dtype) + scales[i].astype(out.dtype) * jax.lax.stop_gradient(out)
-            recorded[i] = out
-            return out
-
-        return transform
-
-    with contextlib.ExitStack() as stack:
-        for i, layer in enumerate(layers):
-            stack.enter_context(intercept(layer, transform_for(i)))
-        outputs = model(inputs, training=False)
-    check_recorded(recorded, layers)
-    return recorded, outputs
-
-
 def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
     """`activation_grads` plus `hvps`: per layer, `H A` (the Hessian of the summed scores w.r.t. the layer's
     activations times the activations), as the forward-mode derivative (jvp) of the gradient along A;
@@ -184,7 +166,7 @@ def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
 
     def grads_at(scales, cotangent):
         def objective(probes):
-            recorded, outputs = _scaled_forward(model, inputs, layers, probes, scales)
+            recorded, outputs = _forward(model, inputs, layers, probes, scales)
             scores, aux = score_fn(outputs)
             return scores, (recorded, outputs, aux)
 

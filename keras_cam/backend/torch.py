@@ -13,28 +13,33 @@ from keras_cam.backend.common import check_recorded
 from keras_cam.capture import intercept
 
 
-def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
+def _forward_recording(model, inputs, layers: Sequence):
+    """(recorded layer outputs, model outputs); call it under `torch.no_grad()`. Autograd records from the
+    first captured layer's output (a fresh leaf) on only: upstream there is no autograd graph through the
+    backbone (whose weights require grads), so that part costs what an inference pass costs."""
     recorded: List[Any] = [None] * len(layers)
 
     def transform_for(i: int) -> Callable:
         def transform(out):
             if not torch.is_grad_enabled():
-                # The first captured layer: a fresh leaf, and autograd records from here on only.
-                torch.set_grad_enabled(True)
+                torch.set_grad_enabled(True)  # the first captured layer: autograd records from here on
                 out = out.detach().requires_grad_(True)
             recorded[i] = out
             return out
 
         return transform
 
-    # Upstream of the layers nothing is recorded: no autograd graph through the backbone (whose weights
-    # require grads), so the forward costs what an inference pass costs and saves no activations.
+    with contextlib.ExitStack() as stack:
+        for i, layer in enumerate(layers):
+            stack.enter_context(intercept(layer, transform_for(i)))
+        outputs = model(inputs, training=False)
+    check_recorded(recorded, layers)
+    return recorded, outputs
+
+
+def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
     with torch.no_grad():
-        with contextlib.ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(intercept(layer, transform_for(i)))
-            outputs = model(inputs, training=False)
-        check_recorded(recorded, layers)
+        recorded, outputs = _forward_recording(model, inputs, layers)
         scores, aux = score_fn(outputs)
         torch.set_grad_enabled(True)  # also when the layers' outputs do not reach the scores
         grads = _grads(scores, recorded)
@@ -136,24 +141,8 @@ def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
     """`activation_grads` plus `hvps`: per layer, `H A = d (g . A) / dA` (A held constant), the gradient taken
     with `create_graph=True` and differentiated again with A as `grad_outputs`; (N, K, ...) for (N, K)
     scores, one pair of backward passes per target."""
-    recorded: List[Any] = [None] * len(layers)
-
-    def transform_for(i: int) -> Callable:
-        def transform(out):
-            if not torch.is_grad_enabled():
-                torch.set_grad_enabled(True)  # the first captured layer: autograd records from here on
-                out = out.detach().requires_grad_(True)
-            recorded[i] = out
-            return out
-
-        return transform
-
     with torch.no_grad():
-        with contextlib.ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(intercept(layer, transform_for(i)))
-            outputs = model(inputs, training=False)
-        check_recorded(recorded, layers)
+        recorded, outputs = _forward_recording(model, inputs, layers)
         scores, aux = score_fn(outputs)
         torch.set_grad_enabled(True)
         columns = [scores] if scores.ndim == 1 else [scores[:, k] for k in range(scores.shape[1])]

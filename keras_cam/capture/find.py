@@ -8,7 +8,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 import keras
 
 from keras_cam import layout
-from keras_cam.capture import tokens
+from keras_cam.capture.tokens import auto_token_layer, is_token_shape
 from keras_cam._validation import close_matches
 from keras_cam.capture.graph import LayerRef, graph_tensors, iter_layers, static_output_shape, sublayers
 from keras_cam.capture.hooks import intercept
@@ -87,7 +87,7 @@ def find_layer(
     if layer is None:
         spatial = spatial_layers(model, rank)
         if not spatial and rank == 2:
-            token = tokens.auto_token_layer(refs)  # a vision transformer: no feature map, but tokens
+            token = auto_token_layer(refs)  # a vision transformer: no feature map, but tokens
             if token is not None:
                 return token
         if not spatial and sample is not None:
@@ -117,7 +117,7 @@ def find_layer(
     if require_spatial:
         shape = static_output_shape(found.layer)
         if shape is not None and not is_spatial_output(found.layer, shape, rank) \
-                and not tokens.is_token_shape(shape, rank):
+                and not is_token_shape(shape, rank):
             raise ValueError(
                 f"Layer '{found.path}' has output shape {shape}, which is not a spatial feature map: class "
                 f"activation maps need {_needs(rank)}. Pick a convolutional (or pooling, activation, ...) layer "

@@ -233,7 +233,7 @@ class BaseCAM(LabelsMixin):
                 eigen_smooth: bool = False) -> Explanation:
         """Like `explain`, but also returns the explained class and its score per image."""
         if aug_smooth:
-            return augmented(self, images, targets, upsample, normalize, batch_size, eigen_smooth)
+            return Explanation(*augmented(self, images, targets, upsample, normalize, batch_size, eigen_smooth))
         return self._compute(images, targets, upsample, normalize, batch_size, bool(eigen_smooth))
 
     def _compute(self, images: Any, targets: Targets, upsample: bool, normalize: bool,

@@ -8,11 +8,13 @@ the explainer in one call.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
+import keras
 import numpy as np
 
 from keras_cam._inputs import ModelInputs
+from keras_cam.explainers.maps import minmax
 from keras_cam.targets import SegmentationTarget
 
 #: Intensity factors of the copies besides the image itself (x1).
@@ -20,13 +22,9 @@ FACTORS = (0.9, 1.1)
 
 
 def augmented(explainer: Any, images: Any, targets: Any, upsample: bool, normalize: bool,
-              batch_size: Optional[int], eigen_smooth: bool) -> Any:
-    """`explainer.compute(images, targets, ...)` with `aug_smooth=True` (see the module docstring)."""
-    import keras
-
-    from keras_cam.explainers.base import Explanation
-    from keras_cam.explainers.maps import minmax
-
+              batch_size: Optional[int], eigen_smooth: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(heatmaps, targets, scores) of `explainer.compute(images, targets, ...)` with `aug_smooth=True` (see
+    the module docstring)."""
     inputs = explainer._prepare_inputs(images)
     n = inputs.n
     if isinstance(targets, SegmentationTarget) and targets.kind == "per_image":
@@ -52,4 +50,4 @@ def augmented(explainer: Any, images: Any, targets: Any, upsample: bool, normali
     if normalize:
         flat = mean.reshape((-1,) + mean.shape[-explainer._input_layout.rank:])  # (N or N * K, *spatial)
         mean = keras.ops.convert_to_numpy(minmax(keras.ops.convert_to_tensor(flat))).reshape(mean.shape)
-    return Explanation(mean.astype(np.float32), first.targets, first.scores)
+    return mean.astype(np.float32), first.targets, first.scores
