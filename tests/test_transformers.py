@@ -111,6 +111,7 @@ def test_grids_that_cannot_be_found_say_what_was_tried():
         kc.GradCAM(vit(), reshape=4)
 
 
+@pytest.mark.backends
 def test_every_method_on_a_vit(models):
     x = images(n=2)
     for name in kc.available_methods():

@@ -140,8 +140,13 @@ def input_layer_grads(model, x, layers: Sequence, forward: Callable):
 def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
     """`activation_grads` plus `hvps`: per layer, `H A = d (g . A) / dA` (A held constant), the gradient taken
     with `create_graph=True` and differentiated again with A as `grad_outputs`; (N, K, ...) for (N, K)
-    scores, one pair of backward passes per target."""
-    with torch.no_grad():
+    scores, one pair of backward passes per target.
+
+    Attention runs in PyTorch's reference ("math") kernel here: its fused CPU kernels have no second
+    derivative (`_scaled_dot_product_flash_attention_for_cpu_backward`)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
         recorded, outputs = _forward_recording(model, inputs, layers)
         scores, aux = score_fn(outputs)
         torch.set_grad_enabled(True)
