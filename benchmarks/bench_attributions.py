@@ -6,6 +6,7 @@ Each method's limit is what it cannot avoid: compiled forward + backward passes 
 - SmoothGrad(n): the same over n noisy copies of each image (n x N rows, in one call).
 - Integrated Gradients(steps): the same over `steps` points per image (steps x N rows, in one call).
 - Guided Grad-CAM: Guided Backprop's limit (its Grad-CAM part, a backward to the layer only, comes on top).
+- FullGrad: the same limit (the one pass is also differentiated at every conv and BatchNorm output).
 
 Ours is `kc.get_explainer(method, model).explain(x, targets=t, batch_size=N)` (numpy heatmaps, normalized;
 all of a batch's rows in one compiled call, plus the image itself as a reference row for SmoothGrad and IG).
@@ -106,6 +107,8 @@ def main(argv=None) -> int:
         "saliency": (kc.get_explainer("saliency", model), "fwd+bwd x1"),
         "guided-backprop": (kc.get_explainer("guided-backprop", model), "fwd+bwd x1"),
         "guided-gradcam": (kc.get_explainer("guided-gradcam", model), "fwd+bwd x1"),
+        # FullGrad: the same one pass, also differentiated at every conv and BatchNorm output.
+        "fullgrad": (kc.get_explainer("fullgrad", model), "fwd+bwd x1"),
         f"smoothgrad (samples={args.samples})": (kc.get_explainer("smoothgrad", model, samples=args.samples),
                                                   f"fwd+bwd x{args.samples}"),
         f"integrated-gradients (steps={args.steps})": (

@@ -80,6 +80,12 @@ BUILDERS = {
 }
 GRADIENT_METHODS = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam"]
 ALL_METHODS = GRADIENT_METHODS + ["scorecam"]
+#: Methods whose cost is masked (or ablated) forward passes: measured against Score-CAM's limit, the compiled
+#: forward over 8 x K perturbed images. Every other CAM method is measured against the gradient limit.
+PERTURBATION_METHODS = ("scorecam", "ablationcam")
+#: Input attributions have their own benchmark (bench_attributions.py, limit: forward + backward to the input).
+ATTRIBUTIONS = ("saliency", "smoothgrad", "integrated-gradients", "guided-backprop", "guided-gradcam",
+                "fullgrad")
 TF_KERAS_VIS = {  # method -> (module, class)
     "gradcam": ("tf_keras_vis.gradcam", "Gradcam"),
     "gradcam++": ("tf_keras_vis.gradcam_plus_plus", "GradcamPlusPlus"),
@@ -107,7 +113,7 @@ class Report:
 
 def ours(method: str, model, layer: str, x: np.ndarray, t: np.ndarray, args) -> Callable[[], np.ndarray]:
     kwargs = {}
-    if method == "scorecam":
+    if method in PERTURBATION_METHODS:
         kwargs = {"max_channels": args.max_channels, "batch_size": args.score_batch}
     explainer = kc.get_explainer(method, model, layer=layer, **kwargs)
     return lambda: explainer.explain(x, targets=t)
@@ -359,17 +365,17 @@ def bench_model(key: str, args, log: Report) -> List[str]:
     # Two groups, each interleaved on its own: the gradient methods (which share one limit) and Score-CAM
     # (whose calls are 100x longer, so it may get fewer repeats with --score-repeats).
     groups: List[Dict[str, Callable[[], object]]] = [{}, {}]
-    if any(m in GRADIENT_METHODS for m in methods):
+    if any(m not in PERTURBATION_METHODS for m in methods):
         groups[0].update(limits(model, layer, x, t))
     peers = {}
     for m in methods:
-        group = groups[1] if m == "scorecam" else groups[0]
+        group = groups[1] if m in PERTURBATION_METHODS else groups[0]
         group[f"ours {m}"] = ours(m, model, layer, x, t, args)
         peer = tf_keras_vis(m, model, layer, x, t, args)
         if peer is not None:
             group[f"tf-keras-vis {m}"] = peer[0]
             peers[m] = peer
-    if "scorecam" in methods:
+    if any(m in PERTURBATION_METHODS for m in methods):
         groups[1]["scorecam limit"] = scorecam_limit(model, x, t, args.max_channels, args.score_batch)
     limit_labels = list(groups[0])[: 1 if BACKEND == "tensorflow" else 2] if groups[0] else []
 
@@ -421,10 +427,10 @@ def bench_model(key: str, args, log: Report) -> List[str]:
         peer = med.get(f"tf-keras-vis {m}")
         peer = None if peer is None else peer * 1e3
         f_ours = first[f"ours {m}"]
-        if m == "scorecam":
+        if m in PERTURBATION_METHODS:
             lims = [med["scorecam limit"] * 1e3]
             first_lims = [first["scorecam limit"]]
-            label = f"scorecam (K={args.max_channels}, chunk {args.score_batch})"
+            label = f"{m} (K={args.max_channels}, chunk {args.score_batch})"
         else:
             lims = [med[l] * 1e3 for l in limit_labels]
             first_lims = [first[l] for l in limit_labels]
@@ -435,7 +441,7 @@ def bench_model(key: str, args, log: Report) -> List[str]:
                          "–" if peer is None else f"{peer / o:.1f}x",
                          " / ".join(fmt(v, 2) for v in [f_ours, first_lims[0], f_peer])])
         else:
-            if m == "scorecam":
+            if m in PERTURBATION_METHODS:
                 rows.append([label, fmt(o), fmt(lims[0]), "–", f"{o / lims[0]:.2f}x", "–",
                              " / ".join(fmt(v, 2) for v in [f_ours, first_lims[0]])])
             else:
@@ -490,7 +496,9 @@ def main(argv=None) -> int:
                    help="timed rounds after the warm-up for the gradient methods (median reported)")
     p.add_argument("--score-repeats", type=int, default=3,
                    help="timed rounds for Score-CAM, whose calls take seconds to minutes (default 3)")
-    p.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma-separated from {ALL_METHODS}")
+    p.add_argument("--methods", default=",".join(ALL_METHODS),
+                   help=f"comma-separated: {ALL_METHODS} (default) or any other CAM method of "
+                        "kc.available_methods(); ablationcam is measured against Score-CAM's limit")
     p.add_argument("--max-channels", type=int, default=64,
                    help="Score-CAM channels per image (K; tf-keras-vis max_N)")
     p.add_argument("--score-batch", type=int, default=32, help="Score-CAM masked images per forward pass")
@@ -502,9 +510,10 @@ def main(argv=None) -> int:
     for m in args.models:
         if m not in MODELS:
             p.error(f"unknown model {m!r}; choose from {list(MODELS)}")
+    known = [m for m in kc.available_methods() if m not in ATTRIBUTIONS + ("cam",)]
     for m in args.methods:
-        if m not in ALL_METHODS:
-            p.error(f"unknown method {m!r}; choose from {ALL_METHODS}")
+        if m not in known:
+            p.error(f"unknown method {m!r}; choose from {known} (attributions: bench_attributions.py)")
 
     log = Report()
     versions = f"keras {keras.__version__}"
