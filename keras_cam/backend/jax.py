@@ -6,7 +6,6 @@ activation (docs/architecture.md, "The backend seam").
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, List, Sequence, Tuple
 
 import jax
@@ -15,7 +14,7 @@ import keras
 
 from keras_cam import _devices
 from keras_cam.backend.common import check_recorded
-from keras_cam.capture import intercept
+from keras_cam.capture import intercept_all
 
 
 def _forward(model, inputs, layers: Sequence, probes=None, scales=None):
@@ -37,9 +36,7 @@ def _forward(model, inputs, layers: Sequence, probes=None, scales=None):
 
         return transform
 
-    with contextlib.ExitStack() as stack:
-        for i, layer in enumerate(layers):
-            stack.enter_context(intercept(layer, transform_for(i)))
+    with intercept_all(layers, transform_for):
         outputs = model(inputs, training=False)
     check_recorded(recorded, layers)
     return recorded, outputs
@@ -142,9 +139,7 @@ def input_layer_grads(model, x, layers: Sequence, forward: Callable):
 
             return transform
 
-        with contextlib.ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(intercept(layer, transform_for(i)))
+        with intercept_all(layers, transform_for):
             scores, aux = forward(x)
         return scores, (recorded, aux)
 

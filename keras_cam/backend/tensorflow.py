@@ -1,7 +1,6 @@
 """TensorFlow implementation of the backend seam (see `keras_cam/backend/__init__.py`)."""
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, List, Sequence, Tuple
 
 import tensorflow as tf
@@ -9,7 +8,7 @@ import tensorflow as tf
 from keras_cam import _devices
 from keras_cam._validation import user_message
 from keras_cam.backend.common import check_recorded
-from keras_cam.capture import intercept
+from keras_cam.capture import intercept_all
 
 
 def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
@@ -28,9 +27,7 @@ def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
 
     # Persistent: one batch_jacobian per layer when scores are (N, K) (K targets, one forward pass).
     with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
-        with contextlib.ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(intercept(layer, transform_for(i)))
+        with intercept_all(layers, transform_for):
             outputs = model(inputs, training=False)
         scores, aux = score_fn(outputs)
     check_recorded(recorded, layers)
@@ -130,9 +127,7 @@ def input_layer_grads(model, x, layers: Sequence, forward: Callable):
 
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(x)
-        with contextlib.ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(intercept(layer, transform_for(i)))
+        with intercept_all(layers, transform_for):
             scores, aux = forward(x)
     found = [i for i, r in enumerate(recorded) if r is not None]
     grads = tape.gradient(scores, [x] + [recorded[i] for i in found],
@@ -163,9 +158,7 @@ def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
     zero = tf.UnconnectedGradients.ZERO
     with tf.GradientTape(watch_accessed_variables=False, persistent=True) as outer:
         with tf.GradientTape(watch_accessed_variables=False, persistent=True) as inner:
-            with contextlib.ExitStack() as stack:
-                for i, layer in enumerate(layers):
-                    stack.enter_context(intercept(layer, transform_for(i)))
+            with intercept_all(layers, transform_for):
                 outputs = model(inputs, training=False)
             scores, aux = score_fn(outputs)
             columns = [scores] if len(scores.shape) == 1 else tf.unstack(scores, axis=1)

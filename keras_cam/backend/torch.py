@@ -4,13 +4,12 @@ Runs eagerly: `torch.compile` costs more to compile than it saves on these one-p
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, List, Sequence
 
 import torch
 
 from keras_cam.backend.common import check_recorded
-from keras_cam.capture import intercept
+from keras_cam.capture import intercept_all
 
 
 def _forward_recording(model, inputs, layers: Sequence):
@@ -29,9 +28,7 @@ def _forward_recording(model, inputs, layers: Sequence):
 
         return transform
 
-    with contextlib.ExitStack() as stack:
-        for i, layer in enumerate(layers):
-            stack.enter_context(intercept(layer, transform_for(i)))
+    with intercept_all(layers, transform_for):
         outputs = model(inputs, training=False)
     check_recorded(recorded, layers)
     return recorded, outputs
@@ -118,9 +115,7 @@ def input_layer_grads(model, x, layers: Sequence, forward: Callable):
 
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
-        with contextlib.ExitStack() as stack:
-            for i, layer in enumerate(layers):
-                stack.enter_context(intercept(layer, transform_for(i)))
+        with intercept_all(layers, transform_for):
             scores, aux = forward(leaf)
         found = [i for i, r in enumerate(recorded) if r is not None and r.requires_grad]
         grads = [None] * (1 + len(found))

@@ -58,6 +58,16 @@ def intercept(
 
 
 @contextlib.contextmanager
+def intercept_all(layers: List[keras.layers.Layer], transform_for: Callable[[int], Callable[[Any], Any]]
+                  ) -> Iterator[None]:
+    """`intercept` for several layers at once: the output of `layers[i]` goes through `transform_for(i)`."""
+    with contextlib.ExitStack() as stack:
+        for i, layer in enumerate(layers):
+            stack.enter_context(intercept(layer, transform_for(i)))
+        yield
+
+
+@contextlib.contextmanager
 def recording(layer: keras.layers.Layer, on: str = "output") -> Iterator[List[Any]]:
     """Within the block, every output (or first input) of `layer` is appended to the yielded list."""
     recorded: List[Any] = []
