@@ -34,7 +34,8 @@ import keras
 import numpy as np
 
 import keras_cam as kc
-from bench_explainers import BACKEND, Report, _logits_model, env_prefix, load, run_interleaved, save
+from bench_explainers import (BACKEND, Report, _logits_model, env_prefix, load, run_interleaved, save,
+                              versions)
 
 
 def input_gradient(model) -> Callable[[np.ndarray, np.ndarray], object]:
@@ -120,23 +121,10 @@ def main(argv=None) -> int:
     for label, (explainer, _) in methods.items():
         contenders[label] = (lambda e: lambda: e.explain(x, targets=t, batch_size=args.batch))(explainer)
 
-    versions = f"keras {keras.__version__}"
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        versions += f", tensorflow {tf.__version__}"
-    elif BACKEND == "jax":
-        import jax
-
-        versions += f", jax {jax.__version__} ({jax.default_backend()})"
-    else:
-        import torch
-
-        versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     log(f"# keras-cam attribution benchmark — backend `{BACKEND}`", "",
         f"- date: {datetime.date.today().isoformat()}; machine: {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}), no GPU; python {platform.python_version()}",
-        f"- {versions}, keras-cam {kc.__version__}",
+        f"- {versions()}, keras-cam {kc.__version__}",
         f"- settings: {args.model} (weights=None), {args.size}x{args.size}, batch {args.batch}, random images "
         f"(seed {args.seed}), fixed random int targets {t.tolist()}; SmoothGrad samples {args.samples}, IG steps "
         f"{args.steps}; {args.repeats} interleaved repeats after 1 warm-up call each, medians; load average "

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import io
 import os
 import platform
 import shutil
@@ -57,22 +56,9 @@ import keras
 import numpy as np
 
 import keras_cam as kc
-
-BACKEND = keras.backend.backend()
+from bench_explainers import BACKEND, Report, env_prefix, load, save, versions
 LAYER = "out_relu"  # MobileNetV2's last feature map (its automatic layer); named so every contender agrees
 PARTS = ("overlap", "targets")
-
-
-class Report:
-    """Prints and keeps what is printed (for --save)."""
-
-    def __init__(self) -> None:
-        self.buffer = io.StringIO()
-
-    def __call__(self, *lines: str) -> None:
-        for line in lines:
-            print(line, flush=True)
-            self.buffer.write(line + "\n")
 
 
 class Contender:
@@ -108,19 +94,6 @@ def run_interleaved(contenders: Dict[str, Contender], repeats: int, log: Report,
         rounds = ", ".join(f"{n} {times[n][-1] * scale:.{0 if unit == 'ms' else 2}f}" for n in names)
         log(f"    round {r + 1}/{repeats} ({unit}): {rounds}")
     return first, times, outputs
-
-
-def load() -> str:
-    try:
-        return "/".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def env_prefix() -> str:
-    names = sorted(k for k in os.environ if k.startswith(("MALLOC_", "TF_NUM_")) or k.endswith("_NUM_THREADS")
-                   or k == "XLA_FLAGS")
-    return "".join(f"{k}={os.environ[k]} " for k in names) + f"KERAS_BACKEND={BACKEND} "
 
 
 def verdict(ok: bool, text: str) -> str:
@@ -367,38 +340,20 @@ def main(argv=None) -> int:
     args.batch_size = args.batch_size or 16
 
     log = Report()
-    versions = f"keras {keras.__version__}"
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        versions += f", tensorflow {tf.__version__}"
-        try:
-            import tf_keras_vis
-
-            versions += f", tf-keras-vis {tf_keras_vis.__version__}"
-        except ImportError:
-            versions += ", tf-keras-vis not installed"
-    elif BACKEND == "jax":
-        import jax
-
-        versions += f", jax {jax.__version__} ({jax.default_backend()})"
-    elif BACKEND == "torch":
-        import torch
-
-        versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    header = versions()
     import cv2
 
-    versions += f", opencv {cv2.__version__}"
+    header += f", opencv {cv2.__version__}"
     try:
         import zarr
 
-        versions += f", zarr {zarr.__version__}"
+        header += f", zarr {zarr.__version__}"
     except ImportError:
-        versions += ", zarr not installed"
+        header += ", zarr not installed"
     log(f"# keras-cam dataset benchmark — backend `{BACKEND}`", "",
         f"- date: {datetime.date.today().isoformat()}; machine: {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}), no GPU; python {platform.python_version()}",
-        f"- {versions}, keras-cam {kc.__version__}",
+        f"- {header}, keras-cam {kc.__version__}",
         f"- settings: parts {args.parts}; MobileNetV2 (weights=None) at {args.size}x{args.size}; overlap: "
         f"{args.images} JPEGs, batch {args.batch_size}; targets: batch {args.targets_batch}, "
         f"{args.targets} targets per image; {args.repeats} interleaved repeats after 1 warm-up call each, "
@@ -418,12 +373,6 @@ def main(argv=None) -> int:
     if args.save:
         save(args.save, log)
     return 0
-
-
-def save(path: str, log: Report) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as fh:
-        fh.write(log.buffer.getvalue())
 
 
 if __name__ == "__main__":

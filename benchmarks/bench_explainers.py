@@ -338,9 +338,35 @@ def load() -> str:
 
 
 def env_prefix() -> str:
-    """The environment settings that change timings, as a command prefix (glibc malloc, threads, backend)."""
-    names = sorted(k for k in os.environ if k.startswith("MALLOC_") or k.endswith("_NUM_THREADS"))
+    """The environment settings that change timings, as a command prefix (glibc malloc, threads, simulated
+    devices, backend)."""
+    names = sorted(k for k in os.environ if k.startswith(("MALLOC_", "TF_NUM_")) or k.endswith("_NUM_THREADS")
+                   or k == "XLA_FLAGS")
     return "".join(f"{k}={os.environ[k]} " for k in names) + f"KERAS_BACKEND={BACKEND} "
+
+
+def versions() -> str:
+    """Keras, the backend (and tf-keras-vis on TensorFlow), for the report's header."""
+    out = f"keras {keras.__version__}"
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        out += f", tensorflow {tf.__version__}"
+        try:
+            import tf_keras_vis
+
+            out += f", tf-keras-vis {tf_keras_vis.__version__}"
+        except ImportError:
+            out += ", tf-keras-vis not installed"
+    elif BACKEND == "jax":
+        import jax
+
+        out += f", jax {jax.__version__} ({jax.default_backend()})"
+    elif BACKEND == "torch":
+        import torch
+
+        out += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    return out
 
 
 def fmt(v: Optional[float], digits: int = 1) -> str:
@@ -516,29 +542,10 @@ def main(argv=None) -> int:
             p.error(f"unknown method {m!r}; choose from {known} (attributions: bench_attributions.py)")
 
     log = Report()
-    versions = f"keras {keras.__version__}"
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        versions += f", tensorflow {tf.__version__}"
-        try:
-            import tf_keras_vis
-
-            versions += f", tf-keras-vis {tf_keras_vis.__version__}"
-        except ImportError:
-            versions += ", tf-keras-vis not installed"
-    elif BACKEND == "jax":
-        import jax
-
-        versions += f", jax {jax.__version__} ({jax.default_backend()})"
-    elif BACKEND == "torch":
-        import torch
-
-        versions += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
     log(f"# keras-cam explainer benchmark — backend `{BACKEND}`", "",
         f"- date: {datetime.date.today().isoformat()}; machine: {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}), no GPU; python {platform.python_version()}",
-        f"- {versions}, keras-cam {kc.__version__}",
+        f"- {versions()}, keras-cam {kc.__version__}",
         f"- settings: models {args.models}, {args.size}x{args.size}, batch {args.batch}, random weights "
         f"(weights=None), random images (seed {args.seed}), fixed random int targets; "
         f"methods {args.methods}; "
