@@ -6,9 +6,11 @@ Measured on the active backend, each memory scenario in a fresh process:
    one warm-up call each; medians of interleaved rounds.
 2. Resident memory growth (RSS, MB, after `gc.collect()`) over 1,000 fresh explainers, over batch sizes
    1..64 (three times), and over 100 new image sizes with the default cache (16 compiled functions) and with
-   `kc.set_cache_size(8)`, printed every 25 sizes so the plateau shows (goal: flat, <= 50 MB).
+   `kc.set_cache_size(8)`, printed every 25 sizes so the plateau shows (goal: flat, <= 50 MB). On
+   TensorFlow also with oneDNN off: its kernels keep a per-shape primitive cache of their own (up to 1,024
+   entries per thread, not clearable), which `--long` (500 sizes) shows levelling off.
 
-Usage: KERAS_BACKEND=jax python benchmarks/bench_cache.py [--save]
+Usage: KERAS_BACKEND=jax python benchmarks/bench_cache.py [--save] [--long]
 (`--save` writes benchmarks/results/cache_<backend>.md.)
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 import keras_cam as kc
 
-SIZES = [(24 + 2 * (i % 50), 24 + 2 * (i // 50) + 2 * (i % 7)) for i in range(110)]
+SIZES = [(24 + 2 * (i % 40), 24 + 2 * (i // 40)) for i in range(510)]  # distinct (height, width)
 
 
 def rss_mb() -> float:
@@ -54,8 +56,9 @@ def scenario(name: str) -> list:
     explainer = kc.GradCAM(net)
     if name.startswith("sizes"):
         kc.set_cache_size(int(name.split("-")[1]))
+        count = int(name.split("-")[2]) if name.count("-") > 1 else 100
         steps = [lambda i: explainer(rng.random((2,) + SIZES[10 + i] + (3,)).astype("float32"))
-                 for i in range(100)]
+                 for i in range(count)]
         warm = [lambda i: explainer(rng.random((2,) + SIZES[i] + (3,)).astype("float32")) for i in range(10)]
     elif name == "batches":
         batch = rng.random((64, 32, 32, 3)).astype("float32")
@@ -100,6 +103,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--long", action="store_true", help="also 500 image sizes (minutes), to show where "
+                        "memory levels off")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)  # internal: one scenario in this process
     args = parser.parse_args()
     if args.scenario:
@@ -109,12 +114,20 @@ def main() -> None:
     load = "/".join(f"{v:.1f}" for v in os.getloadavg())
     fresh, reused = fresh_vs_reused(args.rounds)
     rows = []
-    for name, label in [("fresh", "1,000 fresh explainers (every 250)"),
-                        ("batches", "batch sizes 1..64, three times (every 48 calls)"),
-                        ("sizes-16", "100 new image sizes, default cache of 16 (every 25)"),
-                        ("sizes-8", "100 new image sizes, `kc.set_cache_size(8)` (every 25)")]:
+    scenarios = [("fresh", "1,000 fresh explainers (every 250)"),
+                 ("batches", "batch sizes 1..64, three times (every 48 calls)"),
+                 ("sizes-16", "100 new image sizes, default cache of 16 (every 25)"),
+                 ("sizes-8", "100 new image sizes, `kc.set_cache_size(8)` (every 25)")]
+    env = dict(os.environ)
+    if backend == "tensorflow":
+        # TensorFlow's oneDNN kernels keep their own per-shape primitive cache (up to 1,024 per thread).
+        scenarios.append(("sizes-16", "100 new image sizes, oneDNN off (`TF_ENABLE_ONEDNN_OPTS=0`)",
+                          dict(env, TF_ENABLE_ONEDNN_OPTS="0")))
+    if args.long:
+        scenarios.append(("sizes-16-500", "500 new image sizes, default cache (every 125)", env))
+    for name, label, *extra in scenarios:
         out = subprocess.run([sys.executable, __file__, "--scenario", name], capture_output=True, text=True,
-                             env=os.environ, check=True).stdout.strip().splitlines()[-1]
+                             env=extra[0] if extra else env, check=True).stdout.strip().splitlines()[-1]
         rows.append((label, json.loads(out)))
     lines = [f"# Compiled-function cache, {backend}", "",
              f"- 20 fresh `kc.GradCAM(model)` calls / 20 calls on one explainer: **{fresh / reused:.2f}x** "

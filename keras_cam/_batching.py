@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from keras_cam import backend as seam
+from keras_cam.backend.common import return_freed_memory
 from keras_cam._validation import check_int
 
 #: Rows per compiled call when the caller does not say (images, masked images, perturbed images).
@@ -103,8 +104,10 @@ class FunctionCache:
         fn = self._entries.get(key)
         if fn is None:
             fn = self._entries[key] = build()
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
+            if len(self._entries) > self.maxsize:
+                while len(self._entries) > self.maxsize:
+                    self._entries.popitem(last=False)
+                return_freed_memory()
         else:
             self._entries.move_to_end(key)
         return fn
@@ -179,6 +182,7 @@ class SharedCache:
         while len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
         seam.get().release_memory()
+        return_freed_memory()
 
     def _drop_model(self, mid: int) -> None:
         with self._lock:
@@ -211,6 +215,8 @@ def set_cache_size(maxsize: int) -> int:
 def clear_cache() -> None:
     """Drops every compiled function keras-cam keeps (they are rebuilt on the next call)."""
     CACHE.clear()
+    seam.get().release_memory()
+    return_freed_memory()
 
 
 class Owner:

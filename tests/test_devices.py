@@ -29,6 +29,7 @@ _SCRIPT = textwrap.dedent('''
     import keras, numpy as np
     import keras_cam as kc
 
+    kc.set_cache_size(64)  # every function of this script stays cached (the "from the cache" checks)
     SEEN = []  # per traced call of the spy: (rows the device computes, device or sharding)
 
     def note(x):
@@ -70,6 +71,7 @@ _SCRIPT = textwrap.dedent('''
             "gradcam_batch3": lambda: kc.GradCAM(model).explain(x5, batch_size=3),
             "gradcam++_two_targets": lambda: kc.GradCAMPlusPlus(model)(x5, targets=two),
             "scorecam": lambda: kc.ScoreCAM(model, batch_size=4)(x5),
+            "ablationcam": lambda: kc.AblationCAM(model, batch_size=4)(x5),
             "dataset": lambda: kc.explain_dataset(kc.GradCAM(model), x7, batch_size=4, verbose=0).heatmaps,
             "dataset_reference": lambda: kc.GradCAM(model)(x7),
         }
@@ -136,8 +138,9 @@ def test_mirrored_strategy_splits_each_chunk_over_the_replicas():
     assert seen["gradcam"] == halves(4) and seen["gradcam++_two_targets"] == halves(4)
     assert seen["gradcam_batch3"] == halves(2)  # chunks of 3 padded to 4
     assert seen["dataset"] == halves(2)  # batches of 4
-    # Score-CAM: the first pass split; the masked passes (one image, 4 channels at a time) on one device.
-    assert seen["scorecam"] == [(4, "CPU:0"), (4, "CPU:1"), (4, "one")]
+    # Score-CAM: the first pass split, and each masked pass (one image, 4 of its 6 channels) 2 channels a replica.
+    assert seen["scorecam"] == halves(2) + halves(4)
+    assert seen["ablationcam"] == halves(2) + halves(4)  # ablated rows in chunks of 4
     # One model, one signature: its single-device function is not reused inside the scope, nor vice versa.
     assert (8, "one") in seen["reference"] and not any("CPU" in s[1] for s in seen["reference"])
     assert seen["single_in_scope"] == halves(4)
@@ -155,6 +158,8 @@ def test_data_parallel_shards_inputs_over_the_devices():
     assert seen["gradcam"] == [(4, "2 devices")]  # 8 rows, 4 per device
     assert seen["gradcam++_two_targets"] == [(4, "2 devices")]
     assert seen["gradcam_batch3"] == [(2, "2 devices")]
+    assert seen["scorecam"] == [(2, "2 devices"), (4, "2 devices")]  # masked passes: 4 channels, 2 a device
+    assert seen["ablationcam"] == [(2, "2 devices"), (4, "2 devices")]
     assert seen["dataset"] == [(2, "2 devices")]
     assert seen["single_in_distribution"] == [(4, "2 devices")]  # a model built before the distribution
     assert seen["single_after"] == []  # its single-device function again, from the cache
@@ -164,7 +169,8 @@ def test_data_parallel_shards_inputs_over_the_devices():
 def test_rows_are_padded_split_and_gathered_in_order():
     a = np.arange(5, dtype=np.float32)[:, None]
     b = np.arange(5, dtype=np.float32) * 10
-    assert _devices.common_rows([a, b]) == 5 and _devices.common_rows([a, b[:1]]) is None
+    assert _devices.common_rows([a, b]) == 5 and _devices.common_rows([a, b[:3]]) is None
+    assert _devices.common_rows([a, b[:1]]) == 5  # one row: shared by every part
     padded = [np.asarray(p) for p in _devices.pad([a, b], 2)]
     np.testing.assert_array_equal(padded[1], [0, 10, 20, 30, 40, 40])
     parts = [[np.asarray(p) for p in _devices.split(padded, 2, i)] for i in range(2)]
@@ -173,3 +179,9 @@ def test_rows_are_padded_split_and_gathered_in_order():
     doubled, rest = _devices.gather(outputs, 5)
     np.testing.assert_array_equal(np.asarray(doubled)[:, 0], np.arange(5) * 2)
     np.testing.assert_array_equal(np.asarray(rest["b"]), b)
+    # A one-row argument goes whole to every part, unpadded.
+    shared = _devices.pad([a, b[:1]], 2)
+    assert _devices.split_mask(shared) == [True, False] and np.asarray(shared[1]).shape == (1,)
+    halves = [_devices.split(shared, 2, i) for i in range(2)]
+    assert [np.asarray(h[0]).shape[0] for h in halves] == [3, 3]
+    assert all(np.asarray(h[1]).tolist() == [0.0] for h in halves)

@@ -93,7 +93,7 @@ def test_fresh_explainers_share_traces_and_ragged_batches_share_buckets():
 
 
 @pytest.mark.backends
-def test_the_cache_is_bounded_and_never_keeps_models_alive(tmp_path):
+def test_the_cache_is_bounded_and_never_keeps_models_alive(tmp_path, monkeypatch):
     import copy
     import gc
     import pickle
@@ -104,10 +104,13 @@ def test_the_cache_is_bounded_and_never_keeps_models_alive(tmp_path):
     model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, name="conv"),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
     previous = kc.set_cache_size(3)
+    trims = []  # the freed functions' pages go back to the system after each eviction
+    monkeypatch.setattr(_batching, "return_freed_memory", lambda: trims.append(len(_batching.CACHE)))
     try:
         explainer = kc.GradCAM(model)
         maps = [explainer(images(n=2, size=size)) for size in (8, 9, 10, 11, 12)]
         assert _batching.CACHE.count(model) == 3 and len(_batching.CACHE) <= 3
+        assert len(trims) >= 2 and all(n <= 3 for n in trims)
         np.testing.assert_allclose(explainer(images(n=2, size=8)), maps[0], atol=1e-6)  # rebuilt, same maps
     finally:
         kc.set_cache_size(previous)
@@ -123,6 +126,18 @@ def test_the_cache_is_bounded_and_never_keeps_models_alive(tmp_path):
     del model, explainer, loaded
     gc.collect()
     assert refs[0]() is None and refs[1]() is None  # the shared cache held neither
+
+
+def test_freed_memory_is_returned_to_the_system():
+    from keras_cam.backend import common
+
+    import platform
+
+    common.return_freed_memory()  # collects garbage; glibc's malloc_trim where there is one
+    if platform.libc_ver()[0] == "glibc":
+        assert common._LIBC and callable(common._LIBC.malloc_trim)
+    else:
+        assert common._LIBC is False
 
 
 # ------------------------------------------------------------------------------------ epoch metrics

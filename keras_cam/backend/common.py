@@ -10,3 +10,29 @@ def check_recorded(recorded: Sequence[Any], layers: Sequence[Any]) -> None:
     if missing:
         raise ValueError(f"Layer '{missing[0]}' was not called when the model ran, so its output cannot be "
                          "explained. Pass a layer that the model's forward pass uses.")
+
+
+_LIBC: Any = None
+
+
+def return_freed_memory() -> None:
+    """Collects garbage and hands the C heap's free pages back to the system (glibc's `malloc_trim`).
+
+    Called after compiled functions are dropped: their graphs and executables are freed, but glibc keeps the
+    pages in its arenas, so without this the process's resident memory would still grow with every input
+    shape ever compiled. Elsewhere (not glibc) only the garbage is collected.
+    """
+    import gc
+
+    global _LIBC
+    gc.collect()  # compiled functions hold reference cycles: free them before trimming
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)

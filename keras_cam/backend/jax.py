@@ -90,8 +90,10 @@ def compile(fn: Callable, model, split: bool = False) -> Callable:
         if rows is None:  # one device, or not a chunk of rows
             return jitted(values, *args)
         # Rows sharded over the devices as Keras shards a batch; jit partitions the work after them.
-        args = [jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout)
-                for a in _devices.pad(args, count)]
+        # Arguments shared by every part (one row, see `_devices.common_rows`) are left to jit to replicate.
+        args = _devices.pad(args, count)
+        args = [jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout) if split else a
+                for a, split in zip(args, _devices.split_mask(args))]
         return _devices.cut(jitted(values, *args), rows)
 
     return call

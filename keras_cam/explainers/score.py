@@ -80,7 +80,7 @@ class ScoreCAM(BaseCAM):
             key = ("masked", inputs.structure, signature(inputs.arrays, 1), rows, chosen.shape[1:-1],
                    resolved if callable(resolved) else np.shape(resolved)[1:])
             masked = self._compiled(key, lambda owner: self._masked_graph(
-                owner, inputs.structure, size, self._input_layout.channels_first, rows, resolved))
+                owner, inputs.structure, size, self._input_layout.channels_first, resolved))
             # (N, C) or (N, K, C): every target's weights come from the same masked passes.
             weights = np.stack([self._channel_weights(masked, inputs.rows(slice(i, i + 1)), chosen[i], idx[i],
                                                       rows) for i in range(inputs.n)])
@@ -127,7 +127,7 @@ class ScoreCAM(BaseCAM):
         return (w / w.sum(axis=-1, keepdims=True)).astype(np.float32)
 
     @staticmethod
-    def _masked_graph(owner, structure, size, channels_first: bool, chunk: int, targets) -> Callable:
+    def _masked_graph(owner, structure, size, channels_first: bool, targets) -> Callable:
         """(index, channels (chunk, *spatial), *one input's arrays) -> scores of the input masked by each."""
 
         def masked(index, channels, *tensors):
@@ -135,7 +135,8 @@ class ScoreCAM(BaseCAM):
             this = owner()
             masks = minmax(layout.resize(channels, size))  # (chunk, *SIZE) in [0, 1]
             masks = ops.expand_dims(masks, 1 if channels_first else -1)  # broadcast over the input's channels
-            batch = [ops.repeat(t, chunk, axis=0) for t in tensors]
+            # The chunk's own rows: on several devices each gets part of the channels, and the whole image.
+            batch = [ops.repeat(t, channels.shape[0], axis=0) for t in tensors]
             image = batch[structure.image_index]
             batch[structure.image_index] = image * ops.cast(masks, image.dtype)
             with this._logits_scope():
