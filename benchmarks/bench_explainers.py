@@ -12,6 +12,8 @@ Everything is measured side by side in one run, on the same model, batch and tar
     compiled forward pass alone (lower bound) and a full forward + backward to the input (upper bound).
   * Score-CAM: its own masked forward passes: the compiled model forward over 8 x K masked images in the
     same chunk size as ours (the masks themselves are prepared outside the timing).
+- Every contender takes the same numpy arrays: converting them to tensors is part of each call (as for a
+  user), for the limits too.
 - tf-keras-vis (TensorFlow only): Gradcam, GradcamPlusPlus, Layercam, Scorecam(max_N=K) with
   `ReplaceToLinear()` and `CategoricalScore(targets)`, `penultimate_layer=L` (constructed once, outside the
   timing).
@@ -159,8 +161,8 @@ def limits(model, layer_name: str, x: np.ndarray, t: np.ndarray) -> Dict[str, Ca
                 score = tf.gather(logits, tt, batch_dims=1)
             return a, tape.gradient(score, a)
 
-        xt, tt = tf.constant(x), tf.constant(t)
-        return {"limit": lambda: [v.numpy() for v in fwd_bwd_to_layer(xt, tt)]}
+        convert = tf.convert_to_tensor
+        return {"limit": lambda: [v.numpy() for v in fwd_bwd_to_layer(convert(x), convert(t))]}
 
     logit_model, to_logits = _logits_model(model)
     if BACKEND == "jax":
@@ -185,23 +187,22 @@ def limits(model, layer_name: str, x: np.ndarray, t: np.ndarray) -> Dict[str, Ca
 
             return jax.grad(score)(xx)
 
-        xj, tj = jnp.asarray(x), jnp.asarray(t)
         return {
-            "forward (lower)": lambda: np.asarray(forward(tv, ntv, xj, tj)),
-            "fwd+bwd to input (upper)": lambda: np.asarray(fwd_bwd_to_input(tv, ntv, xj, tj)),
+            "forward (lower)": lambda: np.asarray(forward(tv, ntv, jnp.asarray(x), jnp.asarray(t))),
+            "fwd+bwd to input (upper)": lambda: np.asarray(fwd_bwd_to_input(tv, ntv, jnp.asarray(x),
+                                                                              jnp.asarray(t))),
         }
     if BACKEND == "torch":
         import torch
 
-        xt, tt = torch.as_tensor(x), torch.as_tensor(t, dtype=torch.long)
-
         def forward():
+            xt, tt = torch.as_tensor(x), torch.as_tensor(t, dtype=torch.long)
             with torch.no_grad():
                 z = to_logits(logit_model(xt, training=False))
                 return z.gather(1, tt[:, None])[:, 0].cpu().numpy()
 
         def fwd_bwd_to_input():
-            xx = xt.detach().clone().requires_grad_(True)
+            xx, tt = torch.as_tensor(x).clone().requires_grad_(True), torch.as_tensor(t, dtype=torch.long)
             z = to_logits(logit_model(xx, training=False))
             (g,) = torch.autograd.grad(z.gather(1, tt[:, None]).sum(), xx)
             return g.cpu().numpy()
@@ -412,6 +413,11 @@ def bench_model(key: str, args, log: Report) -> List[str]:
             first.update(f), times.update(t_), outputs.update(o_)
     med = {name: statistics.median(v) for name, v in times.items()}
 
+    def paired(name: str, base: str) -> float:
+        """The median over rounds of name's time / base's time in the same round: each round runs every
+        contender back to back, so a slow moment of this shared machine weighs on both sides of a ratio."""
+        return statistics.median(a / b for a, b in zip(times[name], times[base]))
+
     # Agreement with tf-keras-vis (outside timing). Gradient methods: raw maps at the layer's resolution
     # (no upsampling or normalization to differ on). Score-CAM: the warm-up calls' final heatmaps (a second
     # call would cost minutes).
@@ -453,31 +459,30 @@ def bench_model(key: str, args, log: Report) -> List[str]:
         peer = med.get(f"tf-keras-vis {m}")
         peer = None if peer is None else peer * 1e3
         f_ours = first[f"ours {m}"]
-        if m in PERTURBATION_METHODS:
-            lims = [med["scorecam limit"] * 1e3]
-            first_lims = [first["scorecam limit"]]
-            label = f"{m} (K={args.max_channels}, chunk {args.score_batch})"
-        else:
-            lims = [med[l] * 1e3 for l in limit_labels]
-            first_lims = [first[l] for l in limit_labels]
-            label = m
+        bases = ["scorecam limit"] if m in PERTURBATION_METHODS else limit_labels
+        lims = [med[b] * 1e3 for b in bases]
+        first_lims = [first[b] for b in bases]
+        ratios = [paired(f"ours {m}", b) for b in bases]
+        speedup = None if peer is None else paired(f"tf-keras-vis {m}", f"ours {m}")
+        label = f"{m} (K={args.max_channels}, chunk {args.score_batch})" if m in PERTURBATION_METHODS else m
         if BACKEND == "tensorflow":
             f_peer = first.get(f"tf-keras-vis {m}")
-            rows.append([label, fmt(o), fmt(lims[0]), f"{o / lims[0]:.2f}x", fmt(peer),
-                         "–" if peer is None else f"{peer / o:.1f}x",
+            rows.append([label, fmt(o), fmt(lims[0]), f"{ratios[0]:.2f}x", fmt(peer),
+                         "–" if peer is None else f"{speedup:.1f}x",
                          " / ".join(fmt(v, 2) for v in [f_ours, first_lims[0], f_peer])])
         else:
             if m in PERTURBATION_METHODS:
-                rows.append([label, fmt(o), fmt(lims[0]), "–", f"{o / lims[0]:.2f}x", "–",
+                rows.append([label, fmt(o), fmt(lims[0]), "–", f"{ratios[0]:.2f}x", "–",
                              " / ".join(fmt(v, 2) for v in [f_ours, first_lims[0]])])
             else:
-                rows.append([label, fmt(o), fmt(lims[0]), fmt(lims[1]), f"{o / lims[0]:.2f}x",
-                             f"{o / lims[1]:.2f}x", " / ".join(fmt(v, 2) for v in [f_ours] + first_lims)])
-        verdicts.extend(targets_for(m, o, lims, peer, app))
+                rows.append([label, fmt(o), fmt(lims[0]), fmt(lims[1]), f"{ratios[0]:.2f}x",
+                             f"{ratios[1]:.2f}x", " / ".join(fmt(v, 2) for v in [f_ours] + first_lims)])
+        verdicts.extend(targets_for(m, ratios, speedup, app))
     log("", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         log("| " + " | ".join(row) + " |")
-    log("", "Times are medians over the rounds (each round is in the log above).")
+    log("", "Times are medians over the rounds (each round is in the log above); ratios are medians of the "
+        "rounds' own ratios (the contenders of a round run back to back).")
     if BACKEND != "tensorflow":
         log("", "On JAX/PyTorch the gradient methods' limit lies between the two bounds; for a layer near "
             "the head (as here: only pooling + Dense follow it) it is close to the forward-only lower bound.",
@@ -487,28 +492,25 @@ def bench_model(key: str, args, log: Report) -> List[str]:
     return verdicts
 
 
-def targets_for(method: str, ours_ms: float, lims: List[float], peer_ms: Optional[float],
-                app: str) -> List[str]:
+def targets_for(method: str, ratios: List[float], speedup: Optional[float], app: str) -> List[str]:
+    """Verdicts from the paired ratios: ours / each limit, and tf-keras-vis / ours (`speedup`)."""
     out = []
 
     def line(ok: bool, text: str) -> str:
         return f"[{'PASS' if ok else 'MISS'}] {app} {text}"
 
     if method == "gradcam":
-        limit = lims[0] if BACKEND == "tensorflow" else lims[1]
+        ratio = ratios[0] if BACKEND == "tensorflow" else ratios[1]
         which = "the limit" if BACKEND == "tensorflow" else "the upper bound (fwd+bwd to input)"
-        out.append(line(ours_ms <= 1.1 * limit, f"Grad-CAM <= 1.1x {which}: {ours_ms / limit:.2f}x"))
+        out.append(line(ratio <= 1.1, f"Grad-CAM <= 1.1x {which}: {ratio:.2f}x"))
         if BACKEND != "tensorflow":
-            out.append(f"[info] {app} Grad-CAM vs the lower bound (forward only): {ours_ms / lims[0]:.2f}x")
-        if peer_ms is not None:
-            out.append(line(peer_ms >= 5 * ours_ms,
-                            f"Grad-CAM >= 5x faster than tf-keras-vis: {peer_ms / ours_ms:.1f}x"))
+            out.append(f"[info] {app} Grad-CAM vs the lower bound (forward only): {ratios[0]:.2f}x")
+        if speedup is not None:
+            out.append(line(speedup >= 5, f"Grad-CAM >= 5x faster than tf-keras-vis: {speedup:.1f}x"))
     if method == "scorecam":
-        out.append(line(ours_ms <= 1.2 * lims[0], f"Score-CAM <= 1.2x its limit (masked forwards): "
-                                                  f"{ours_ms / lims[0]:.2f}x"))
-        if peer_ms is not None:
-            out.append(line(peer_ms > ours_ms, f"Score-CAM faster than tf-keras-vis Scorecam: "
-                                               f"{peer_ms / ours_ms:.1f}x"))
+        out.append(line(ratios[0] <= 1.2, f"Score-CAM <= 1.2x its limit (masked forwards): {ratios[0]:.2f}x"))
+        if speedup is not None:
+            out.append(line(speedup > 1, f"Score-CAM faster than tf-keras-vis Scorecam: {speedup:.1f}x"))
     return out
 
 

