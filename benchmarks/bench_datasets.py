@@ -36,7 +36,10 @@ Usage:
     KERAS_BACKEND=tensorflow python benchmarks/bench_datasets.py --images 32 --repeats 2 --size 128
 
 Options: `--images 128`, `--batch-size 16` (the overlap part's batches; the targets part uses 8 unless
-given), `--repeats 5`, `--size 224`, `--targets 10`, `--parts overlap,targets`, `--seed 0`, `--save FILE`.
+given), `--repeats 5`, `--size 224`, `--targets 10`, `--parts overlap,targets`, `--seed 0`, `--save FILE`,
+`--compute-threads N` (TensorFlow, PyTorch: the model computes on N threads; on a CPU-only machine whose
+cores the model keeps busy, the reader and writer threads have nothing to overlap on, and a free core shows
+what they hide where the model runs on an accelerator).
 """
 from __future__ import annotations
 
@@ -317,6 +320,23 @@ def bench_targets(args, log: Report) -> List[str]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def limit_compute_threads(n: int) -> None:
+    """The backend's compute on `n` threads (before its first op): on a CPU-only machine whose cores the
+    model keeps busy, the reader and writer threads have no core to overlap on; a free core shows what they
+    hide where the model runs on an accelerator."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    elif BACKEND == "torch":
+        import torch
+
+        torch.set_num_threads(n)
+    else:
+        raise SystemExit("--compute-threads: JAX's CPU threads are set by XLA_FLAGS before it starts")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,7 +349,12 @@ def main(argv=None) -> int:
     p.add_argument("--targets", type=int, default=10, help="targets per image in the targets part")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, help="also write the printed report to this file (Markdown)")
+    p.add_argument("--compute-threads", type=int, default=None,
+                   help="threads the backend computes with (TensorFlow, PyTorch), leaving the other cores to "
+                        "the reader and writer threads, as an accelerator would")
     args = p.parse_args(argv)
+    if args.compute_threads is not None:
+        limit_compute_threads(args.compute_threads)
     args.parts = [s.strip().lower() for s in args.parts.split(",") if s.strip()]
     for part in args.parts:
         if part not in PARTS:
@@ -356,7 +381,8 @@ def main(argv=None) -> int:
         f"- {header}, keras-cam {kc.__version__}",
         f"- settings: parts {args.parts}; MobileNetV2 (weights=None) at {args.size}x{args.size}; overlap: "
         f"{args.images} JPEGs, batch {args.batch_size}; targets: batch {args.targets_batch}, "
-        f"{args.targets} targets per image; {args.repeats} interleaved repeats after 1 warm-up call each, "
+        f"{args.targets} targets per image; compute threads {args.compute_threads or 'all'}; "
+        f"{args.repeats} interleaved repeats after 1 warm-up call each, "
         f"medians; load average at start {load()}",
         f"- command: {env_prefix()}python benchmarks/bench_datasets.py {' '.join(sys.argv[1:])}")
     verdicts: List[str] = []
