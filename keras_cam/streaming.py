@@ -27,7 +27,7 @@ from keras_cam._batching import DEFAULT_BATCH_SIZE, check_batch_size, pad_rows
 from keras_cam._inputs import image_input, pictures_to_input
 from keras_cam._validation import to_numpy, user_message
 from keras_cam.explainers.base import BaseCAM, Explanation
-from keras_cam.store import StoreWriter, describe, open_store, settings
+from keras_cam.store import StoreWriter, data_content, describe, open_store, settings
 from keras_cam.visualize.headers import DEFAULT_MAX_PIXELS
 
 __all__ = ["DatasetExplanation", "explain_dataset", "open_store"]
@@ -61,6 +61,8 @@ class _Source:
     n: Optional[int]  # images, when known before reading
     batches: Callable[[int], Iterator[_Batch]]  # batches after the first `skip`
     files: Optional[List[str]] = None
+    content: Optional[str] = None  # what identifies the data for resuming (`store.data_content`)
+
 
 
 def _numpy(x: Any) -> Any:
@@ -111,7 +113,7 @@ def _files_source(explainer: BaseCAM, files: List[str], size: int, preprocess: O
                 kept = stacked if keep_pictures else None
             yield _Batch(i, x, start=i * size, pictures=kept, paths=paths, skipped=skipped)
 
-    return _Source("files", len(files), batches, files)
+    return _Source("files", len(files), batches, files, data_content(files=files))
 
 
 def _source(explainer: BaseCAM, data: Any, size: int, preprocess: Optional[Callable],
@@ -143,7 +145,7 @@ def _source(explainer: BaseCAM, data: Any, size: int, preprocess: Optional[Calla
             for i in range(skip, math.ceil(n / size)):
                 yield _Batch(i, to_numpy(data[i * size:(i + 1) * size]), start=i * size)
 
-        return _Source("array", n, arrays)
+        return _Source("array", n, arrays, content=data_content(data=data))
     if hasattr(data, "__iter__") and not isinstance(data, (str, bytes, dict)):
         kind = "DataLoader" if hasattr(data, "dataset") and hasattr(data, "batch_size") else "iterable"
         return _Source(kind, None, _elements(_skipping(lambda: iter(data))))
@@ -341,6 +343,8 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
     writer = None
     if store is not None:
         made = settings(explainer, source.kind, source.n, targets, batch_size, dtype)
+        if source.content is not None:  # another file list or other arrays of the same size: not resumed
+            made["data"]["content"] = source.content
         if preprocess is not None:  # other inputs, other maps: a store made without it is not resumed
             made["preprocess"] = describe(preprocess)
         writer = StoreWriter(store, made, resume, dtype)

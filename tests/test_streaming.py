@@ -218,6 +218,28 @@ def test_a_store_of_another_model_or_other_settings_is_refused(explainer, data, 
 
 
 @pytest.mark.backends
+def test_a_store_of_other_data_of_the_same_size_is_refused(explainer, data, tmp_path):
+    x = data[0][:4]
+    path = tmp_path / "arrays.zarr"
+    kc.explain_dataset(explainer, x, store=path, batch_size=B, verbose=0)
+    other = x.copy()
+    other[-1] = 1.0 - other[-1]  # one image changed: the sampled rows include the last one
+    differ = r"the data differ \(another list of files, or other arrays of the same shape\)"
+    with pytest.raises(ValueError, match=differ):
+        kc.explain_dataset(explainer, other, store=path, batch_size=B, verbose=0)
+    assert len(kc.explain_dataset(explainer, x.copy(), store=path, batch_size=B, verbose=0)) == 4  # same data
+
+    pictures = random_images(4, seed=5)
+    first = [str(kc.save_image(tmp_path / "a" / f"{i}.png", p)) for i, p in enumerate(pictures)]
+    second = [str(kc.save_image(tmp_path / "b" / f"{i}.png", p)) for i, p in enumerate(pictures)]
+    path = tmp_path / "files.zarr"
+    kc.explain_dataset(explainer, first, store=path, batch_size=B, verbose=0)
+    with pytest.raises(ValueError, match=differ):  # as many files, other paths: the maps would be mixed
+        kc.explain_dataset(explainer, second, store=path, batch_size=B, verbose=0)
+    assert kc.open_store(path)["paths"][:].tolist() == first  # the refused run wrote nothing
+
+
+@pytest.mark.backends
 def test_clear_errors_from_data_and_threads(explainer, data, tmp_path):
     x, y, _, _ = data
 
