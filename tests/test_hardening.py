@@ -140,6 +140,20 @@ def test_freed_memory_is_returned_to_the_system():
         assert common._LIBC is False
 
 
+@pytest.mark.backends
+def test_a_layer_that_runs_twice_is_refused_not_explained_by_its_last_call():
+    shared = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="shared")
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="after")(shared(shared(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(features)))
+    x = images(n=2, size=8)
+    for method in (kc.GradCAM, kc.ScoreCAM, kc.LayerCAM, kc.AblationCAM, kc.FullGrad):
+        with pytest.raises(ValueError, match=r"^Layer 'shared' runs 2 times in one forward pass \(a layer "):
+            method(model, layer="shared")(x)
+    maps = kc.GradCAM(model, layer="after")(x)  # a layer that runs once
+    assert maps.shape == (2, 8, 8) and np.ptp(maps) > 0
+
+
 # ------------------------------------------------------------------------------------ epoch metrics
 
 

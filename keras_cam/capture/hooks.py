@@ -60,11 +60,47 @@ def intercept(
 @contextlib.contextmanager
 def intercept_all(layers: List[keras.layers.Layer], transform_for: Callable[[int], Callable[[Any], Any]]
                   ) -> Iterator[None]:
-    """`intercept` for several layers at once: the output of `layers[i]` goes through `transform_for(i)`."""
+    """`intercept` for several layers at once: the output of `layers[i]` goes through `transform_for(i)`.
+
+    Each block wraps one forward pass, in which every layer may run once: see `check_ran_once`.
+    """
+    calls = [0] * len(layers)
+
+    def counted(i: int) -> Callable[[Any], Any]:
+        transform = transform_for(i)
+
+        def run(out: Any) -> Any:
+            calls[i] += 1
+            return transform(out)
+
+        return run
+
     with contextlib.ExitStack() as stack:
         for i, layer in enumerate(layers):
-            stack.enter_context(intercept(layer, transform_for(i)))
+            stack.enter_context(intercept(layer, counted(i)))
         yield
+    check_ran_once(layers, calls)
+
+
+def check_ran_once(layers: List[keras.layers.Layer], calls: List[int]) -> None:
+    """A layer that ran more than once in one forward pass (a shared layer, e.g. one backbone applied to two
+    inputs) has several outputs: explaining one would silently leave the others out, so this refuses it.
+    Checked after the pass (an error raised inside a layer's call reaches the user wrapped in Keras' text)."""
+    for layer, count in zip(layers, calls):
+        if count > 1:
+            raise ValueError(
+                f"Layer '{layer.name}' runs {count} times in one forward pass (a layer shared by several "
+                "branches, or called repeatedly), so which of its outputs to explain is ambiguous. Explain "
+                "a layer that runs once per forward pass (e.g. one after the branches join).")
+
+
+@contextlib.contextmanager
+def recording_all(layers: List[keras.layers.Layer], on: str = "output") -> Iterator[List[List[Any]]]:
+    """`recording` for several layers of one forward pass, each of which must run once (`check_ran_once`)."""
+    with contextlib.ExitStack() as stack:
+        records = [stack.enter_context(recording(layer, on=on)) for layer in layers]
+        yield records
+    check_ran_once(layers, [len(r) for r in records])
 
 
 @contextlib.contextmanager

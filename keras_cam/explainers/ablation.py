@@ -7,7 +7,6 @@ the pipeline's ReLU, upsampling and normalization (`BaseCAM._combine`).
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, List, Optional
 
 import keras
@@ -86,8 +85,7 @@ class ChannelPerturbationCAM(BaseCAM):
         # The first pass returns each layer's activations as the layer gave them, then channels_last.
         def fn(index, *tensors):
             this = owner()
-            with this._logits_scope(), contextlib.ExitStack() as stack:
-                records = [stack.enter_context(capture.recording(ref.layer)) for ref in this.layer_refs]
+            with this._logits_scope(), capture.recording_all([r.layer for r in this.layer_refs]) as records:
                 outputs = this.model(structure.pack(tensors), training=False)
             _, (scores, idx) = this._score_fn(targets, index)(outputs)
             native = []

@@ -371,9 +371,7 @@ class BaseCAM(LabelsMixin):
             if self.needs_grads and self.capture_on == "output":
                 acts, grads, outputs, aux = self._seam.activation_grads(self.model, model_inputs, layers, score_fn)
             else:
-                with contextlib.ExitStack() as stack:
-                    records = [stack.enter_context(capture.recording(layer, on=self.capture_on))
-                               for layer in layers]
+                with capture.recording_all(layers, on=self.capture_on) as records:
                     outputs = self.model(model_inputs, training=False)
                 _, aux = score_fn(outputs)
                 acts, grads = [r[0] for r in records], [None] * len(layers)
