@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_cam import backend as seam
 from keras_cam.backend.common import return_freed_memory
+from keras_cam.capture.hooks import current_scope
 from keras_cam._validation import check_int
 
 #: Rows per compiled call when the caller does not say (images, masked images, perturbed images).
@@ -101,6 +102,7 @@ class FunctionCache:
 
     def get(self, key: Hashable, build: Callable[[], Callable]) -> Callable:
         """The function for `key`, built with `build()` (and remembered) on a miss."""
+        key = (key, settings_key())
         fn = self._entries.get(key)
         if fn is None:
             fn = self._entries[key] = build()
@@ -142,7 +144,7 @@ class SharedCache:
         under a strategy (or distribution), nor one built for a strategy without it.
         """
         mid = id(model)
-        key = (key, device_key(model))
+        key = (key, device_key(model), settings_key())
         with self._lock:
             ref = self._models.get(mid)
             if ref is None or ref() is not model:  # a new model (or a new one at a recycled id)
@@ -227,13 +229,15 @@ class Owner:
     """
 
     def __init__(self) -> None:
-        self._ref: Optional[weakref.ref] = None
+        self._refs: Dict[Any, weakref.ref] = {}
+        self._last: Any = lambda: None
 
     def bind(self, obj: Any) -> None:
-        self._ref = weakref.ref(obj)
+        # Per thread (scope): two threads running equivalent explainers each call back into their own.
+        self._refs[current_scope()] = self._last = weakref.ref(obj)
 
     def __call__(self) -> Any:
-        return self._ref()
+        return self._refs.get(current_scope(), self._last)()
 
 
 def devices(model: Any) -> Tuple[Any, int]:
@@ -241,6 +245,14 @@ def devices(model: Any) -> Tuple[Any, int]:
     one device, and always on backends without several-device support (PyTorch)."""
     find = getattr(seam.get(), "devices", None)
     return (None, 1) if find is None else find(model)
+
+
+def settings_key() -> tuple:
+    """Keras' global settings that change what a traced function computes: the image data format (the layout
+    of layers that follow it), the dtype policy (mixed precision) and floatx. Part of every cache key, so a
+    change of setting takes effect on the next call instead of reusing a function traced under the old one."""
+    policy = keras.config.dtype_policy()
+    return (keras.config.image_data_format(), getattr(policy, "name", str(policy)), keras.config.floatx())
 
 
 def device_key(model: Any) -> Optional[tuple]:

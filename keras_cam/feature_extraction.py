@@ -6,6 +6,8 @@ the maps come from `keras_cam.visualize.feature_map_grid`.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import weakref
 from typing import Any, Callable, Optional, Sequence
 
@@ -31,6 +33,8 @@ class FeatureMapExtractor:
         layer: a name, an `"outer/inner"` path, a `keras.layers.Layer` of the model, or `None` for the last
             spatial layer. Its output must be a feature map: (N, H, W, C), (N, T, C), (N, D, H, W, C), or
             channels first.
+        data_format: `"channels_first"` or `"channels_last"` for a layer without a `data_format` of its own
+            whose layout cannot be traced from the model; `None` (default): traced (see `kc.GradCAM`).
 
     Example:
 
@@ -40,10 +44,19 @@ class FeatureMapExtractor:
     ```
     """
 
-    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None) -> None:
+    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None,
+                 data_format: Optional[str] = None) -> None:
         if not isinstance(model, keras.layers.Layer):
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
         self.layer_ref = capture.find_layer(model, layer, require_spatial=False)
+        self.data_format = layout.check_data_format(data_format)
+        if self.data_format is not None:
+            own = layout.data_format(self.layer_ref.layer)
+            if own is not None and own != self.data_format:
+                raise ValueError(f"Layer '{self.layer_ref.path}' has data_format='{own}' of its own; "
+                                 f"data_format='{self.data_format}' contradicts it.")
+            self.layer_ref = dataclasses.replace(self.layer_ref,
+                                                 channels_first=self.data_format == "channels_first")
         self.model = model
         self.input_shape = image_input_shape(model, (1, 2, 3))
         shape = capture.static_output_shape(self.layer_ref.layer)
@@ -60,14 +73,24 @@ class FeatureMapExtractor:
         """float32 activations of the layer for `images` (as the model expects them), channels last:
         (N, h, w, C), (N, t, C) or (N, d, h, w, C)."""
         images = self.check_inputs(images)
+        self._seam.check_model(self.model)
         rows = chunk_size(len(images), batch_size, even=True, bucket=True)
         key = ("feature_maps", self.layer_ref.path, signature([images], rows))
         fn = CACHE.get(self.model, key, self._compile)
         (maps,) = run_batched(lambda chunk: fn(keras.ops.convert_to_tensor(chunk)), [images], rows)
         if not 3 <= maps.ndim <= 5:
             raise self._not_spatial(maps.shape)
-        found = layout.layer_layout(self.layer_ref.layer, maps.ndim)
+        found = layout.layer_layout(self._traced_ref(images), maps.ndim)
         return np.moveaxis(maps, 1, -1).astype(np.float32) if found.channels_first else maps.astype(np.float32)
+
+    def _traced_ref(self, images: np.ndarray) -> capture.LayerRef:
+        """The layer with its layout, traced from one image when the graph does not say (subclassed models)."""
+        ref = self.layer_ref
+        if ref.channels_first is None and layout.data_format(ref.layer) is None:
+            traced, _ = capture.probe_layouts(self.model, keras.ops.convert_to_tensor(images[:1]))
+            if traced.get(id(ref.layer)) is not None:
+                self.layer_ref = ref = dataclasses.replace(ref, channels_first=traced[id(ref.layer)])
+        return ref
 
     def _compile(self) -> Callable:
         # Shared by every extractor of this layer; the model is held weakly, as the shared cache requires.
@@ -87,7 +110,7 @@ class FeatureMapExtractor:
 
 
 def feature_maps(model: keras.Model, layer: capture.LayerSpec, images: Any,
-                 batch_size: Optional[int] = None) -> np.ndarray:
+                 batch_size: Optional[int] = None, data_format: Optional[str] = None) -> np.ndarray:
     """A layer's activations for a batch of images.
 
     Args:
@@ -96,6 +119,8 @@ def feature_maps(model: keras.Model, layer: capture.LayerSpec, images: Any,
             spatial layer.
         images: (N, H, W, C) array as the model expects it. Not modified.
         batch_size: images per compiled call (default 32).
+        data_format: how the layer's output is laid out, for a layer whose layout cannot be traced (see
+            `FeatureMapExtractor`).
 
     Returns:
         float32 (N, h, w, C) (signals: (N, t, C); volumes: (N, d, h, w, C)): the layer's output, computed up
@@ -108,4 +133,4 @@ def feature_maps(model: keras.Model, layer: capture.LayerSpec, images: Any,
     picture = kc.feature_map_grid(maps[0])           # one tile per channel
     ```
     """
-    return FeatureMapExtractor(model, layer)(images, batch_size=batch_size)
+    return FeatureMapExtractor(model, layer, data_format)(images, batch_size=batch_size)

@@ -215,12 +215,32 @@ def _feature_output(backbone: keras.Model, feature_layer: Union[str, keras.layer
             f"Could not read the output of `feature_layer` '{layer.name}' ({e}). Use a layer that is called "
             "once in the backbone."
         ) from None
-    if not _is_spatial(getattr(output, "shape", None), layout.data_format(layer) == "channels_first"):
+    channels_first = _traced_format(backbone, layer)
+    if not _is_spatial(getattr(output, "shape", None), bool(channels_first)):
         raise ValueError(
             f"`feature_layer` '{layer.name}' has output shape {getattr(output, 'shape', None)}, which is "
             "not a spatial feature map (1 to 3 spatial axes, each > 1). Pick a convolutional layer."
         )
     return output
+
+
+def _named_layer(backbone: keras.Model, feature_layer: Union[str, keras.layers.Layer]) -> keras.layers.Layer:
+    return backbone.get_layer(feature_layer) if isinstance(feature_layer, str) else feature_layer
+
+
+def _traced_format(backbone: keras.Model, layer: keras.layers.Layer) -> bool:
+    """Whether `layer`'s output is channels_first: its own `data_format`, else the layout of the data it
+    receives, traced through the backbone's graph (a ReLU after a channels_first convolution)."""
+    own = layout.data_format(layer)
+    if own is not None:
+        return own == "channels_first"
+    traced = capture.graph_layouts(backbone).get(id(layer))
+    if traced is None:
+        raise ValueError(
+            f"Where the channels of `feature_layer` '{layer.name}' are cannot be traced from backbone "
+            f"'{backbone.name}' (it has no data_format of its own). Put kc.CAMHead(num_classes, "
+            "data_format='channels_first' or 'channels_last') on its output yourself.")
+    return traced
 
 
 def attach_cam_head(
@@ -276,7 +296,7 @@ def attach_cam_head(
 
     if feature_layer is not None:
         features = _feature_output(backbone, feature_layer)
-        fmt = capture.input_layout(backbone, len(features.shape)).channels_first
+        fmt = _traced_format(backbone, _named_layer(backbone, feature_layer))
         outputs = CAMHead(num_classes, activation=activation, name=head_name,
                           data_format="channels_first" if fmt else "channels_last")(features)
         return keras.Model(backbone.inputs, outputs, name=model_name)

@@ -2,8 +2,8 @@
 
 A feature map or an input is `(N, *spatial, C)` (channels_last) or `(N, C, *spatial)` (channels_first) with
 1, 2 or 3 spatial axes: signals `(N, T, C)`, images `(N, H, W, C)`, volumes `(N, D, H, W, C)`. A layer's
-layout comes from its own `data_format`, else from `keras.config.image_data_format()`; the input's from the
-first layer of the model that has a `data_format`. Inside the explainers every feature map is turned
+layout comes from its own `data_format`, else from the data it receives (traced in `capture/layouts.py`);
+the input's from the first layer of the model that has a `data_format`. Inside the explainers every feature map is turned
 channels_last, so a method is written once, over "the spatial axes" (1 .. rank) and "the channel axis" (-1)
 (docs/architecture.md, "Layouts").
 """
@@ -61,15 +61,44 @@ class Layout:
         return all(d is None or d > 1 for d in self.spatial_shape(shape))
 
 
-def data_format(layer: Any) -> str:
-    """The layer's own `data_format`, else Keras' global `image_data_format()`."""
+class LayoutError(ValueError):
+    """A layer's layout cannot be known: it has no `data_format` and the data does not say."""
+
+
+def data_format(layer: Any) -> Optional[str]:
+    """The layer's own `data_format` ("channels_first" or "channels_last"), or None when it has none."""
     own = getattr(layer, "data_format", None)
-    return own if own in ("channels_first", "channels_last") else keras.config.image_data_format()
+    return own if own in ("channels_first", "channels_last") else None
 
 
-def layer_layout(layer: Any, tensor_rank: int) -> Layout:
-    """The layout of a rank-`tensor_rank` tensor that `layer` produces (or receives)."""
-    return Layout(tensor_rank - 2, data_format(layer) == "channels_first")
+def layer_layout(ref: Any, tensor_rank: int) -> Layout:
+    """The layout of a rank-`tensor_rank` tensor that a layer produces.
+
+    `ref` is a `LayerRef` (whose `channels_first` was traced through the model's graph or a probing call, or
+    given by the user) or a layer. A layer's own `data_format` decides; a layer without one (ReLU,
+    BatchNormalization, Add, ...) has the layout of the data it receives, which only a `LayerRef` knows: when
+    nothing says, `LayoutError` asks for `data_format=` instead of guessing.
+    """
+    layer = getattr(ref, "layer", ref)
+    channels_first = getattr(ref, "channels_first", None)
+    own = data_format(layer)
+    if own is not None:
+        channels_first = own == "channels_first"
+    if channels_first is None:
+        name = getattr(ref, "path", None) or getattr(layer, "name", "?")
+        raise LayoutError(
+            f"Layer '{name}' ({type(layer).__name__}) has no data_format of its own, and where its channels are "
+            f"cannot be traced from the model (a rank change such as Reshape before it, or inputs that "
+            f"disagree). Pass data_format='channels_first' or 'channels_last' to say how its output is laid out."
+        )
+    return Layout(tensor_rank - 2, bool(channels_first))
+
+
+def check_data_format(value: Any) -> Optional[str]:
+    """`data_format=` as given to an explainer: None, "channels_first" or "channels_last"."""
+    if value not in (None, "channels_first", "channels_last"):
+        raise ValueError(f"`data_format` must be None, 'channels_first' or 'channels_last', got {value!r}.")
+    return value
 
 
 def resize(maps: Any, size: Sequence[int]) -> Any:

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from keras_cam import backend as seam
-from keras_cam import capture
+from keras_cam import capture, layout
 from keras_cam._batching import FunctionCache, chunk_size, run_batched
 from keras_cam.activation_maximization.objectives import Channel, Objective
 from keras_cam.activation_maximization.options import AscentOptions
@@ -98,7 +98,9 @@ class FilterVisualizer:
         self.layer_ref = capture.find_layer(model, layer, require_spatial=False)
         self.model = model
         shape = capture.input_shape(model)
-        if shape is not None and (len(shape) != 3 or capture.input_layout(model, 4).channels_first):
+        # Patterns are channels_last images of a channels_last layer (one after a Permute is refused too).
+        layer_first = self.layer_ref.channels_first or layout.data_format(self.layer_ref.layer) == "channels_first"
+        if shape is not None and (len(shape) != 3 or capture.input_layout(model, 4).channels_first or layer_first):
             order = " (channels first)" if len(shape) == 3 else ""
             raise ValueError(
                 f"Model '{model.name}' takes inputs of shape {(None,) + tuple(shape)}{order}; FilterVisualizer "

@@ -12,6 +12,19 @@ def check_recorded(recorded: Sequence[Any], layers: Sequence[Any]) -> None:
                          "explained. Pass a layer that the model's forward pass uses.")
 
 
+def channels_first_layers(model: Any) -> list:
+    """The model's convolutions and (local) poolings that run channels_first: the ops a CPU TensorFlow
+    without oneDNN cannot run."""
+    from keras_cam.capture import walk_layers
+
+    def kind(layer: Any) -> bool:
+        name = type(layer).__name__
+        return "Conv" in name or ("Pooling" in name and not name.startswith("Global"))
+
+    return [l for l in [model] + walk_layers(model)
+            if getattr(l, "data_format", None) == "channels_first" and kind(l)]
+
+
 _LIBC: Any = None
 
 

@@ -188,3 +188,7 @@ def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
     grads, hvps, (recorded, outputs, aux) = jax.vmap(per_target, out_axes=(0, 0, None))(cotangents)
     move = lambda parts: [jnp.moveaxis(p, 0, 1) for p in parts]  # noqa: E731  (K, N, ...) -> (N, K, ...)
     return recorded, move(grads), move(hvps), outputs, aux
+
+
+def check_model(model: Any) -> None:
+    """Every model this backend builds, it runs (channels_first convolutions included)."""

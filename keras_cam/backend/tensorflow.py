@@ -1,14 +1,16 @@
 """TensorFlow implementation of the backend seam (see `keras_cam/backend/__init__.py`)."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, List, Sequence, Tuple
 
 import tensorflow as tf
 
 from keras_cam import _devices
 from keras_cam._validation import user_message
-from keras_cam.backend.common import check_recorded
+from keras_cam.backend.common import channels_first_layers, check_recorded
 from keras_cam.capture import intercept_all
+from keras_cam.capture.hooks import adopt, current_scope
 
 
 def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
@@ -47,6 +49,32 @@ def input_grads(model, inputs, loss_fn: Callable):
     return loss, tape.gradient(loss, inputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
+CHANNELS_FIRST_MESSAGE = (
+    "TensorFlow on this CPU runs channels_first convolutions only with oneDNN on: set TF_ENABLE_ONEDNN_OPTS=1 "
+    "before importing TensorFlow, or use the JAX or PyTorch backend")
+
+
+@functools.lru_cache(maxsize=None)
+def channels_first_supported() -> bool:
+    """Whether this TensorFlow runs a channels_first (NCHW) convolution: always on a GPU; on a CPU only with
+    its oneDNN optimizations on, which TensorFlow turns off by default on CPUs without certain instruction sets
+    (and `TF_ENABLE_ONEDNN_OPTS=0` turns off anywhere). Probed once with a one-op call."""
+    try:
+        tf.nn.conv2d(tf.zeros((1, 1, 2, 2)), tf.zeros((1, 1, 1, 1)), 1, "VALID", data_format="NCHW")
+        return True
+    except tf.errors.OpError:
+        return False
+
+
+def check_model(model: Any) -> None:
+    """Refuses, in one line, a model this TensorFlow cannot run (channels_first convolutions on a CPU
+    without oneDNN), before TensorFlow fails deep inside the model with its own words."""
+    layers = channels_first_layers(model)
+    if layers and not channels_first_supported():
+        raise ValueError(f"Model '{model.name}' has channels_first layers ('{layers[0].name}', ...). "
+                         f"{CHANNELS_FIRST_MESSAGE}.")
+
+
 # Errors our compiled functions raise on purpose (bad targets, layers, inputs): shown with their own message.
 _PLAIN_ERRORS = (ValueError, TypeError, IndexError, KeyError, NotImplementedError)
 
@@ -67,7 +95,7 @@ def compile(fn: Callable, model, split: bool = False) -> Callable:
         except _PLAIN_ERRORS as e:
             # Autograph re-raises errors from traced code as "in user code: File ..., line N ... Type: msg";
             # the user should read our message, as on the other backends.
-            if type(e) not in _PLAIN_ERRORS or "in user code:" not in str(e):
+            if not isinstance(e, _PLAIN_ERRORS) or "in user code:" not in str(e):
                 raise
             raise type(e)(user_message(e)) from None
 
@@ -97,7 +125,13 @@ def _over_replicas(fn: Callable, strategy: Any, count: int) -> Callable:
         padded = _devices.pad(args, count)
         parts = strategy.experimental_distribute_values_from_function(
             lambda ctx: tuple(_devices.split(padded, count, ctx.replica_id_in_sync_group)))
-        outputs = strategy.run(fn, args=parts)
+        scope = current_scope()
+
+        def replica(*part):  # replica threads see the hooks of the thread that runs the call
+            with adopt(scope):
+                return fn(*part)
+
+        outputs = strategy.run(replica, args=parts)
         return _devices.gather(strategy.experimental_local_results(outputs), rows)
 
     return run

@@ -166,3 +166,7 @@ def activation_hvp(model, inputs, layers: Sequence, score_fn: Callable):
         return acts, grads[0], hvps[0], _detach(outputs), _detach(aux)
     stack_k = lambda parts: [torch.stack(p, dim=1) for p in zip(*parts)]  # noqa: E731  (N, K, ...)
     return acts, stack_k(grads), stack_k(hvps), _detach(outputs), _detach(aux)
+
+
+def check_model(model: Any) -> None:
+    """Every model this backend builds, it runs (channels_first convolutions included)."""

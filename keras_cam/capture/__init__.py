@@ -15,10 +15,11 @@ from keras_cam.capture.find import (LayerSpec, find_layer, is_spatial_output, sp
 from keras_cam.capture.graph import (LayerRef, graph_tensors, input_layout, input_shape, iter_layers,
                                      logit_layers, logits, output_layers, output_names, output_units,
                                      static_output_shape, sublayers, walk_layers)
+from keras_cam.capture.layouts import graph_layouts, probe_layouts
 from keras_cam.capture.hooks import CaptureError, forward_to, intercept, intercept_all, recording, recording_all
 
 __all__ = ["CaptureError", "LayerRef", "LayerSpec", "find_layer", "forward_to", "graph_tensors",
-           "input_layout", "input_shape", "intercept", "intercept_all", "is_spatial_output", "iter_layers",
+           "graph_layouts", "input_layout", "input_shape", "probe_layouts", "intercept", "intercept_all", "is_spatial_output", "iter_layers",
            "logit_layers", "logits", "output_layers", "output_names", "output_units", "recording",
            "recording_all", "spatial_layers", "spatial_rank", "static_output_shape", "sublayers",
            "walk_layers"]

@@ -2,8 +2,8 @@
 automatically: the last layer whose output has as many spatial axes as the input."""
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+import dataclasses
+from typing import Any, List, Optional, Sequence, Union
 
 import keras
 
@@ -11,7 +11,7 @@ from keras_cam import layout
 from keras_cam.capture.tokens import auto_token_layer, is_token_shape
 from keras_cam._validation import close_matches
 from keras_cam.capture.graph import LayerRef, graph_tensors, iter_layers, static_output_shape, sublayers
-from keras_cam.capture.hooks import intercept
+from keras_cam.capture.layouts import graph_layouts, probe_layouts
 
 LayerSpec = Union[None, str, keras.layers.Layer]
 
@@ -26,24 +26,36 @@ def spatial_rank(model: keras.layers.Layer, sample: Any = None) -> Optional[int]
     return ranks[0] if len(ranks) == 1 else None
 
 
-def is_spatial_output(layer: keras.layers.Layer, shape: Optional[Sequence[Optional[int]]],
-                      rank: Optional[int]) -> bool:
-    """Whether `shape`, produced by `layer`, is a feature map with `rank` spatial axes (any of 1 to 3 when
-    None), each > 1 or unknown, in the layer's layout."""
+def is_spatial_output(ref: Any, shape: Optional[Sequence[Optional[int]]], rank: Optional[int]) -> bool:
+    """Whether `shape`, produced by `ref` (a `LayerRef` or a layer), is a feature map with `rank` spatial axes
+    (any of 1 to 3 when None), each > 1 or unknown, in the layer's layout; in either layout when that is not
+    known (it is asked for when the layer is explained)."""
     if shape is None:
         return False
     rank = len(shape) - 2 if rank is None else rank
-    return 1 <= rank <= 3 and layout.layer_layout(layer, rank + 2).is_spatial(shape)
+    if not 1 <= rank <= 3 or len(shape) != rank + 2:
+        return False
+    try:
+        return layout.layer_layout(ref, rank + 2).is_spatial(shape)
+    except layout.LayoutError:
+        return layout.Layout(rank, False).is_spatial(shape) or layout.Layout(rank, True).is_spatial(shape)
+
+
+def with_layouts(model: keras.layers.Layer, refs: List[LayerRef]) -> List[LayerRef]:
+    """`refs` with `channels_first` traced through the model's graph (unchanged where it says nothing)."""
+    traced = graph_layouts(model)
+    return [dataclasses.replace(r, channels_first=traced[id(r.layer)])
+            if r.channels_first is None and traced.get(id(r.layer)) is not None else r for r in refs]
 
 
 def spatial_layers(model: keras.layers.Layer, rank: Optional[int] = None) -> List[LayerRef]:
     """Layers whose (static) output is a feature map with as many spatial axes as the input, in model order."""
     rank = spatial_rank(model) if rank is None else rank
     out = []
-    for ref in iter_layers(model):
+    for ref in with_layouts(model, list(iter_layers(model))):
         if (isinstance(ref.layer, keras.Model) and sublayers(ref.layer)) or ref.in_layer:
             continue  # prefer the nested model's own layers; a layer's inner layers are named by path
-        if is_spatial_output(ref.layer, static_output_shape(ref.layer), rank):
+        if is_spatial_output(ref, static_output_shape(ref.layer), rank):
             out.append(ref)
     return out
 
@@ -114,9 +126,10 @@ def find_layer(
         raise ValueError(
             f"`layer` must be None, a layer name, an 'outer/inner' path or a keras Layer; got {type(layer).__name__}."
         )
+    found = with_layouts(model, [found])[0]
     if require_spatial:
         shape = static_output_shape(found.layer)
-        if shape is not None and not is_spatial_output(found.layer, shape, rank) \
+        if shape is not None and not is_spatial_output(found, shape, rank) \
                 and not is_token_shape(shape, rank):
             raise ValueError(
                 f"Layer '{found.path}' has output shape {shape}, which is not a spatial feature map: class "
@@ -127,23 +140,17 @@ def find_layer(
 
 
 def _probe_spatial_layers(model: keras.layers.Layer, sample: Any, rank: Optional[int]) -> List[LayerRef]:
-    """Spatial layers in call order, found by running `sample` through the model with every layer intercepted."""
-    calls: List[Tuple[LayerRef, Any]] = []
-
-    def recorder(ref: LayerRef) -> Callable[[Any], Any]:
-        def transform(out):
-            calls.append((ref, getattr(out, "shape", None)))
-            return out
-
-        return transform
-
-    with contextlib.ExitStack() as stack:
-        for ref in iter_layers(model):
-            if not (isinstance(ref.layer, keras.Model) and sublayers(ref.layer)) and not ref.in_layer:
-                stack.enter_context(intercept(ref.layer, recorder(ref)))
-        model(sample, training=False)
-    return [ref for ref, shape in calls
-            if shape is not None and is_spatial_output(ref.layer, tuple(shape), rank)]
+    """Spatial layers in call order, found by running `sample` through the model with every layer intercepted
+    (their layouts traced from the same call)."""
+    layouts, calls = probe_layouts(model, sample)
+    found = []
+    for ref, shape in calls:
+        if ref.in_layer:
+            continue
+        ref = dataclasses.replace(ref, channels_first=layouts.get(id(ref.layer)))
+        if shape is not None and is_spatial_output(ref, tuple(shape), rank):
+            found.append(ref)
+    return found
 
 
 def _find_by_name(model: keras.layers.Layer, refs: List[LayerRef], name: str) -> LayerRef:

@@ -23,6 +23,9 @@ class LayerRef:
     #: Whether the layer sits inside a layer that is not a model (keras-hub's `ViTEncoder` holds its blocks,
     #: each holds `ln_1`, `mha`, ...): reachable by path, but never chosen automatically by its static shape.
     in_layer: bool = False
+    #: Whether the layer's output is channels_first, as traced through the model (`capture/layouts.py`) or
+    #: given by the user; None when unknown (a layer's own `data_format` always decides, see `layout_of`).
+    channels_first: Optional[bool] = None
 
     @property
     def name(self) -> str:
@@ -93,9 +96,10 @@ def input_layout(model: keras.layers.Layer, tensor_rank: int) -> layout.Layout:
     """The layout of the model's rank-`tensor_rank` image input: that of the first layer with a
     `data_format` (the model's convolutions and poolings), else Keras' global `image_data_format()`."""
     for ref in iter_layers(model):
-        if getattr(ref.layer, "data_format", None) in ("channels_first", "channels_last"):
-            return layout.layer_layout(ref.layer, tensor_rank)
-    return layout.layer_layout(None, tensor_rank)
+        own = layout.data_format(ref.layer)
+        if own is not None:
+            return layout.Layout(tensor_rank - 2, own == "channels_first")
+    return layout.Layout(tensor_rank - 2, keras.config.image_data_format() == "channels_first")
 
 
 def output_units(model: keras.layers.Layer, sample: Any = None) -> Optional[int]:

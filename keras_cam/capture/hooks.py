@@ -1,30 +1,112 @@
 """Call interception: a layer's `call` wrapped for the duration of a block, and what is built on it (recording a
-layer's output, the truncated forward); `patched` also serves the logits patch. Every hook is an instance attribute shadowing the
-class method, installed and removed in `try/finally`: afterwards the model is exactly what the user gave.
+layer's output, the truncated forward); `patched` also serves the logits patch. Every hook is an instance
+attribute shadowing the class method, installed and removed in `try/finally`: afterwards the model is exactly
+what the user gave. Hooks are scoped to the thread that installs them, so concurrent calls (and another
+thread's plain `model(x)`) see the model as it is.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Optional
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import keras
 
 _ACTIVATIONS_WITH_LOGITS = ("softmax", "sigmoid")
 
 
+# -- thread-scoped patches ---------------------------------------------------------------------------------------
+#
+# A hook must change what the layer does for the call that installed it and for nobody else: another thread's
+# plain `model(x)`, or another explainer running in another thread, must see the model as the user gave it.
+# So a patched attribute is one dispatcher per (object, attribute), installed while any patch of it is active
+# (counted under a lock) and removed with the last one; each thread has its own stack of patches, applied
+# when that thread calls the attribute. (docs/architecture.md, "Call interception")
+
+_LOCK = threading.RLock()
+_DISPATCHERS: Dict[Tuple[int, str], "_Dispatcher"] = {}
+_LOCAL = threading.local()
+
+
+def current_scope() -> Any:
+    """Whose patches the calling thread sees: its own, or those of the thread it works for (`adopt`)."""
+    return getattr(_LOCAL, "scope", None) or threading.get_ident()
+
+
 @contextlib.contextmanager
-def patched(obj: Any, attr: str, value: Any) -> Iterator[None]:
-    """Sets an instance attribute without Keras/torch tracking and restores the exact previous state."""
-    had = attr in obj.__dict__
-    old = obj.__dict__.get(attr)
-    object.__setattr__(obj, attr, value)
+def adopt(scope: Any) -> Iterator[None]:
+    """Within the block, the calling thread sees (and adds to) the patches of `scope` (`current_scope()` of
+    another thread): for helper threads that run one call's work, such as `tf.distribute` replica threads."""
+    before = getattr(_LOCAL, "scope", None)
+    _LOCAL.scope = scope
     try:
         yield
     finally:
-        if had:
-            object.__setattr__(obj, attr, old)
-        else:
-            object.__delattr__(obj, attr)
+        _LOCAL.scope = before
+
+
+class _Dispatcher:
+    """Stands in for `obj.<attr>` while patches of it are active; calls the calling scope's patches."""
+
+    def __init__(self, obj: Any, attr: str) -> None:
+        self.had = attr in obj.__dict__
+        self.old = obj.__dict__.get(attr)
+        self.base = getattr(obj, attr)  # the bound method, or the instance's own value
+        self.stacks: Dict[Any, List[Callable[[Any], Any]]] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fn = self.base
+        for make in self.stacks.get(current_scope(), ()):  # the last patch is the outermost
+            fn = make(fn)
+        return fn(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # e.g. `layer.activation.__name__` while patched
+        return getattr(self.base, name)
+
+
+@contextlib.contextmanager
+def wrapping(obj: Any, attr: str, make: Callable[[Any], Any]) -> Iterator[None]:
+    """Within the block, the calling thread's `obj.<attr>` is `make(previous)`, `previous` being what it was
+    before (the original, or the thread's earlier patch); other threads see theirs. Restored on exit,
+    whatever happens inside; the object is exactly as before once no thread patches it."""
+    key, scope = (id(obj), attr), current_scope()
+    with _LOCK:
+        dispatcher = _DISPATCHERS.get(key)
+        if dispatcher is None:
+            dispatcher = _DISPATCHERS[key] = _Dispatcher(obj, attr)
+            object.__setattr__(obj, attr, dispatcher)  # untracked by Keras/torch
+        stack = dispatcher.stacks.setdefault(scope, [])
+        stack.append(make)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            stack.remove(make)
+            if not stack:
+                del dispatcher.stacks[scope]
+            if not dispatcher.stacks:
+                del _DISPATCHERS[key]
+                if dispatcher.had:
+                    object.__setattr__(obj, attr, dispatcher.old)
+                else:
+                    object.__delattr__(obj, attr)
+
+
+def current(obj: Any, attr: str) -> Any:
+    """What `obj.<attr>` is for the calling thread now (its patches applied), never a dispatcher."""
+    with _LOCK:
+        dispatcher = _DISPATCHERS.get((id(obj), attr))
+        if dispatcher is None:
+            return getattr(obj, attr)
+        fn = dispatcher.base
+        for make in list(dispatcher.stacks.get(current_scope(), ())):
+            fn = make(fn)
+        return fn
+
+
+def patched(obj: Any, attr: str, value: Callable[..., Any]) -> contextlib.AbstractContextManager:
+    """Within the block, the calling thread's `obj.<attr>` (a method or a function) is `value`."""
+    return wrapping(obj, attr, lambda previous: value)
 
 
 @contextlib.contextmanager
@@ -33,27 +115,32 @@ def intercept(
     transform: Callable[[Any], Any],
     on: str = "output",
 ) -> Iterator[None]:
-    """Routes `layer`'s output (or its first input, `on="input"`) through `transform` during the block.
+    """Routes `layer`'s output (or its first input, `on="input"`) through `transform` during the block, in the
+    calling thread.
 
     `transform(tensor) -> tensor` may record the tensor and return a replacement (e.g. a differentiation
     point). The original `call` is restored on exit, whatever happens inside.
     """
-    original = layer.call  # the bound method (or an outer wrapper when nested; both compose)
-
     if on == "output":
 
-        def wrapped(*args, **kwargs):
-            return transform(original(*args, **kwargs))
+        def make(original):
+            def wrapped(*args, **kwargs):
+                return transform(original(*args, **kwargs))
+
+            return wrapped
 
     elif on == "input":
 
-        def wrapped(inputs, *args, **kwargs):
-            return original(transform(inputs), *args, **kwargs)
+        def make(original):
+            def wrapped(inputs, *args, **kwargs):
+                return original(transform(inputs), *args, **kwargs)
+
+            return wrapped
 
     else:
         raise ValueError(f"`on` must be 'output' or 'input', got {on!r}")
 
-    with patched(layer, "call", wrapped):
+    with wrapping(layer, "call", make):
         yield
 
 

@@ -16,7 +16,6 @@ from keras_cam import capture, layout
 from keras_cam._batching import (DEFAULT_BATCH_SIZE, check_batch_size, chunk_size, run_batched, signature,
                                  to_tensors)
 from keras_cam._validation import check_int
-from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM, Explanation
 from keras_cam.explainers.maps import channels_last, first_component, weigh, weighted_sum
 from keras_cam.targets import Targets, callable_index
@@ -45,11 +44,9 @@ class ChannelPerturbationCAM(BaseCAM):
 
     needs_grads = False
 
-    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 max_channels: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 binary: Optional[bool] = None, reshape: Reshape = None) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
+    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, *,
+                 max_channels: Optional[int] = None, batch_size: int = DEFAULT_BATCH_SIZE, **options: Any) -> None:
+        super().__init__(model, layer, **options)
         self.max_channels = None if max_channels is None else check_int("max_channels", max_channels, 1)
         self.channel_batch = check_batch_size(batch_size)
 
@@ -104,7 +101,7 @@ class ChannelPerturbationCAM(BaseCAM):
         """Where the channels are in the layer's own output (tokens (N, L, D): the last axis)."""
         if native_rank == 3 and self._input_layout.rank == 2:
             return 2
-        return layout.layer_layout(self.layer_refs[position].layer, native_rank).channel_axis
+        return layout.layer_layout(self.layer_refs[position], native_rank).channel_axis
 
 
 class AblationCAM(ChannelPerturbationCAM):

@@ -20,7 +20,6 @@ from keras_cam import capture
 from keras_cam._batching import DEFAULT_BATCH_SIZE, chunk_size, run_batched, signature, to_tensors
 from keras_cam._inputs import InputStructure, ModelInputs
 from keras_cam._validation import check_int, check_number
-from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM, Explanation
 from keras_cam.targets import Targets, callable_index
 
@@ -47,11 +46,8 @@ class InputGradientExplainer(BaseCAM):
     #: Host arrays (built per chunk by `host_inputs`) that the compiled function takes before the inputs.
     host_arrays = 0
 
-    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, reshape: Reshape = None) -> None:
-        super().__init__(model, layer if self.uses_layer else None, use_logits, input_index, input_name, binary,
-                         reshape)
+    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, **options: Any) -> None:
+        super().__init__(model, layer if self.uses_layer else None, **options)
 
     # -- what a method says ----------------------------------------------------------------------------------
 
@@ -263,16 +259,12 @@ class SmoothGrad(InputGradientExplainer):
     aliases = ("smooth-grad",)
     host_arrays = 1
 
-    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, samples: int = 25, noise: float = 0.15, seed: int = 0) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, *, samples: int = 25,
+                 noise: float = 0.15, seed: int = 0, **options: Any) -> None:
+        super().__init__(model, layer, **options)
         self.samples = check_int("samples", samples, 1)
         self.noise = check_number("noise", noise, 0.0)
         self.seed = check_int("seed", seed, 0)
-
-    def _config(self) -> tuple:
-        return super()._config() + (self.samples, self.noise)  # the noise itself is an input: not the seed
 
     def copies_per_image(self) -> int:
         return self.samples + 1
@@ -330,10 +322,9 @@ class IntegratedGradients(InputGradientExplainer):
     name = "integrated-gradients"
     aliases = ("integratedgradients", "ig")
 
-    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, steps: int = 32, baseline: Any = 0.0) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary)
+    def __init__(self, model: keras.Model, layer: capture.LayerSpec = None, *, steps: int = 32,
+                 baseline: Any = 0.0, **options: Any) -> None:
+        super().__init__(model, layer, **options)
         self.steps = check_int("steps", steps, 1)
         try:
             self.baseline = np.array(baseline, dtype=np.float32, copy=True)

@@ -10,7 +10,10 @@ layout, and are written over `spatial_axes(x)` and the last axis (docs/architect
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -44,11 +47,36 @@ class Explanation:
     scores: np.ndarray
 
 
+_CALL_LOCKS: "weakref.WeakKeyDictionary[Any, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _call_lock(explainer: Any) -> threading.RLock:
+    """The explainer's own lock (kept beside it, so explainers stay picklable)."""
+    with _LOCKS_LOCK:
+        lock = _CALL_LOCKS.get(explainer)
+        if lock is None:
+            lock = _CALL_LOCKS[explainer] = threading.RLock()
+        return lock
+
+
+def _options(explainer: Any) -> tuple:
+    """Every plain option an explainer holds (public attributes that are numbers, strings, booleans or tuples
+    of them), so that an option a method adds is part of its compiled functions' cache key without being
+    listed by hand: two explainers that differ in any option never share a compiled function."""
+    plain = (bool, int, float, str, type(None), np.generic)
+
+    def is_plain(v: Any) -> bool:
+        return isinstance(v, plain) or (isinstance(v, tuple) and all(is_plain(x) for x in v))
+
+    return tuple(sorted((k, v) for k, v in vars(explainer).items() if not k.startswith("_") and is_plain(v)))
+
+
 class BaseCAM(LabelsMixin):
     """Base class of every explainer: `explainer(images, targets=None)` -> heatmaps (N, H, W) in [0, 1].
 
     Signals `(N, T, C)` give maps `(N, T)`, volumes `(N, D, H, W, C)` maps `(N, D, H, W)`, and channels_first
-    models (a layer's `data_format`, else `keras.config.image_data_format()`) are read in their layout.
+    models are read in their layout (a layer's own `data_format`, else that of the data it receives).
 
     Subclasses override `get_cam_weights(activations, grads, targets) -> (N, C)` (the map is then
     `ReLU(sum_k w_k A_k)`), or `compute_cam(activations, grads, targets) -> (N, *spatial)` for other
@@ -78,6 +106,10 @@ class BaseCAM(LabelsMixin):
             the class token dropped), a grid `(h, w)` (the last `h * w` tokens, row-major), or a callable
             `(tokens) -> (N, h, w, C)`. With `layer=None` a transformer's layer is the input normalization of
             its last attention block (e.g. `vi_t_backbone/vit_encoder/transformer_block_12/ln_1`).
+        data_format: how the explained layer's output is laid out, `"channels_first"` or `"channels_last"`,
+            for a layer without a `data_format` of its own whose layout cannot be traced from the model (it
+            then says so). `None` (default): a layer's own `data_format`, else the layout of the data it
+            receives, traced through the model (a ReLU after a channels_first convolution is channels_first).
 
     Example:
 
@@ -106,11 +138,13 @@ class BaseCAM(LabelsMixin):
         self,
         model: keras.Model,
         layer: capture.LayerSpec = None,
+        *,
         use_logits: bool = True,
         input_index: Optional[int] = None,
         input_name: Optional[str] = None,
         binary: Optional[bool] = None,
         reshape: Reshape = None,
+        data_format: Optional[str] = None,
     ) -> None:
         if not isinstance(model, keras.layers.Layer):
             raise ValueError(f"`model` must be a Keras model, got {type(model).__name__}.")
@@ -118,6 +152,7 @@ class BaseCAM(LabelsMixin):
         if isinstance(layer, (list, tuple)) and not layer:
             raise ValueError("`layer` is an empty list; pass a layer, a list of layers, or None.")
         self._layer_spec = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        self.data_format = layout.check_data_format(data_format)
         self.layer_refs: Optional[List[capture.LayerRef]] = None
         if layer is not None or capture.graph_tensors(model, "outputs") or capture.spatial_layers(model):
             self.layer_refs = [self._find_layer(spec) for spec in self._layer_spec]
@@ -232,9 +267,11 @@ class BaseCAM(LabelsMixin):
                 batch_size: Optional[int] = None, aug_smooth: bool = False,
                 eigen_smooth: bool = False) -> Explanation:
         """Like `explain`, but also returns the explained class and its score per image."""
-        if aug_smooth:
-            return Explanation(*augmented(self, images, targets, upsample, normalize, batch_size, eigen_smooth))
-        return self._compute(images, targets, upsample, normalize, batch_size, bool(eigen_smooth))
+        with _call_lock(self):  # one call at a time per explainer: a call's state (its input size) is shared
+            if aug_smooth:
+                return Explanation(*augmented(self, images, targets, upsample, normalize, batch_size,
+                                              eigen_smooth))
+            return self._compute(images, targets, upsample, normalize, batch_size, bool(eigen_smooth))
 
     def _compute(self, images: Any, targets: Targets, upsample: bool, normalize: bool,
                  batch_size: Optional[int], eigen_smooth: bool) -> Explanation:
@@ -283,8 +320,8 @@ class BaseCAM(LabelsMixin):
     def _config(self) -> tuple:
         """What the compiled functions depend on besides the model and the input: the layers and options.
         A method whose compiled code reads options of its own adds them here."""
-        return (tuple(r.path for r in self.layer_refs), self.capture_on, self.use_logits, self._binary_unit(),
-                self._input_layout, self.reshape)
+        return (tuple((r.path, r.channels_first) for r in self.layer_refs), self.capture_on, self.use_logits,
+                self._binary_unit(), self._input_layout, self.reshape, _options(self))
 
     def _input_size(self, inputs: ModelInputs) -> Tuple[int, ...]:
         """The spatial size of the explained input (what maps are upsampled to)."""
@@ -384,7 +421,9 @@ class BaseCAM(LabelsMixin):
         subclassed models."""
         if self.layer_refs is not None and self._logit_layers is not None and self._input_layout is not None:
             return
-        sample = inputs.pack([keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays])
+        self._seam.check_model(self.model)
+        tensors = [keras.ops.convert_to_tensor(a[:1]) for a in inputs.arrays]
+        sample = inputs.pack(tensors)
         if self.layer_refs is None:
             self.layer_refs = [self._find_layer(spec, sample) for spec in self._layer_spec]
         if self._logit_layers is None:  # also without use_logits: tells whether outputs are probabilities
@@ -393,6 +432,7 @@ class BaseCAM(LabelsMixin):
             self._output_units = capture.output_units(self.model, sample)
         if self._input_layout is None:
             self._input_layout = capture.input_layout(self.model, inputs.image.ndim)
+            self._probe_layouts(sample, tensors[inputs.structure.image_index])
 
     def _check_zero_maps(self, maps: np.ndarray) -> None:
         """Warns about the transformer trap: a block's output after which only the class token is read gets
@@ -426,7 +466,33 @@ class BaseCAM(LabelsMixin):
     # -- helpers ---------------------------------------------------------------------------------------------
 
     def _find_layer(self, layer: capture.LayerSpec, sample: Any = None) -> capture.LayerRef:
-        return capture.find_layer(self.model, layer, sample=sample)
+        return self._with_data_format(capture.find_layer(self.model, layer, sample=sample))
+
+    def _with_data_format(self, ref: capture.LayerRef) -> capture.LayerRef:
+        """`ref` laid out as `data_format=` says; refused where the layer's own `data_format` contradicts it."""
+        if self.data_format is None:
+            return ref
+        own = layout.data_format(ref.layer)
+        if own is not None and own != self.data_format:
+            raise ValueError(
+                f"Layer '{ref.path}' has data_format='{own}' of its own; data_format='{self.data_format}' "
+                "contradicts it. Leave data_format=None for layers that have their own.")
+        return dataclasses.replace(ref, channels_first=self.data_format == "channels_first")
+
+    def _probe_layouts(self, sample: Any, image: Any) -> None:
+        """Layouts that the graph does not give (subclassed models, layers inside layers), traced from the
+        first call's sample."""
+        unknown = [r for r in self.layer_refs if r.channels_first is None and layout.data_format(r.layer) is None]
+        if not unknown or self.data_format is not None:
+            return
+        traced, calls = capture.probe_layouts(self.model, sample, self._input_layout.channels_first, image=image)
+        self.layer_refs = [dataclasses.replace(r, channels_first=traced.get(id(r.layer)))
+                           if r in unknown and traced.get(id(r.layer)) is not None else r for r in self.layer_refs]
+        shapes = {id(ref.layer): shape for ref, shape in calls}
+        for ref in self.layer_refs:  # still unknown for a feature map: ask now, not from inside a traced call
+            shape = shapes.get(id(ref.layer))
+            if shape is not None and len(shape) == self._input_layout.rank + 2:
+                layout.layer_layout(ref, len(shape))
 
     def _prepare_inputs(self, images: Any) -> ModelInputs:
         return prepare_inputs(self.model, images, self.input_index, self.input_name)

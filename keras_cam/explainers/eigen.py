@@ -9,7 +9,6 @@ import keras
 import numpy as np
 
 from keras_cam._validation import check_number
-from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
 from keras_cam.explainers.maps import first_component, positions, signed_projection
 
@@ -80,19 +79,14 @@ class KPCACAM(PrincipalComponentCAM):
     aliases = ("kpca-cam",)
     needs_grads = False
 
-    def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, kernel: str = "sigmoid", gamma: Optional[float] = None,
-                 coef0: float = 1.0, reshape: Reshape = None) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
+    def __init__(self, model: keras.Model, layer: Any = None, *, kernel: str = "sigmoid",
+                 gamma: Optional[float] = None, coef0: float = 1.0, **options: Any) -> None:
+        super().__init__(model, layer, **options)
         if kernel not in _KERNELS:
             raise ValueError(f"`kernel` must be one of {', '.join(map(repr, _KERNELS))}, got {kernel!r}.")
         self.kernel = kernel
         self.gamma = None if gamma is None else check_number("gamma", gamma, 0.0, strict=True)
         self.coef0 = check_number("coef0", coef0, -np.inf)
-
-    def _config(self) -> tuple:
-        return super()._config() + (self.kernel, self.gamma, self.coef0)
 
     def compute_cam(self, activations: Any, grads: Any, targets: Any) -> Any:
         ops = keras.ops

@@ -1,12 +1,11 @@
 """FEM, the Feature Explanation Method (Fuad et al. 2020): channels weighed by how often they peak."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import keras
 
 from keras_cam._validation import check_number
-from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
 from keras_cam.explainers.maps import spatial_axes
 
@@ -30,14 +29,9 @@ class FEM(BaseCAM):
     name = "fem"
     needs_grads = False
 
-    def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, k: float = 2.0, reshape: Reshape = None) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
+    def __init__(self, model: keras.Model, layer: Any = None, *, k: float = 2.0, **options: Any) -> None:
+        super().__init__(model, layer, **options)
         self.k = check_number("k", k, 0.0)
-
-    def _config(self) -> tuple:
-        return super()._config() + (self.k,)
 
     def get_cam_weights(self, activations: Any, grads: Any, targets: Any) -> Any:
         ops = keras.ops

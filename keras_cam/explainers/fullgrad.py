@@ -13,7 +13,7 @@ import keras
 
 from keras_cam import capture, layout
 from keras_cam._inputs import InputStructure
-from keras_cam.capture.hooks import patched
+from keras_cam.capture.hooks import current, patched
 from keras_cam.explainers.attribution import InputGradientExplainer
 from keras_cam.explainers.maps import minmax
 
@@ -113,7 +113,7 @@ class FullGrad(InputGradientExplainer):
             model_inputs[i] = xx
             with self._logits_scope(), contextlib.ExitStack() as stack:
                 for layer in fused:
-                    activation = layer.activation
+                    activation = current(layer, "activation")
                     stack.enter_context(patched(layer, "activation", keras.activations.linear))
                     stack.enter_context(capture.intercept(layer, activation))
                 outputs = self.model(structure.pack(model_inputs), training=False)

@@ -1,12 +1,11 @@
 """Gradient-weighted methods: each one only says how it weighs the captured channels."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import keras
 
 from keras_cam._validation import check_int, check_number
-from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
 from keras_cam.explainers.maps import spatial_axes
 from keras_cam.targets import class_scores
@@ -159,16 +158,11 @@ class FinerCAM(GradCAM):
     aliases = ("finer-cam",)
     accepts_callable_targets = False
 
-    def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, alpha: float = 1.0, comparisons: int = 3,
-                 reshape: Reshape = None) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
+    def __init__(self, model: keras.Model, layer: Any = None, *, alpha: float = 1.0, comparisons: int = 3,
+                 **options: Any) -> None:
+        super().__init__(model, layer, **options)
         self.alpha = check_number("alpha", alpha, 0.0)
         self.comparisons = check_int("comparisons", comparisons, 1)
-
-    def _config(self) -> tuple:
-        return super()._config() + (self.alpha, self.comparisons)
 
     def _score_fn(self, targets: Any, index: Any) -> Callable:
         if callable(targets):

@@ -75,7 +75,7 @@ def channels_last(model: keras.layers.Layer, ref: LayerRef, a: Any, g: Any, rank
     if rank == 2 and len(a.shape) == 3:
         return tokens_to_grid(model, ref.path, keras.ops.cast(a, "float32"),
                               None if g is None else keras.ops.cast(g, "float32"), size, reshape)
-    found = layout.layer_layout(ref.layer, len(a.shape)) if 3 <= len(a.shape) <= 5 else None
+    found = layout.layer_layout(ref, len(a.shape)) if 3 <= len(a.shape) <= 5 else None
     if found is None or found.rank != rank or all(d == 1 for d in found.spatial_shape(a.shape)):
         raise ValueError(
             f"Layer '{ref.path}' produced a tensor of shape {tuple(a.shape)} at run time, which is not a "

@@ -1,13 +1,12 @@
 """RandomCAM: random channel weights, the reference a method's map must beat."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import keras
 import numpy as np
 
 from keras_cam._validation import check_int
-from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM
 
 
@@ -30,14 +29,9 @@ class RandomCAM(BaseCAM):
     aliases = ("random-cam",)
     needs_grads = False
 
-    def __init__(self, model: keras.Model, layer: Any = None, use_logits: bool = True,
-                 input_index: Optional[int] = None, input_name: Optional[str] = None,
-                 binary: Optional[bool] = None, seed: int = 0, reshape: Reshape = None) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
+    def __init__(self, model: keras.Model, layer: Any = None, *, seed: int = 0, **options: Any) -> None:
+        super().__init__(model, layer, **options)
         self.seed = check_int("seed", seed, 0)
-
-    def _config(self) -> tuple:
-        return super()._config() + (self.seed,)
 
     def channel_weights(self, channels: int) -> np.ndarray:
         """The float32 (C,) weights this explainer uses on a layer with `channels` channels."""

@@ -9,7 +9,6 @@ import numpy as np
 from keras_cam._batching import (DEFAULT_BATCH_SIZE, check_batch_size, chunk_size, run_batched, signature,
                                  to_tensors)
 from keras_cam import layout
-from keras_cam.capture.tokens import Reshape
 from keras_cam.explainers.base import BaseCAM, Explanation
 from keras_cam.explainers.maps import first_component, minmax, weigh, weighted_sum
 
@@ -48,15 +47,12 @@ class ScoreCAM(BaseCAM):
         self,
         model: keras.Model,
         layer=None,
-        use_logits: bool = True,
-        input_index: Optional[int] = None,
-        input_name: Optional[str] = None,
+        *,
         max_channels: Optional[int] = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-        binary: Optional[bool] = None,
-        reshape: Reshape = None,
+        **options: Any,
     ) -> None:
-        super().__init__(model, layer, use_logits, input_index, input_name, binary, reshape)
+        super().__init__(model, layer, **options)
         if max_channels is not None and int(max_channels) < 1:
             raise ValueError(f"`max_channels` must be >= 1 or None, got {max_channels}.")
         self.max_channels = None if max_channels is None else int(max_channels)
