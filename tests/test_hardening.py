@@ -503,16 +503,18 @@ def test_unreadable_files_are_skipped_with_a_summary(cli_files, tmp_path, capsys
     out = tmp_path / "out"
     assert cli.main(["explain", path, *inputs, "--out", str(out), "--batch-size", "2", "--save-raw"]) == 1
     captured = capsys.readouterr()
-    assert _lines(captured.err) == [
+    err = _lines(captured.err)
+    assert err[:-1] == [
         f"keras-cam: skipped {tmp_path / 'missing.png'}: does not exist (or is not a file)",
         f"keras-cam: skipped {tmp_path / 'empty.png'}: the file is empty",
         f"keras-cam: skipped {root / 'bomb.png'}: 40000x40000 = 1,600,000,000 pixels, above the limit of "
         "178,956,970 (--max-pixels); raise --max-pixels if you trust the file",
         f"keras-cam: skipped {tmp_path / 'notes.txt'}: not an image format OpenCV can read",
-        # A sound header: found when decoding, in the middle of the run, and skipped the same way.
-        f"keras-cam: skipped {root / 'damaged.png'}: OpenCV cannot decode it (unsupported format, or a "
-        "corrupt or truncated file): PNG input buffer is incomplete",
     ]
+    # A sound header: found when decoding, in the middle of the run, and skipped the same way. Our words
+    # only: what follows them is the image library's own text, which differs between builds.
+    assert err[-1].startswith(f"keras-cam: skipped {root / 'damaged.png'}: OpenCV cannot decode it "
+                              "(unsupported format, or a corrupt or truncated file)")
     stdout = _lines(captured.out)
     assert [line.split(":")[0] for line in stdout[:2]] == [str(pngs[0]), str(pngs[1])]
     assert stdout[2].startswith("explained 2 images, skipped 5, in ") and stdout[2].endswith(" s")
