@@ -20,6 +20,9 @@ test: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q
 	KERAS_BACKEND=jax $(PY) -m pytest -q -m backends
 	KERAS_BACKEND=torch $(PY) -m pytest -q -m backends
+	# As on CPUs where TensorFlow turns oneDNN off (then it cannot run channels_first convolutions): the
+	# channels_first tests check keras-cam's one-line error instead.
+	KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 $(PY) -m pytest -q -m channels_first
 
 test-fast: $(STAMP)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q -m "not slow"

@@ -17,6 +17,7 @@ from keras_cam.explainers.attribution import IntegratedGradients, Saliency, Smoo
 from keras_cam.explainers.guided import GuidedBackprop, GuidedGradCAM
 from tests.conftest import numpy_weights
 from tests.test_layouts import inputs as layout_inputs, model as layout_model, weights as layout_weights
+from tests.helpers import requires_channels_first_conv
 
 METHODS = {"saliency": Saliency, "smoothgrad": SmoothGrad, "integrated-gradients": IntegratedGradients,
            "guided-backprop": GuidedBackprop, "guided-gradcam": GuidedGradCAM}
@@ -229,9 +230,11 @@ def test_guided_gradcam_is_gradcam_times_the_guided_gradient():
     assert ggc(x, targets=t).std() > 0.05
 
 
+@pytest.mark.channels_first
 @pytest.mark.backends
 @pytest.mark.parametrize("rank", [2, pytest.param(1, marks=pytest.mark.slow)])
 def test_channels_first_equals_its_channels_last_twin(rank):
+    requires_channels_first_conv()
     wts = layout_weights(rank, seed=5)
     last, first = (layout_model(rank, wts, f, pool=True, head="dense") for f in ("channels_last", "channels_first"))
     x = layout_inputs(rank)

@@ -72,6 +72,9 @@ _SCRIPT = textwrap.dedent('''
             "gradcam++_two_targets": lambda: kc.GradCAMPlusPlus(model)(x5, targets=two),
             "scorecam": lambda: kc.ScoreCAM(model, batch_size=4)(x5),
             "ablationcam": lambda: kc.AblationCAM(model, batch_size=4)(x5),
+            # Decompositions per image (eigh, svd): on JAX these hung when left to jit's partitioner.
+            "kpcacam": lambda: kc.KPCACAM(model).explain(x5, batch_size=3),
+            "eigengradcam": lambda: kc.EigenGradCAM(model).explain(x5, batch_size=3),
             "dataset": lambda: kc.explain_dataset(kc.GradCAM(model), x7, batch_size=4, verbose=0).heatmaps,
             "dataset_reference": lambda: kc.GradCAM(model)(x7),
         }
@@ -185,3 +188,35 @@ def test_rows_are_padded_split_and_gathered_in_order():
     halves = [_devices.split(shared, 2, i) for i in range(2)]
     assert [np.asarray(h[0]).shape[0] for h in halves] == [3, 3]
     assert all(np.asarray(h[1]).tolist() == [0.0] for h in halves)
+
+
+_DECOMPOSITIONS = textwrap.dedent('''
+    import json
+    import keras, numpy as np
+    import keras_cam as kc
+
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    images = np.random.default_rng(0).random((16, 24, 24, 3)).astype("float32")
+    runs = {"kpcacam": lambda: kc.KPCACAM(model).explain(images, batch_size=8),
+            "eigengradcam": lambda: kc.EigenGradCAM(model).explain(images, batch_size=5),
+            "scorecam_batch1": lambda: kc.ScoreCAM(model, batch_size=1).explain(images[:3])}
+    reference = {name: run() for name, run in runs.items()}
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+    print("RESULT" + json.dumps({name: float(np.abs(run() - reference[name]).max()) for name, run in runs.items()}))
+''')
+
+
+@pytest.mark.slow
+def test_data_parallel_on_four_devices_runs_decompositions_and_one_row_chunks():
+    # KPCA-CAM's eigh and Eigen-Grad-CAM's svd hung on 4 simulated CPU devices when jit partitioned them
+    # (a rendezvous across devices that a 2-core CPU never completed); each device now runs its own rows.
+    pytest.importorskip("jax")
+    environment = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    done = subprocess.run([sys.executable, "-c", _DECOMPOSITIONS], env=environment, capture_output=True,
+                          text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert done.returncode == 0 and lines, done.stderr[-4000:]
+    for name, error in json.loads(lines[-1][len("RESULT"):]).items():
+        assert error < 1e-4, name

@@ -5,6 +5,7 @@ import pytest
 
 from keras_cam.feature_extraction import FeatureMapExtractor, feature_maps
 from tests.conftest import classifier, numpy_weights, random_images
+from tests.helpers import requires_channels_first_conv
 
 
 @pytest.mark.backends
@@ -37,9 +38,12 @@ def test_feature_maps_errors_and_batches():
     np.testing.assert_allclose(extractor(images, batch_size=3), extractor(images), atol=1e-6)
 
 
+@pytest.mark.channels_first
 @pytest.mark.backends
 @pytest.mark.parametrize("rank, data_format", [(1, "channels_last"), (3, "channels_last"), (2, "channels_first")])
 def test_feature_maps_in_every_layout_come_back_channels_last(rank, data_format):
+    if data_format == "channels_first":
+        requires_channels_first_conv()
     conv = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}[rank]
     size = (9,) * rank
     shape = (2,) + size if data_format == "channels_first" else size + (2,)

@@ -12,6 +12,8 @@ from keras_cam import capture, layout
 from keras_cam.explainers import registry
 from tests.helpers import requires_channels_first_conv
 
+pytestmark = pytest.mark.channels_first
+
 SIZE = 8
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import keras_cam as kc
 from tests import oracles
+from tests.helpers import requires_channels_first_conv
 
 CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
 POOL = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
@@ -94,9 +95,11 @@ def test_upsampling_from_a_pooled_layer_and_eigencam(rank):
     np.testing.assert_allclose(raw, np.maximum(feats @ wts["w"][:, 1], 0) / positions, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.channels_first
 @pytest.mark.backends
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_channels_first_equals_its_channels_last_twin_for_every_method(rank):
+    requires_channels_first_conv()
     wts = weights(rank, seed=5)
     last, first = model(rank, wts, pool=True), model(rank, wts, "channels_first", pool=True)
     x = inputs(rank)
@@ -135,8 +138,10 @@ def global_channels_first():
         keras.config.set_image_data_format(previous)
 
 
+@pytest.mark.channels_first
 @pytest.mark.backends
 def test_the_global_channels_first_setting(global_channels_first):
+    requires_channels_first_conv()
     wts = weights(2, seed=9)
     default = model(2, wts, data_format=None, pool=True)  # built under the setting: channels_first layers
     x = np.moveaxis(inputs(2), -1, 1)
@@ -176,8 +181,10 @@ def test_auto_layer_has_as_many_spatial_axes_as_the_input():
         kc.GradCAM(signal).check_inputs(np.zeros((32, 1)))
 
 
+@pytest.mark.channels_first
 @pytest.mark.backends
 def test_camhead_and_attach_cam_head_in_every_layout(tmp_path):
+    requires_channels_first_conv()
     for rank in (1, 3):
         for data_format in ("channels_last", "channels_first"):
             wts = weights(rank, seed=11)

@@ -13,6 +13,7 @@ from tests.test_explainers import fixed_weights, functional_model, images
 from tests.test_layouts import SIZE, inputs
 from tests.test_layouts import model as layout_model
 from tests.test_layouts import weights as layout_weights
+from tests.helpers import requires_channels_first_conv
 
 NEW_METHODS = ["gradcam-elementwise", "finercam", "eigengradcam", "kpcacam", "fem", "randomcam"]
 TARGETS = np.array([0, 1, 2, 1])
@@ -219,9 +220,11 @@ def test_randomcam_is_seeded_and_matches_its_weights():
 # ------------------------------------------------------------------------------------------------ layouts
 
 
+@pytest.mark.channels_first
 @pytest.mark.backends
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_new_methods_on_signals_volumes_and_channels_first(rank):
+    requires_channels_first_conv()
     wts = layout_weights(rank, seed=5)
     last, first = layout_model(rank, wts, pool=True), layout_model(rank, wts, "channels_first", pool=True)
     x = inputs(rank)

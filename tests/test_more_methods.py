@@ -15,6 +15,7 @@ from keras_cam.explainers.ablation import AblationCAM
 from tests import oracles
 from tests.test_explainers import assert_unchanged, fixed_weights, functional_model, images, model_snapshot
 from tests.test_layouts import inputs as layout_inputs, model as layout_model, weights as layout_weights
+from tests.helpers import requires_channels_first_conv
 
 TARGETS = np.array([0, 1, 2, 1])
 
@@ -218,9 +219,11 @@ def test_shapleycam_closed_form_of_a_quadratic_head():
 # ---------------------------------------------------------------------------------------------- all three
 
 
+@pytest.mark.channels_first
 @pytest.mark.backends
 @pytest.mark.parametrize("rank", [1, 2])
 def test_channels_first_twins_give_the_same_maps(rank):
+    requires_channels_first_conv()
     wts = layout_weights(rank, seed=3)
     last = layout_model(rank, wts, "channels_last", pool=True, head="gap")
     first = layout_model(rank, wts, "channels_first", pool=True, head="gap")

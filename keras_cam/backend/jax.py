@@ -79,24 +79,43 @@ def compile(fn: Callable, model, split: bool = False) -> Callable:
 
     # Variable values are arguments, not constants baked into the trace: training between calls needs
     # no recompilation, and the StatelessScope makes every variable read inside `fn` see these values.
-    @jax.jit
-    def jitted(values, *args):
+    def body(values, *args):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             return fn(*args)
+
+    jitted = jax.jit(body)
+    per_device: dict = {}  # one sharded function per pattern of split and shared arguments
 
     def call(*args):
         values = [v.value for v in variables]
         rows = _devices.common_rows(args) if distribution is not None else None
         if rows is None:  # one device, or not a chunk of rows
             return jitted(values, *args)
-        # Rows sharded over the devices as Keras shards a batch; jit partitions the work after them.
-        # Arguments shared by every part (one row, see `_devices.common_rows`) are left to jit to replicate.
+        # Rows split over the devices, each device running `fn` on its own rows (shard_map): the rows are
+        # independent, so no collective is needed. Left to jit's partitioner instead, ops it cannot split
+        # (eigh, svd) were gathered across devices, and on a CPU with fewer threads than simulated devices
+        # that rendezvous never completed. Arguments shared by every part (one row) go whole to each device.
         args = _devices.pad(args, count)
-        args = [jax.device_put(a, distribution.get_data_layout(a.shape).backend_layout) if split else a
-                for a, split in zip(args, _devices.split_mask(args))]
-        return _devices.cut(jitted(values, *args), rows)
+        mask = tuple(_devices.split_mask(args))
+        sharded = per_device.get(mask)
+        if sharded is None:
+            sharded = per_device[mask] = jax.jit(_shard_map(body, distribution, mask))
+        return _devices.cut(sharded(values, *args), rows)
 
     return call
+
+
+def _shard_map(body: Callable, distribution: Any, mask: Sequence[bool]) -> Callable:
+    """`body(values, *args)` run per device on its rows of the split arguments (`mask`), outputs by rows."""
+    spec = jax.sharding.PartitionSpec
+    axis = distribution.batch_dim_name
+    in_specs = (spec(),) + tuple(spec(axis) if split else spec() for split in mask)
+    mesh = distribution.device_mesh.backend_mesh
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=spec(axis), check_vma=False)
+    from jax.experimental.shard_map import shard_map  # JAX < 0.7
+
+    return shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=spec(axis), check_rep=False)
 
 
 def devices(model) -> Tuple[Any, int]:

@@ -169,6 +169,21 @@ def intercept_all(layers: List[keras.layers.Layer], transform_for: Callable[[int
     check_ran_once(layers, calls)
 
 
+_EXPLAIN_ONCE = "Explain a layer that runs once per forward pass (e.g. one after the branches join)."
+
+
+@contextlib.contextmanager
+def repeated_layer_advice(advice: str) -> Iterator[None]:
+    """Within the block (in the calling thread), `check_ran_once` ends its message with `advice` instead of
+    asking for another layer: for methods that take no layer of the user's (FullGrad's bias layers)."""
+    before = getattr(_LOCAL, "advice", None)
+    _LOCAL.advice = advice
+    try:
+        yield
+    finally:
+        _LOCAL.advice = before
+
+
 def check_ran_once(layers: List[keras.layers.Layer], calls: List[int]) -> None:
     """A layer that ran more than once in one forward pass (a shared layer, e.g. one backbone applied to two
     inputs) has several outputs: explaining one would silently leave the others out, so this refuses it.
@@ -177,8 +192,8 @@ def check_ran_once(layers: List[keras.layers.Layer], calls: List[int]) -> None:
         if count > 1:
             raise ValueError(
                 f"Layer '{layer.name}' runs {count} times in one forward pass (a layer shared by several "
-                "branches, or called repeatedly), so which of its outputs to explain is ambiguous. Explain "
-                "a layer that runs once per forward pass (e.g. one after the branches join).")
+                "branches, or called repeatedly), so which of its outputs to use is ambiguous. "
+                + (getattr(_LOCAL, "advice", None) or _EXPLAIN_ONCE))
 
 
 @contextlib.contextmanager

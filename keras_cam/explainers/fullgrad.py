@@ -13,7 +13,7 @@ import keras
 
 from keras_cam import capture, layout
 from keras_cam._inputs import InputStructure
-from keras_cam.capture.hooks import current, patched
+from keras_cam.capture.hooks import current, patched, repeated_layer_advice
 from keras_cam.explainers.attribution import InputGradientExplainer
 from keras_cam.explainers.maps import minmax
 
@@ -119,7 +119,10 @@ class FullGrad(InputGradientExplainer):
                 outputs = self.model(structure.pack(model_inputs), training=False)
             return self._score_fn(targets, index)(outputs)
 
-        x_grad, acts, grads, (scores, idx) = self._seam.input_layer_grads(self.model, x, layers, forward)
+        with repeated_layer_advice("FullGrad adds the bias gradients of every convolution and "
+                                   "BatchNormalization at the one place each runs, so it does not explain models "
+                                   "that reuse one; use another method (e.g. GradCAM, Saliency) for this model."):
+            x_grad, acts, grads, (scores, idx) = self._seam.input_layer_grads(self.model, x, layers, forward)
         input_layout = self._input_layout
         size = input_layout.spatial_shape(x.shape)
         x32 = ops.cast(x, "float32")
