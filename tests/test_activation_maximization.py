@@ -577,3 +577,19 @@ def test_filter_snapshot_passes_ascent_options(tmp_path):
     np.testing.assert_array_equal(written, expected)
     with pytest.raises(ValueError, match="Unknown ascent option 'paramm'"):
         kc.callbacks.FilterSnapshot("conv2", paramm="pixel")
+
+
+def test_objectives_and_options_that_would_give_flat_or_failed_patterns_are_refused(conv2_viz):
+    from keras_cam.activation_maximization.transforms import resolve_transforms
+
+    with pytest.raises(ValueError, match="Direction vector 1 is all zeros"):
+        Direction([[1.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="terms cancel out"):
+        Channel() - Channel()
+    with pytest.raises(ValueError, match="terms cancel out"):
+        2 * Neuron() - Neuron() * 2.0
+    assert (Channel() + Channel()).terms == ((2.0, Channel()),)  # equal terms add up
+    assert (Channel() - 0.5 * Neuron()).terms == ((1.0, Channel()), (-0.5, Neuron()))
+    assert resolve_transforms("none") == () == resolve_transforms(None)  # as the CLI's --transforms none
+    with pytest.raises(ValueError, match=r"`size` 50000x50000 is 2,500,000,000 pixels per pattern, above"):
+        conv2_viz.visualize(filters=[0], size=50000, steps=1)

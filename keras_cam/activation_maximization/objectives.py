@@ -166,6 +166,10 @@ class Direction(Objective):
             v = v[None]
         if v.ndim != 2 or v.size == 0 or not np.all(np.isfinite(v)):
             raise ValueError(f"Direction vectors must be finite, shaped (C,) or (K, C); got shape {v.shape}.")
+        zero = np.flatnonzero(~np.any(v != 0, axis=1))
+        if zero.size:  # its objective is 0 for every pattern: the ascent would return the flat start
+            raise ValueError(f"Direction vector {int(zero[0])} is all zeros: it points nowhere, so there is "
+                             "nothing to maximize. Pass a direction with a non-zero entry.")
         # A tuple of tuples: hashable, so equal directions share one compiled step.
         object.__setattr__(self, "vectors", tuple(tuple(float(x) for x in row) for row in v))
         if self.border is not None:
@@ -201,6 +205,13 @@ class Sum(Objective):
         terms = tuple((check_number("weight", w, float("-inf")), t) for w, t in self.terms)
         if not terms or not all(isinstance(t, Objective) for _, t in terms):
             raise ValueError(f"Sum needs (weight, Objective) pairs, got {self.terms!r}.")
+        merged: dict = {}  # equal objectives add their weights: Channel() - Channel() is 0 * Channel()
+        for w, t in terms:
+            merged[t] = merged.get(t, 0.0) + w
+        terms = tuple((w, t) for t, w in merged.items() if w != 0.0)
+        if not terms:
+            raise ValueError(f"The objective's terms cancel out ({self.terms!r} sums to 0): there is nothing "
+                             "to maximize, every pattern would stay flat. Drop the terms that cancel.")
         copies = {t.copies for _, t in terms} - {1}
         if len(copies) > 1:
             raise ValueError(f"Terms ask for different numbers of patterns per filter: {sorted(copies)}.")

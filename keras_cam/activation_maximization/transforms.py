@@ -125,11 +125,11 @@ DEFAULT_TRANSFORMS: Tuple[Transform, ...] = (Jitter(), Scale(0.9, 1.1), Rotate(1
 def resolve_transforms(spec: Any) -> Tuple[Transform, ...]:
     """`transforms=` as a tuple of `Transform` objects, or one clear `ValueError`.
 
-    Accepts `"default"`; `None` or `()` (no transforms); a name (`"jitter"`, `"scale"`, `"rotate"`); or a
+    Accepts `"default"`; `None`, `"none"` or `()` (no transforms, as the CLI's `--transforms none`); a name (`"jitter"`, `"scale"`, `"rotate"`); or a
     sequence whose items are `Transform` objects, names, or `(name, *args)` / `(name, {kwargs})` tuples,
     e.g. `["jitter", ("scale", 0.8, 1.2), ("rotate", 20)]`. They apply in order, first to last.
     """
-    if spec is None:
+    if spec is None or (isinstance(spec, str) and spec == "none"):
         return ()
     if isinstance(spec, str):
         return DEFAULT_TRANSFORMS if spec == "default" else (_named(spec, ()),)

@@ -35,6 +35,10 @@ DEFAULT_SIZE = 64
 _BATCH_VALUES = 2**21
 
 
+#: The largest pattern `visualize` optimizes: 4096 x 4096 pixels.
+MAX_PATTERN_PIXELS = 4096 * 4096
+
+
 class FilterVisualizer:
     """Patterns that maximize filters of a layer, by gradient ascent on the input.
 
@@ -353,6 +357,11 @@ class FilterVisualizer:
         hw = (int(pair[0]), int(pair[1]))
         if min(hw) < 1:
             raise ValueError(f"`size` must be positive, got {size!r}.")
+        if hw[0] * hw[1] > MAX_PATTERN_PIXELS:
+            # Refused here: the optimizer would ask for tens of gigabytes and fail in the backend's words.
+            raise ValueError(f"`size` {hw[0]}x{hw[1]} is {hw[0] * hw[1]:,} pixels per pattern, above the limit "
+                             f"of {MAX_PATTERN_PIXELS:,} (4096x4096). Pass a smaller size; patterns are "
+                             "meant to be looked at, 64 to 512 pixels is typical.")
         for got, want in zip(hw, fixed):
             if want is not None and got != want:
                 raise ValueError(
