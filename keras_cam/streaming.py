@@ -325,8 +325,9 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
         data: an array of images (numpy, memory-mapped, a backend tensor), a `tf.data.Dataset` yielding `x`
             or `(x, y[, w])`, a `keras.utils.PyDataset`, a torch `DataLoader`, any iterable of batches (arrays
             or `(x, y)` tuples; a multi-input `x` is a list or dict), or image files: a list of paths or a
-            folder (searched recursively), decoded as RGB in [0, 1] and resized to the model's input size;
-            files that cannot be read are skipped with one warning each.
+            folder (searched recursively, leaving out `overlays_dir`), decoded as RGB in [0, 1] and resized
+            to the model's input size; files that cannot be read are skipped with one warning each, a path
+            that does not exist is an error.
         targets: None (the predicted class), an int, `"labels"` (the `y` of each `(x, y)` batch: class
             indices or one-hot), a callable `(outputs) -> (N,)` scores, or, for array data only, one int per
             image.
@@ -340,7 +341,10 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
             which keep their own batches.
         resume: with a store that exists, skip the batches it has finished (the same call after an
             interruption ends with the store an uninterrupted run gives; a complete store is returned as it
-            is); a store made with other settings or another model is refused. False overwrites the store.
+            is, and nothing is written). A store made with other settings, another model or other data is
+            refused: the finished batches are read again (not explained) and compared with a hash recorded
+            with them (image files: by size and modification time), `preprocess` by its code and the values
+            it reads. False overwrites the store.
         verbose: 0 silent, 1 a progress bar with images per second, 2 one line at the end.
         dtype: heatmaps in the store: "float16" (default), "uint8" (x255, rounded) or "float32".
         preprocess: for image files, a function applied to each batch of decoded images (float32 in [0, 1])
