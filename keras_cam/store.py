@@ -239,16 +239,14 @@ class StoreWriter:
                 raise ValueError(f"Cannot resume the store '{self.path}': it was made with other settings ("
                                  + "; ".join(found) + "). Pass another `store` path, or resume=False to "
                                  "overwrite it.")
-            self.group = group
+            self.group, self._writable = group, False  # opened for writing by the first write
             self.progress = dict(group.attrs["progress"])
-            if not self.complete:
-                self.reopen()
             return
         taken = os.path.exists(self.path) and (not os.path.isdir(self.path) or os.listdir(self.path))
         if group is None and taken:
             raise ValueError(f"'{self.path}' exists and is not a zarr store; pass a new `store` path (it is "
                              "never deleted).")
-        self.group = _zarr().open_group(self.path, mode="w")
+        self.group, self._writable = _zarr().open_group(self.path, mode="w"), True
         self.progress = {"batches": 0, "rows": 0, "padded": 0, "complete": False, "skipped": [],
                          "digest": ""}
         self.group.attrs.update({"format": _FORMAT, "settings": settings, "progress": self.progress})
@@ -256,10 +254,10 @@ class StoreWriter:
     def keys(self) -> List[str]:
         return [name for name in FIELDS if name in self.group]
 
-    def reopen(self) -> None:
+    def _reopen(self) -> None:
         """Opens a resumed store for writing, dropping the rows of a batch that was being written when the
-        run stopped (never called for a complete store, which is only read)."""
-        self.group = _open(self.path, "r+")
+        run stopped: on the first write, so a refused resume and a complete store are only read."""
+        self.group, self._writable = _open(self.path, "r+"), True
         for name in self.keys():
             array = self.group[name]
             array.resize((self.progress["rows"],) + array.shape[1:])
@@ -285,6 +283,8 @@ class StoreWriter:
               skipped: List[str], chunk: int, padded: int = 0, digest: Optional[str] = None) -> None:
         """Appends one batch's rows (possibly none) and records the batch as finished, with the rows batches
         are padded to (a resumed run pads as the first one did) and the running hash of the data so far."""
+        if not self._writable:
+            self._reopen()
         maps = heatmaps
         if self.dtype == np.uint8:
             maps = np.round(np.clip(heatmaps, 0.0, 1.0) * 255.0)
@@ -313,6 +313,8 @@ class StoreWriter:
         self._record(complete=True)
 
     def _record(self, **changes: Any) -> None:
+        if not self._writable:
+            self._reopen()
         self.progress = dict(self.progress, **changes)
         self.group.attrs["progress"] = self.progress
 

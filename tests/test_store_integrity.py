@@ -152,8 +152,10 @@ def test_a_resume_of_an_array_changed_in_rows_the_sample_skips_is_refused(explai
     other = x.copy()
     other[4] = 0.5  # not among the 16 sampled rows of `data_content`; in finished batch 1
     assert kc_store.data_content(data=other) == kc_store.data_content(data=x)
+    before = _snapshot(path)
     with pytest.raises(ValueError, match=DIFFER):
         kc.explain_dataset(explainer, other, store=path, batch_size=B, verbose=0)
+    assert _snapshot(path) == before  # a refused resume writes nothing
     whole = kc.explain_dataset(explainer, x, store=tmp_path / "whole.zarr", batch_size=B, verbose=0)
     _same_store(kc.explain_dataset(explainer, x, store=path, batch_size=B, verbose=0), whole)
 
@@ -378,3 +380,22 @@ def test_cli_lines_stay_one_per_file_and_skips_read_alike_with_and_without_a_sto
     # The same words; without a store the decoder's own detail may follow (read from its stderr).
     assert all(a.startswith(b) for a, b in zip(reasons["memory"], reasons["store"])), reasons
     assert kc.open_store(tmp_path / "s")["paths"][:].tolist() == [str(p) for p in good]
+
+
+def test_a_store_begun_in_python_is_finished_by_the_cli(x, tmp_path, capsys):
+    from keras_cam import cli
+
+    model = tiny_cam_model(kind="nested")  # weight paths carry the backbone's name in memory only
+    folder = tmp_path / "in"
+    for i, p in enumerate(x[:6]):
+        kc.save_image(folder / f"{i}.png", p)
+    path = tmp_path / "maps.zarr"
+    _interrupted(kc.GradCAM(model), str(folder), path, after=1, batch_size=2)
+    model.save(tmp_path / "model.keras")
+    code = cli.main(["explain", str(tmp_path / "model.keras"), str(folder), "--store", str(path),
+                     "--batch-size", "2"])
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert code == 0 and out.startswith("explained 4 images, skipped 0") and out.endswith("(6 maps)")
+    whole = kc.explain_dataset(kc.GradCAM(model), str(folder), store=tmp_path / "whole.zarr", batch_size=2,
+                               verbose=0)
+    _same_store(kc.open_store(path), whole)
