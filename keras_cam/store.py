@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-__all__ = ["HeatmapStore", "model_fingerprint", "open_store", "settings"]
+__all__ = ["FinishedRows", "HeatmapStore", "model_fingerprint", "open_store", "settings"]
 
 #: The arrays of a store, in the order they are written.
 FIELDS = ("heatmaps", "targets", "scores", "paths")
