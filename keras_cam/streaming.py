@@ -9,6 +9,7 @@ recognised by what they offer (duck typing), so neither TensorFlow nor torch is 
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import math
@@ -67,6 +68,9 @@ class _Source:
     batches: Callable[[int, bool], Iterator[_Batch]]
     files: Optional[List[str]] = None
     content: Optional[str] = None  # what identifies the data for resuming (`store.data_content`)
+    # The model's input for the first example, read apart from the batches (None where the data can be
+    # read only once): a subclassed model's automatic layer is found on a call, and the store records it.
+    first: Optional[Callable[[], Any]] = None
 
 
 
@@ -88,6 +92,15 @@ def skip_reason(error: BaseException) -> str:
 
 def _numpy(x: Any) -> Any:
     return keras.tree.map_structure(to_numpy, x)  # one array, or a list / dict of them (several inputs)
+
+
+def _first_x(elements: Iterator[Any]) -> Any:
+    """The first example's `x` of an iterator of Keras-style batches (None when it is empty)."""
+    element = next(elements, None)
+    if element is None:
+        return None
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(element)
+    return keras.tree.map_structure(lambda a: to_numpy(a)[:1], x)
 
 
 def _elements(elements: Callable[[], Iterator[Any]]) -> Callable[[int, bool], Iterator[_Batch]]:
@@ -137,7 +150,16 @@ def _files_source(explainer: BaseCAM, files: List[str], size: int, preprocess: O
                 kept = stacked if keep_pictures else None
             yield _Batch(i, x, start=i * size, pictures=kept, paths=paths, skipped=skipped, digest=digest)
 
-    return _Source("files", len(files), batches, files, data_content(files=files))
+    def first() -> Any:
+        for path in files[:size]:
+            try:
+                picture = read_image(path, hw, max_pixels=max_pixels)
+            except (ValueError, OSError, MemoryError, cv2.error):
+                continue
+            return pictures_to_input(picture[None], channels, channels_first, preprocess)
+        return None
+
+    return _Source("files", len(files), batches, files, data_content(files=files), first)
 
 
 def _source(explainer: BaseCAM, data: Any, size: int, preprocess: Optional[Callable],
@@ -163,13 +185,15 @@ def _source(explainer: BaseCAM, data: Any, size: int, preprocess: Optional[Calla
         if int(data.cardinality()) == -1:
             raise ValueError("`data` is an infinite tf.data.Dataset (e.g. .repeat() without a count); pass a "
                              "finite one, e.g. dataset.take(n).")
-        return _Source("tf.data", None, _elements(data.as_numpy_iterator))
+        return _Source("tf.data", None, _elements(data.as_numpy_iterator),
+                       first=lambda: _first_x(data.take(1).as_numpy_iterator()))
     if isinstance(data, keras.utils.PyDataset):
         count = data.num_batches
         if count is None:
             raise ValueError("`data` is an infinite keras.utils.PyDataset (num_batches is None); give it a "
                              "length (__len__) to explain it.")
-        return _Source("PyDataset", None, _elements(lambda: (data[i] for i in range(count))))
+        return _Source("PyDataset", None, _elements(lambda: (data[i] for i in range(count))),
+                       first=lambda: _first_x(data[i] for i in range(min(count, 1))))
     if hasattr(data, "shape") and hasattr(data, "__getitem__") and len(getattr(data, "shape", ())) >= 2:
         n = int(data.shape[0])  # numpy (also memory-mapped), a backend tensor, a zarr array: sliced per batch
 
@@ -179,10 +203,13 @@ def _source(explainer: BaseCAM, data: Any, size: int, preprocess: Optional[Calla
                 digest = batch_digest(x) if hashing else None
                 yield _Batch(i, None if i < skip else x, start=i * size, digest=digest, done=i < skip)
 
-        return _Source("array", n, arrays, content=data_content(data=data))
+        return _Source("array", n, arrays, content=data_content(data=data),
+                       first=lambda: to_numpy(data[:1]) if n else None)
     if hasattr(data, "__iter__") and not isinstance(data, (str, bytes, dict)):
         kind = "DataLoader" if hasattr(data, "dataset") and hasattr(data, "batch_size") else "iterable"
-        return _Source(kind, None, _elements(lambda: iter(data)))
+        once = isinstance(data, collections.abc.Iterator)  # a generator; a list or DataLoader starts afresh
+        return _Source(kind, None, _elements(lambda: iter(data)),
+                       first=None if once else lambda: _first_x(iter(data)))
     raise ValueError("`data` must be an array of images, a tf.data.Dataset, a keras.utils.PyDataset, a torch "
                      "DataLoader, an iterable of batches, image paths or a folder; got "
                      f"{type(data).__name__}.")
@@ -381,6 +408,10 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
                              "targets='labels' to explain the labels of (x, y) batches.")
     writer = check = None
     if store is not None:
+        if getattr(explainer, "layer_refs", ()) is None and source.first is not None:
+            sample = source.first()  # a subclassed model's automatic layer: found now, recorded resolved
+            if sample is not None:
+                explainer._resolve_on_first_call(explainer._prepare_inputs(sample))
         made = settings(explainer, source.kind, source.n, targets, batch_size, dtype)
         if source.content is not None:  # another file list or other arrays of the same size: not resumed
             made["data"]["content"] = source.content

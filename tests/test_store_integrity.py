@@ -399,3 +399,30 @@ def test_a_store_begun_in_python_is_finished_by_the_cli(x, tmp_path, capsys):
     whole = kc.explain_dataset(kc.GradCAM(model), str(folder), store=tmp_path / "whole.zarr", batch_size=2,
                                verbose=0)
     _same_store(kc.open_store(path), whole)
+
+
+class SubclassedNet(keras.Model):
+    """conv1 -> conv2 -> GAP -> Dense without a graph: its automatic layer is found on a call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv1 = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")
+        self.conv2 = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv2")
+        self.pool, self.dense = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.dense(self.pool(self.conv2(self.conv1(x))))
+
+
+@pytest.mark.backends
+def test_a_subclassed_models_automatic_layer_is_recorded_resolved(x, tmp_path):
+    model = SubclassedNet(name="subclassed")
+    model(x[:1])
+    assert kc.GradCAM(model).layer_refs is None  # not known before a call
+    path = tmp_path / "maps.zarr"
+    _interrupted(kc.GradCAM(model), list(_batches(x)), path, after=1)  # a list of batches: read afresh
+    assert kc.open_store(path).settings["layers"] == ["conv2"]
+    store = kc.explain_dataset(kc.GradCAM(model, layer="conv2"), list(_batches(x)), store=path, verbose=0)
+    assert store.complete and len(store) == N
+    expected = kc.GradCAM(model).compute(x, batch_size=B)
+    np.testing.assert_allclose(store["heatmaps"][:], expected.heatmaps, atol=1e-3)
