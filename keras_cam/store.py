@@ -229,7 +229,7 @@ class StoreWriter:
         if self.dtype not in (np.float16, np.uint8, np.float32):
             raise ValueError(f"`dtype` must be 'float16' (default), 'uint8' or 'float32', got {dtype!r}.")
         settings = _jsonable(settings)
-        group = _open(self.path, "r")  # read-only until something is written: a complete store is not
+        group = _open(self.path, "r")  # read-only: a complete store, or a refused resume, is never written
         if group is not None and resume:
             if group.attrs.get("format") != _FORMAT:
                 raise ValueError(f"'{self.path}' is a zarr store not written by kc.explain_dataset; pass "
