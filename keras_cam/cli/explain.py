@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the heatmaps (float16), classes, scores and file paths into a zarr store "
                              "at PATH (a folder, e.g. maps.zarr; needs pip install \"keras-cam[zarr]\") "
                              "batch by batch, instead of one overlay per image; resumes a store of the same "
-                             "model and settings, refuses one of others")
+                             "model, settings and files (by size and modification time), refuses others")
     parser.add_argument("--overlays", default=None, metavar="DIR",
                         help="with --store: also write one overlay PNG per image into DIR")
     parser.add_argument("--no-resume", action="store_true",
