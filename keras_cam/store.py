@@ -8,14 +8,16 @@ finished batch; `open_store` reads a store back lazily (docs/architecture.md, "W
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import types
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-__all__ = ["HeatmapStore", "model_fingerprint", "open_store", "settings"]
+__all__ = ["FinishedRows", "HeatmapStore", "model_fingerprint", "open_store", "settings"]
 
 #: The arrays of a store, in the order they are written.
 FIELDS = ("heatmaps", "targets", "scores", "paths")
@@ -83,10 +85,10 @@ class HeatmapStore:
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> "FinishedRows":
         if name not in self.keys():
             raise KeyError(f"The store '{self.path}' has no array {name!r}; it has {self.keys()}.")
-        return self._group[name]
+        return FinishedRows(self._group[name], len(self))
 
     def __len__(self) -> int:
         return int(self.progress["rows"])
@@ -97,6 +99,63 @@ class HeatmapStore:
                 f"arrays {self.keys()})")
 
 
+class FinishedRows:
+    """A store's array limited to its finished rows, sliced like numpy (`[10:20]`, `[3]`, `[[1, 5]]`,
+    `[:, 0]`, `np.asarray(rows)`).
+
+    A run that stopped (an error, a kill) may leave rows of an unfinished batch in the zarr array (written,
+    or only allocated: zeros); readers never see them. The zarr array itself is `.array`.
+    """
+
+    def __init__(self, array: Any, rows: int) -> None:
+        self.array = array
+        self.rows = min(int(rows), int(array.shape[0]))
+
+    @property
+    def shape(self) -> tuple:
+        return (self.rows,) + tuple(self.array.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def chunks(self) -> tuple:
+        return tuple(self.array.chunks)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self[...]
+        return values if dtype is None else values.astype(dtype)
+
+    def __getitem__(self, index: Any) -> Any:
+        first, rest = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
+        if first is Ellipsis:  # `[...]` or `[..., 0]`: every finished row
+            first, rest = slice(None), (Ellipsis,) + tuple(rest)
+        if isinstance(first, slice):
+            start, stop, step = first.indices(self.rows)
+            if step == 1:
+                return self.array[(slice(start, max(start, stop)),) + tuple(rest)]
+            first = np.arange(start, stop, step)
+        elif isinstance(first, (int, np.integer)) and not isinstance(first, bool):
+            if not -self.rows <= first < self.rows:
+                raise IndexError(f"index {first} is out of bounds for {self.rows} rows")
+            return self.array[(int(first) % self.rows,) + tuple(rest)]
+        rows = np.arange(self.rows)[np.asarray(first)]  # integer or boolean rows, checked against `rows`
+        values = self.array.oindex[(rows.reshape(-1),) + (slice(None),) * (self.array.ndim - 1)]
+        values = values.reshape(rows.shape + values.shape[1:])
+        return values[(slice(None),) * rows.ndim + tuple(rest)] if rest else values
+
+    def __repr__(self) -> str:
+        return f"<FinishedRows {self.shape} {self.dtype} of {self.array!r}>"
+
+
 def open_store(path: str) -> HeatmapStore:
     """Opens a store written by `kc.explain_dataset` for reading (nothing is loaded until sliced).
 
@@ -105,7 +164,8 @@ def open_store(path: str) -> HeatmapStore:
 
     Returns:
         A `HeatmapStore`: `store["heatmaps"][10:20]` (numpy), `store["targets"]`, `store["scores"]`,
-        `store["paths"]` for image files, `len(store)`, `store.settings`.
+        `store["paths"]` for image files, `len(store)`, `store.settings`. Each array holds the finished rows
+        only (`store["heatmaps"].shape[0] == len(store)`), also after a run that stopped midway.
 
     Raises:
         ValueError: when `path` is not a keras-cam store.
@@ -147,6 +207,9 @@ def differences(stored: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
         if stored.get(key) != current.get(key):
             if key == "model":
                 out.append("the model (its configuration or weights) differs")
+            elif all(str(v).startswith("callable ") for v in (stored.get(key), current.get(key))):
+                out.append(f"{key} differs (its code, or the values it reads, differ from those of "
+                           f"{str(stored[key]).split()[1]} in the store)")
             elif key == "data" and isinstance(stored.get(key), dict) and isinstance(current.get(key), dict) \
                     and {k: v for k, v in stored[key].items() if k != "content"} \
                     == {k: v for k, v in current[key].items() if k != "content"}:
@@ -166,7 +229,7 @@ class StoreWriter:
         if self.dtype not in (np.float16, np.uint8, np.float32):
             raise ValueError(f"`dtype` must be 'float16' (default), 'uint8' or 'float32', got {dtype!r}.")
         settings = _jsonable(settings)
-        group = _open(self.path, "r+")
+        group = _open(self.path, "r")  # read-only: a complete store, or a refused resume, is never written
         if group is not None and resume:
             if group.attrs.get("format") != _FORMAT:
                 raise ValueError(f"'{self.path}' is a zarr store not written by kc.explain_dataset; pass "
@@ -176,22 +239,33 @@ class StoreWriter:
                 raise ValueError(f"Cannot resume the store '{self.path}': it was made with other settings ("
                                  + "; ".join(found) + "). Pass another `store` path, or resume=False to "
                                  "overwrite it.")
-            self.group = group
+            self.group, self._writable = group, False  # opened for writing by the first write
             self.progress = dict(group.attrs["progress"])
-            for name in self.keys():  # drop rows of a batch that was being written when the run stopped
-                array = group[name]
-                array.resize((self.progress["rows"],) + array.shape[1:])
             return
         taken = os.path.exists(self.path) and (not os.path.isdir(self.path) or os.listdir(self.path))
         if group is None and taken:
             raise ValueError(f"'{self.path}' exists and is not a zarr store; pass a new `store` path (it is "
                              "never deleted).")
-        self.group = _zarr().open_group(self.path, mode="w")
-        self.progress = {"batches": 0, "rows": 0, "padded": 0, "complete": False, "skipped": []}
+        self.group, self._writable = _zarr().open_group(self.path, mode="w"), True
+        self.progress = {"batches": 0, "rows": 0, "padded": 0, "complete": False, "skipped": [],
+                         "digest": ""}
         self.group.attrs.update({"format": _FORMAT, "settings": settings, "progress": self.progress})
 
     def keys(self) -> List[str]:
         return [name for name in FIELDS if name in self.group]
+
+    def _reopen(self) -> None:
+        """Opens a resumed store for writing, dropping the rows of a batch that was being written when the
+        run stopped: on the first write, so a refused resume and a complete store are only read."""
+        self.group, self._writable = _open(self.path, "r+"), True
+        for name in self.keys():
+            array = self.group[name]
+            array.resize((self.progress["rows"],) + array.shape[1:])
+
+    @property
+    def digest(self) -> Optional[str]:
+        """The running hash of the finished batches' data (`chain`); None in a store that predates it."""
+        return self.progress.get("digest")
 
     @property
     def batches_done(self) -> int:
@@ -206,9 +280,11 @@ class StoreWriter:
         return int(self.progress.get("padded", 0))
 
     def write(self, heatmaps: np.ndarray, targets: np.ndarray, scores: np.ndarray, paths: Optional[List[str]],
-              skipped: List[str], chunk: int, padded: int = 0) -> None:
-        """Appends one batch's rows (possibly none) and records the batch as finished (and the rows batches
-        are padded to, so that a resumed run pads as the first one did)."""
+              skipped: List[str], chunk: int, padded: int = 0, digest: Optional[str] = None) -> None:
+        """Appends one batch's rows (possibly none) and records the batch as finished, with the rows batches
+        are padded to (a resumed run pads as the first one did) and the running hash of the data so far."""
+        if not self._writable:
+            self._reopen()
         maps = heatmaps
         if self.dtype == np.uint8:
             maps = np.round(np.clip(heatmaps, 0.0, 1.0) * 255.0)
@@ -231,18 +307,23 @@ class StoreWriter:
             array.resize((start + n,) + array.shape[1:])
             array[start:start + n] = value
         self._record(batches=self.batches_done + 1, rows=start + n, padded=int(padded),
-                     skipped=self.progress["skipped"] + list(skipped))
+                     skipped=self.progress["skipped"] + list(skipped), digest=digest)
 
     def finish(self) -> None:
         self._record(complete=True)
 
     def _record(self, **changes: Any) -> None:
+        if not self._writable:
+            self._reopen()
         self.progress = dict(self.progress, **changes)
         self.group.attrs["progress"] = self.progress
 
 
 def model_fingerprint(model: Any) -> str:
-    """A hash of the model's configuration and of its weights' paths, shapes, dtypes and values."""
+    """A hash of what defines the model's function: its class, its configuration (normalized: without build
+    or compile settings, tuples as lists, as `get_config` gives it in memory and after saving and loading)
+    and its weights' shapes, dtypes and values in layer order (not their paths, which differ between a model
+    built in a script and the same model loaded from a .keras file)."""
     import keras
 
     digest = hashlib.blake2b(digest_size=16)
@@ -250,17 +331,61 @@ def model_fingerprint(model: Any) -> str:
         config = model.get_config()
     except Exception:  # a subclassed model without get_config
         config = None
-    digest.update(json.dumps([type(model).__qualname__, config], sort_keys=True, default=str).encode())
+    digest.update(json.dumps([type(model).__qualname__, _normalized(config)], sort_keys=True,
+                             default=str).encode())
     for weight in model.weights:
         value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
-        digest.update(f"{weight.path}:{value.shape}:{value.dtype}".encode())
+        digest.update(f"{value.shape}:{value.dtype}".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
 
+#: Configuration entries that do not change what a model computes (how it was built or compiled).
+_COSMETIC = ("build_config", "compile_config")
+
+
+def _normalized(config: Any) -> Any:
+    """A configuration as JSON values (tuples as lists), without the entries of `_COSMETIC`."""
+    if isinstance(config, dict):
+        return {k: _normalized(v) for k, v in config.items() if k not in _COSMETIC}
+    if isinstance(config, (list, tuple)):
+        return [_normalized(v) for v in config]
+    return config
+
+
+def batch_digest(*values: Any) -> str:
+    """A hash of a batch's arrays (shapes, dtypes and bytes; None and nested lists / dicts allowed): what a
+    resumed run compares with the batches the store was made from."""
+    import keras
+
+    digest = hashlib.sha1(usedforsecurity=False)  # the fastest of hashlib's on most CPUs (SHA extensions)
+    for value in values:
+        for leaf in keras.tree.flatten(value) if value is not None else ():
+            _hash_array(np.asarray(leaf), digest)
+    return digest.hexdigest()[:16]
+
+
+def files_digest(paths: List[str]) -> str:
+    """A hash of image files' paths, sizes and modification times (a stat each, nothing is read): files
+    replaced by others of the same names are told apart when resuming."""
+    digest = hashlib.blake2b(digest_size=8)
+    for path in paths:
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+def chain(running: str, digest: str) -> str:
+    """The running hash of a store's finished batches, after one more batch."""
+    return hashlib.blake2b(f"{running}:{digest}".encode(), digest_size=8).hexdigest()
+
+
 def data_content(files: Optional[List[str]] = None, data: Any = None) -> str:
     """A hash that tells data apart when resuming a store: the ordered file list, or an array's shape, dtype
-    and 16 evenly spaced rows (a full hash would read the whole array once more)."""
+    and 16 evenly spaced rows (the finished batches themselves are compared by their running hash)."""
     from keras_cam._validation import to_numpy
 
     digest = hashlib.blake2b(digest_size=8)
@@ -274,27 +399,108 @@ def data_content(files: Optional[List[str]] = None, data: Any = None) -> str:
     return digest.hexdigest()
 
 
+#: Ends the description of a callable whose code or state could not be hashed: a resumed run warns.
+UNCHECKED = "(not checkable)"
+
+
 def describe(value: Any) -> Any:
-    """A value as JSON-able settings (callables by name, arrays by a hash of their values)."""
+    """A value as JSON-able settings: arrays by a hash of their values; callables by name and a hash of what
+    defines them (code, constants, defaults, closure, the plain global values they read; a Keras layer's
+    configuration and weights), so two lambdas are told apart, or `UNCHECKED` where that cannot be known."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.integer):
         return int(value)
     if callable(value):
-        name = getattr(value, "__qualname__", type(value).__name__)
-        return f"callable {getattr(value, '__module__', '')}.{name}"
+        name = getattr(value, "__qualname__", type(value).__qualname__)
+        digest = hashlib.blake2b(digest_size=8)
+        known = _hash_value(value, digest, depth=0)
+        return f"callable {getattr(value, '__module__', '')}.{name} " + (digest.hexdigest() if known
+                                                                          else UNCHECKED)
     if isinstance(value, (np.ndarray, list, tuple)):
         a = np.ascontiguousarray(np.asarray(value))
         return f"array {a.shape} {hashlib.blake2b(a.tobytes(), digest_size=8).hexdigest()}"
     return repr(value)
 
 
+def _hash_array(a: np.ndarray, digest: Any) -> None:
+    a = np.ascontiguousarray(a)
+    digest.update(f"{a.shape}:{a.dtype}:".encode())
+    digest.update(repr(a.tolist()).encode() if a.dtype == object else memoryview(a.reshape(-1)).cast("B"))
+
+
+def _hash_code(code: types.CodeType, digest: Any) -> None:
+    """Bytecode, names and constants (nested functions too); not the file name or line numbers."""
+    digest.update(code.co_code)
+    digest.update(repr((code.co_names, code.co_varnames, code.co_freevars)).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _hash_code(const, digest)
+        else:  # a frozenset's repr follows string hashing, which differs between processes
+            digest.update(repr(sorted(map(repr, const)) if isinstance(const, frozenset) else const).encode())
+
+
+def _hash_value(value: Any, digest: Any, depth: int) -> bool:
+    """Feeds what defines `value` (a setting, a function and what it reads) into `digest`; False when some of
+    it cannot be known (an object without attributes, or nesting deeper than 4)."""
+    import keras
+
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
+        return True
+    if isinstance(value, np.ndarray):
+        _hash_array(value, digest)
+        return True
+    if keras.ops.is_tensor(value) or isinstance(value, keras.Variable):
+        _hash_array(keras.ops.convert_to_numpy(value), digest)
+        return True
+    if isinstance(value, (types.ModuleType, types.BuiltinFunctionType, type, np.ufunc)):
+        digest.update(f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value.__name__)};"
+                      .encode())
+        return True
+    if isinstance(value, keras.layers.Layer):
+        digest.update(model_fingerprint(value).encode())
+        return True
+    if depth > 4:
+        return False
+    deeper = functools.partial(_hash_value, digest=digest, depth=depth + 1)
+    if isinstance(value, (list, tuple)):
+        digest.update(f"{type(value).__name__}[".encode())
+        return all([deeper(v) for v in value])
+    if isinstance(value, dict):
+        digest.update(b"dict{")
+        return all([deeper(k) and deeper(v) for k, v in sorted(value.items(), key=lambda kv: repr(kv[0]))])
+    if isinstance(value, functools.partial):
+        return all([deeper(value.func), deeper(value.args), deeper(value.keywords)])
+    if isinstance(value, types.MethodType):
+        return deeper(value.__func__) and deeper(value.__self__)
+    if isinstance(value, types.FunctionType):
+        digest.update(f"{value.__module__}.{value.__qualname__}".encode())
+        _hash_code(value.__code__, digest)
+        known = [deeper([value.__defaults__, value.__kwdefaults__])]
+        for cell in value.__closure__ or ():
+            try:
+                known.append(deeper(cell.cell_contents))
+            except ValueError:  # an empty cell
+                digest.update(b"empty cell")
+        for name in value.__code__.co_names:  # module-level values it reads (e.g. a MEAN constant)
+            if name in value.__globals__ and value.__globals__[name] is not value:
+                known.append(deeper(value.__globals__[name]))
+        return all(known)
+    fields = getattr(value, "__dict__", None)
+    if isinstance(fields, dict):  # an object, e.g. a callable class's instance: its class and attributes
+        digest.update(f"{type(value).__module__}.{type(value).__qualname__}".encode())
+        return deeper(dict(fields))
+    return False
+
+
 def settings(explainer: Any, kind: str, images: Optional[int], targets: Any, batch_size: Optional[int],
              dtype: str) -> Dict[str, Any]:
     """What makes a store's maps: a resumed run must match them all."""
-    specs = getattr(explainer, "_layer_spec", None) or [None]  # as given: known before a first call
-    layers = [("auto" if s is None else s if isinstance(s, str) else getattr(s, "path", repr(s)))
-              for s in specs]
+    refs = getattr(explainer, "layer_refs", None)  # resolved: `layer=None` and its layer named are one
+    specs = getattr(explainer, "_layer_spec", None) or [None]  # a subclassed model's auto layer: on a call
+    layers = [r.path for r in refs] if refs else [
+        "auto" if s is None else s if isinstance(s, str) else getattr(s, "path", repr(s)) for s in specs]
     options = {k: describe(v) for k, v in sorted(vars(explainer).items())
                if not k.startswith("_") and k not in ("model", "layer_refs") and not callable(v)}
     return {"method": explainer.name, "layers": layers, "options": options,

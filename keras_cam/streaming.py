@@ -9,6 +9,7 @@ recognised by what they offer (duck typing), so neither TensorFlow nor torch is 
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import math
@@ -25,9 +26,10 @@ import numpy as np
 from keras_cam import capture
 from keras_cam._batching import DEFAULT_BATCH_SIZE, check_batch_size, pad_rows
 from keras_cam._inputs import image_input, pictures_to_input
-from keras_cam._validation import to_numpy, user_message
+from keras_cam._validation import to_numpy
 from keras_cam.explainers.base import BaseCAM, Explanation
-from keras_cam.store import StoreWriter, data_content, describe, open_store, settings
+from keras_cam.store import (UNCHECKED, StoreWriter, batch_digest, chain, data_content, describe,
+                             files_digest, open_store, settings)
 from keras_cam.visualize.headers import DEFAULT_MAX_PIXELS
 
 __all__ = ["DatasetExplanation", "explain_dataset", "open_store"]
@@ -53,40 +55,70 @@ class _Batch:
     pictures: Optional[np.ndarray] = None  # decoded images in [0, 1], for overlays of image files
     paths: Optional[List[str]] = None
     skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
+    digest: Optional[str] = None  # a hash of what the batch read (with a store): `store.batch_digest`
+    labels: Optional[str] = None  # a hash of its labels y (they make the maps with targets="labels")
+    done: bool = False  # finished in the store being resumed: read again only to compare its hash
 
 
 @dataclasses.dataclass
 class _Source:
     kind: str
     n: Optional[int]  # images, when known before reading
-    batches: Callable[[int], Iterator[_Batch]]  # batches after the first `skip`
+    # batches(skip, hashing): every batch; the first `skip` are finished ones (`done`, hashed, not kept)
+    batches: Callable[[int, bool], Iterator[_Batch]]
     files: Optional[List[str]] = None
     content: Optional[str] = None  # what identifies the data for resuming (`store.data_content`)
+    # The model's input for the first example, read apart from the batches (None where the data can be
+    # read only once): a subclassed model's automatic layer is found on a call, and the store records it.
+    first: Optional[Callable[[], Any]] = None
 
+
+
+def printable(path: Any) -> str:
+    """A path on one line: control characters (a newline in a file name) escaped as Python writes them, so
+    one-line-per-file output stays one line per file."""
+    text = os.fspath(path)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def skip_reason(error: BaseException) -> str:
+    """Why an image file is skipped, in one line without its path: the same words with and without a store,
+    and on the command line."""
+    from keras_cam.cli._common import one_line
+    from keras_cam.visualize.headers import ImageFileError
+
+    return " ".join(error.reason.split()) if isinstance(error, ImageFileError) else one_line(error)
 
 
 def _numpy(x: Any) -> Any:
     return keras.tree.map_structure(to_numpy, x)  # one array, or a list / dict of them (several inputs)
 
 
-def _elements(elements: Callable[[int], Iterator[Any]]) -> Callable[[int], Iterator[_Batch]]:
-    """Batches from a source of Keras-style elements, `x` or `(x, y[, sample_weight])`."""
+def _first_x(elements: Iterator[Any]) -> Any:
+    """The first example's `x` of an iterator of Keras-style batches (None when it is empty)."""
+    element = next(elements, None)
+    if element is None:
+        return None
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(element)
+    return keras.tree.map_structure(lambda a: to_numpy(a)[:1], x)
 
-    def batches(skip: int) -> Iterator[_Batch]:
-        for i, element in enumerate(elements(skip), start=skip):
+
+def _elements(elements: Callable[[], Iterator[Any]]) -> Callable[[int, bool], Iterator[_Batch]]:
+    """Batches from a source of Keras-style elements, `x` or `(x, y[, sample_weight])`. Finished batches of
+    a resumed run are read too (an iterator cannot seek; the others are compared by their hash)."""
+
+    def batches(skip: int, hashing: bool) -> Iterator[_Batch]:
+        for i, element in enumerate(elements()):
             x, y, _ = keras.utils.unpack_x_y_sample_weight(element)
-            yield _Batch(i, _numpy(x), None if y is None else to_numpy(y))
+            x, y = _numpy(x), None if y is None else to_numpy(y)
+            batch = _Batch(i, x, y, done=i < skip)
+            if hashing:
+                batch.digest, batch.labels = batch_digest(x), batch_digest(y)
+            if batch.done:
+                batch.x = batch.y = None
+            yield batch
 
     return batches
-
-
-def _skipping(make: Callable[[], Any]) -> Callable[[int], Iterator[Any]]:
-    def elements(skip: int) -> Iterator[Any]:
-        for i, element in enumerate(make()):
-            if i >= skip:  # finished batches of a resumed run: read (an iterator cannot seek), not explained
-                yield element
-
-    return elements
 
 
 def _files_source(explainer: BaseCAM, files: List[str], size: int, preprocess: Optional[Callable],
@@ -97,58 +129,87 @@ def _files_source(explainer: BaseCAM, files: List[str], size: int, preprocess: O
 
     hw, channels, channels_first = image_input(explainer.model)
 
-    def batches(skip: int) -> Iterator[_Batch]:
-        for i in range(skip, math.ceil(len(files) / size)):
+    def batches(skip: int, hashing: bool) -> Iterator[_Batch]:
+        for i in range(math.ceil(len(files) / size)):
+            names = files[i * size:(i + 1) * size]
+            digest = files_digest(names) if hashing else None  # sizes and times: a stat, nothing decoded
+            if i < skip:
+                yield _Batch(i, None, start=i * size, digest=digest, done=True)
+                continue
             pictures, paths, skipped = [], [], []
-            for path in files[i * size:(i + 1) * size]:
+            for path in names:
                 try:
                     pictures.append(read_image(path, hw, max_pixels=max_pixels))
                     paths.append(path)
                 except (ValueError, OSError, MemoryError, cv2.error) as e:
-                    skipped.append((path, " ".join(user_message(e).split())))
+                    skipped.append((path, skip_reason(e)))
             x = kept = None
             if pictures:
                 stacked = np.stack(pictures)
                 x = pictures_to_input(stacked, channels, channels_first, preprocess)
                 kept = stacked if keep_pictures else None
-            yield _Batch(i, x, start=i * size, pictures=kept, paths=paths, skipped=skipped)
+            yield _Batch(i, x, start=i * size, pictures=kept, paths=paths, skipped=skipped, digest=digest)
 
-    return _Source("files", len(files), batches, files, data_content(files=files))
+    def first() -> Any:
+        for path in files[:size]:
+            try:
+                picture = read_image(path, hw, max_pixels=max_pixels)
+            except (ValueError, OSError, MemoryError, cv2.error):
+                continue
+            return pictures_to_input(picture[None], channels, channels_first, preprocess)
+        return None
+
+    return _Source("files", len(files), batches, files, data_content(files=files), first)
 
 
 def _source(explainer: BaseCAM, data: Any, size: int, preprocess: Optional[Callable],
-            max_pixels: Optional[int], keep_pictures: bool) -> _Source:
-    """What `data` is, recognised by what it offers (no backend is imported to recognise it)."""
+            max_pixels: Optional[int], keep_pictures: bool, exclude: Any = None) -> _Source:
+    """What `data` is, recognised by what it offers (no backend is imported to recognise it). A folder is
+    searched leaving out `exclude` (the overlays: a second run must not take the first one's pictures)."""
     from keras_cam.visualize.images import image_files
 
     is_path = lambda v: isinstance(v, (str, os.PathLike))  # noqa: E731
     if is_path(data) or (isinstance(data, (list, tuple)) and data and all(is_path(v) for v in data)):
-        files, empty = image_files([data] if is_path(data) else list(data))
+        items = [data] if is_path(data) else list(data)
+        missing = [os.fspath(v) for v in items if not os.path.exists(v)]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ValueError(f"`data` names a file or folder that does not exist: "
+                             f"'{printable(missing[0])}'{more}; check the path.")
+        files, empty = image_files(items, exclude=exclude)
         for folder in empty:
-            warnings.warn(f"keras-cam: skipped {folder}: a folder without image files", stacklevel=3)
+            warnings.warn(f"keras-cam: skipped {printable(folder)}: a folder without image files",
+                          stacklevel=3)
         return _files_source(explainer, files, size, preprocess, max_pixels, keep_pictures)
     if hasattr(data, "as_numpy_iterator") and hasattr(data, "cardinality"):  # tf.data.Dataset
         if int(data.cardinality()) == -1:
             raise ValueError("`data` is an infinite tf.data.Dataset (e.g. .repeat() without a count); pass a "
                              "finite one, e.g. dataset.take(n).")
-        return _Source("tf.data", None, _elements(_skipping(data.as_numpy_iterator)))
+        return _Source("tf.data", None, _elements(data.as_numpy_iterator),
+                       first=lambda: _first_x(data.take(1).as_numpy_iterator()))
     if isinstance(data, keras.utils.PyDataset):
         count = data.num_batches
         if count is None:
             raise ValueError("`data` is an infinite keras.utils.PyDataset (num_batches is None); give it a "
                              "length (__len__) to explain it.")
-        return _Source("PyDataset", None, _elements(lambda skip: (data[i] for i in range(skip, count))))
+        return _Source("PyDataset", None, _elements(lambda: (data[i] for i in range(count))),
+                       first=lambda: _first_x(data[i] for i in range(min(count, 1))))
     if hasattr(data, "shape") and hasattr(data, "__getitem__") and len(getattr(data, "shape", ())) >= 2:
         n = int(data.shape[0])  # numpy (also memory-mapped), a backend tensor, a zarr array: sliced per batch
 
-        def arrays(skip: int) -> Iterator[_Batch]:
-            for i in range(skip, math.ceil(n / size)):
-                yield _Batch(i, to_numpy(data[i * size:(i + 1) * size]), start=i * size)
+        def arrays(skip: int, hashing: bool) -> Iterator[_Batch]:
+            for i in range(math.ceil(n / size)):
+                x = to_numpy(data[i * size:(i + 1) * size])
+                digest = batch_digest(x) if hashing else None
+                yield _Batch(i, None if i < skip else x, start=i * size, digest=digest, done=i < skip)
 
-        return _Source("array", n, arrays, content=data_content(data=data))
+        return _Source("array", n, arrays, content=data_content(data=data),
+                       first=lambda: to_numpy(data[:1]) if n else None)
     if hasattr(data, "__iter__") and not isinstance(data, (str, bytes, dict)):
         kind = "DataLoader" if hasattr(data, "dataset") and hasattr(data, "batch_size") else "iterable"
-        return _Source(kind, None, _elements(_skipping(lambda: iter(data))))
+        once = isinstance(data, collections.abc.Iterator)  # a generator; a list or DataLoader starts afresh
+        return _Source(kind, None, _elements(lambda: iter(data)),
+                       first=None if once else lambda: _first_x(iter(data)))
     raise ValueError("`data` must be an array of images, a tf.data.Dataset, a keras.utils.PyDataset, a torch "
                      "DataLoader, an iterable of batches, image paths or a folder; got "
                      f"{type(data).__name__}.")
@@ -291,8 +352,9 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
         data: an array of images (numpy, memory-mapped, a backend tensor), a `tf.data.Dataset` yielding `x`
             or `(x, y[, w])`, a `keras.utils.PyDataset`, a torch `DataLoader`, any iterable of batches (arrays
             or `(x, y)` tuples; a multi-input `x` is a list or dict), or image files: a list of paths or a
-            folder (searched recursively), decoded as RGB in [0, 1] and resized to the model's input size;
-            files that cannot be read are skipped with one warning each.
+            folder (searched recursively, leaving out `overlays_dir`), decoded as RGB in [0, 1] and resized
+            to the model's input size; files that cannot be read are skipped with one warning each, a path
+            that does not exist is an error.
         targets: None (the predicted class), an int, `"labels"` (the `y` of each `(x, y)` batch: class
             indices or one-hot), a callable `(outputs) -> (N,)` scores, or, for array data only, one int per
             image.
@@ -306,7 +368,10 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
             which keep their own batches.
         resume: with a store that exists, skip the batches it has finished (the same call after an
             interruption ends with the store an uninterrupted run gives; a complete store is returned as it
-            is); a store made with other settings or another model is refused. False overwrites the store.
+            is, and nothing is written). A store made with other settings, another model or other data is
+            refused: the finished batches are read again (not explained) and compared with a hash recorded
+            with them (image files: by size and modification time), `preprocess` by its code and the values
+            it reads. False overwrites the store.
         verbose: 0 silent, 1 a progress bar with images per second, 2 one line at the end.
         dtype: heatmaps in the store: "float16" (default), "uint8" (x255, rounded) or "float32".
         preprocess: for image files, a function applied to each batch of decoded images (float32 in [0, 1])
@@ -332,7 +397,8 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
         raise ValueError(f"`explainer` must be a keras-cam explainer (e.g. kc.GradCAM(model)), got "
                          f"{type(explainer).__name__}.")
     size = DEFAULT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size)
-    source = _source(explainer, data, size, preprocess, max_pixels, keep_pictures=overlays_dir is not None)
+    source = _source(explainer, data, size, preprocess, max_pixels, keep_pictures=overlays_dir is not None,
+                     exclude=overlays_dir)
     if isinstance(targets, (list, tuple, np.ndarray)):
         targets = np.asarray(targets)
         fits = source.kind == "array" and targets.shape[:1] == (source.n,)
@@ -340,15 +406,29 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
             raise ValueError("Per-image `targets` need array data and one int per image; got targets of "
                              f"shape {targets.shape} for {source.kind} data of {source.n} images. Use "
                              "targets='labels' to explain the labels of (x, y) batches.")
-    writer = None
+    writer = check = None
     if store is not None:
+        if getattr(explainer, "layer_refs", ()) is None and source.first is not None:
+            sample = source.first()  # a subclassed model's automatic layer: found now, recorded resolved
+            if sample is not None:
+                explainer._resolve_on_first_call(explainer._prepare_inputs(sample))
         made = settings(explainer, source.kind, source.n, targets, batch_size, dtype)
         if source.content is not None:  # another file list or other arrays of the same size: not resumed
             made["data"]["content"] = source.content
         if preprocess is not None:  # other inputs, other maps: a store made without it is not resumed
             made["preprocess"] = describe(preprocess)
         writer = StoreWriter(store, made, resume, dtype)
-        if writer.complete:
+        check = _ResumeCheck(writer, source.kind, labels=isinstance(targets, str) and targets == "labels")
+        unchecked = [k for k in ("preprocess", "targets") if str(made.get(k, "")).endswith(UNCHECKED)]
+        if writer.batches_done and unchecked:
+            warnings.warn(f"keras-cam: resuming the store '{writer.path}' with {' and '.join(unchecked)} "
+                          "that cannot be compared with the ones it was made with (a callable whose code or "
+                          "state keras-cam cannot read): make sure they are the same, or pass resume=False.",
+                          stacklevel=2)
+        if writer.complete:  # read the data again (not the model) to check it is the store's; write nothing
+            for batch in source.batches(writer.batches_done, True):
+                check.see(batch)
+            check.verify()
             return open_store(writer.path)
     first = writer.batches_done if writer is not None else 0
     rows = int(writer.progress["rows"]) if writer is not None else 0
@@ -368,17 +448,21 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
 
         stems = dict(zip(source.files, output_stems(source.files, os.fspath(overlays_dir), tag)))
     channels_first = overlays_dir is not None and capture.input_layout(explainer.model, 4).channels_first
-    # Store writes and overlays run in one background thread, in order (a batch is recorded as finished
-    # after its rows are written, as before), so neither waits for the model nor the model for them.
+    # Overlays and store writes run in one background thread, in order, so neither waits for the model nor
+    # the model for them; a batch is recorded as finished after its overlays and then its rows are written.
     background = _Writer() if overlays_dir is not None or writer is not None else None
-    reader = _Reader(source.batches(first), first)
+    reader = _Reader(source.batches(first, writer is not None), 0)
     # Batches smaller than the largest (the first) are padded to it: one compiled signature, also on resume.
     padded_rows = size if source.kind in ("array", "files") else writer.padded if writer is not None else 0
     shapes, started, done = None, time.perf_counter(), 0
     try:
         for batch in reader:
+            if check is not None and check.see(batch):
+                continue  # finished in the store: its hash is compared before anything new is written
+            if check is not None:
+                check.verify()
             for path, reason in batch.skipped:
-                warnings.warn(f"keras-cam: skipped {path}: {reason}", stacklevel=2)
+                warnings.warn(f"keras-cam: skipped {printable(path)}: {reason}", stacklevel=2)
             skipped += [path for path, _ in batch.skipped]
             n = 0 if batch.x is None else len(keras.tree.flatten(batch.x)[0])
             if n:
@@ -401,12 +485,7 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
                 maps, idx, scores = result.heatmaps[:n], result.targets[:n], result.scores[:n]
             else:
                 maps, idx, scores = _empty()
-            if writer is not None:
-                background.submit(functools.partial(writer.write, maps, idx, scores, batch.paths,
-                                                    [p for p, _ in batch.skipped], size, padded_rows))
-            else:
-                parts.append((maps, idx, scores))
-                paths += batch.paths or []
+            jobs = []
             if overlays_dir is not None and n:
                 if maps.ndim != 3:
                     raise ValueError(f"`overlays_dir` writes pictures of one 2-D map per image; these maps "
@@ -415,12 +494,22 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
                 names = ([stems[p] + ".png" for p in batch.paths] if stems is not None else
                          [os.path.join(folder, f"{rows + j:06d}_{tag}.png") for j in range(n)])
                 pictures = batch.pictures if batch.pictures is not None else keras.tree.flatten(batch.x)[0]
-                background.submit(_overlay_job(names, pictures, maps,
-                                               channels_first and batch.pictures is None))
+                jobs.append(_overlay_job(names, pictures, maps, channels_first and batch.pictures is None))
+            if writer is not None:  # after the overlays: a batch recorded as finished has all its PNGs
+                unreadable = [p for p, _ in batch.skipped]
+                jobs.append(functools.partial(writer.write, maps, idx, scores, batch.paths, unreadable, size,
+                                              padded_rows, check.running))
+            else:
+                parts.append((maps, idx, scores))
+                paths += batch.paths or []
+            if jobs:
+                background.submit(functools.partial(_run_all, jobs))
             rows, done, seen = rows + n, done + n, seen + n + len(batch.skipped)
             if progbar is not None:
                 rate = done / max(time.perf_counter() - started, 1e-9)
                 progbar.update(seen, values=[("images/s", rate)])
+        if check is not None:
+            check.verify()
         if background is not None:
             background.close()
             background = None
@@ -440,6 +529,54 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
     kept = [p for p in parts if len(p[0])] or [_empty()]
     return DatasetExplanation(*(np.concatenate([p[i] for p in kept]) for i in range(3)),
                               paths=paths if source.files is not None else None, skipped=skipped)
+
+
+def _run_all(jobs: List[Callable[[], None]]) -> None:
+    for job in jobs:
+        job()
+
+
+class _ResumeCheck:
+    """Compares the data with the store's: the running hash (`store.chain`) of the batches read, after the
+    store's finished batches, against the one recorded with them; refuses a resume of other data."""
+
+    def __init__(self, writer: StoreWriter, kind: str, labels: bool) -> None:
+        self.writer, self.kind, self.labels = writer, kind, labels
+        self.finished = writer.batches_done
+        self.running = self.at_finished = ""
+        self.read, self.verified = 0, self.finished == 0 and not writer.complete
+
+    def see(self, batch: _Batch) -> bool:
+        """Adds a batch to the running hash; True when the store has finished it (nothing to explain)."""
+        if not batch.done and self.writer.complete:
+            self.refuse(f"the data has more batches than the {self.finished} of this complete store")
+        digest = batch.digest + (f":{batch.labels}" if self.labels else "")
+        self.running, self.read = chain(self.running, digest), self.read + 1
+        if self.read == self.finished:
+            self.at_finished = self.running
+        return batch.done
+
+    def verify(self) -> None:
+        """Once the finished batches are read (at the first new batch, or the end of the data)."""
+        if self.verified:
+            return
+        self.verified = True
+        if self.read < self.finished:
+            self.refuse(f"the data has {self.read} batches, and the store has finished {self.finished}")
+        if self.writer.digest is None:  # a store written before the hashes
+            warnings.warn(f"keras-cam: the store '{self.writer.path}' does not record what its data was, so "
+                          "the data cannot be compared with it: make sure it is the same, or pass "
+                          "resume=False.", stacklevel=3)
+        elif self.writer.digest != self.at_finished:
+            what = ("the image files of its finished batches changed since (other sizes or modification "
+                    "times: other pixels under the same names?)" if self.kind == "files" else
+                    f"the first {self.finished} batches of the data differ from those it was made from "
+                    "(other data, or a shuffled or randomly augmented dataset, which cannot be resumed)")
+            self.refuse(what)
+
+    def refuse(self, what: str) -> None:
+        raise ValueError(f"Cannot resume the store '{self.writer.path}': {what}. Pass another `store` path, "
+                         "or resume=False to overwrite it.")
 
 
 def _empty() -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -130,3 +130,39 @@ def test_the_module_imports_without_importing_ray_or_keras():
     code = ("import sys, keras_cam as kc; kc.integrations.ray.Explainer; "
             "assert 'ray' not in sys.modules and 'keras' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _mixed_folder(root):
+    """Two color and two grayscale PNGs of other sizes than the model's."""
+    gray = [np.linspace(0, 1, 30 * 20).reshape(30, 20), np.eye(18, 26)]
+    color, _, _ = kc.datasets.make_shapes(2, size=20, seed=3)
+    return [str(kc.save_image(root / f"{i}.png", image)) for i, image in enumerate([color[0], gray[0],
+                                                                                      color[1], gray[1]])]
+
+
+@pytest.mark.backends
+def test_grayscale_as_read_images_gives_it_in_a_mixed_batch(files, tmp_path):
+    path, _, model = files
+    from keras_cam.integrations.ray import Explainer
+
+    pngs = _mixed_folder(tmp_path)
+    images = np.empty(4, dtype=object)  # Ray pads grayscale to (1, H, W) beside (H, W, 3) color images
+    images[:] = [np.asarray(kc.visualize.to_uint8(kc.visualize.read_image(p))) for p in pngs]
+    images[1], images[3] = images[1][None, :, :, 0], images[3][:, :, 0]  # (1, H, W), and plain (H, W)
+    assert images[1].shape == (1, 30, 20) and images[3].shape == (18, 26)
+    out = Explainer(path)({"image": images})
+    _same(out, kc.explain_dataset(kc.GradCAM(model), pngs, verbose=0))
+
+
+@pytest.mark.slow
+def test_ray_on_a_folder_mixing_grayscale_and_color(files, local_ray, tmp_path):
+    path, _, model = files
+    from keras_cam.integrations.ray import Explainer
+
+    pngs = _mixed_folder(tmp_path)
+    ds = ray.data.read_images(str(tmp_path), include_paths=True)
+    out = ds.map_batches(Explainer, fn_constructor_kwargs={"model": path}, batch_size=4,
+                         compute=ray.data.ActorPoolStrategy(size=1)).drop_columns(["image"]).take_all()
+    rows = {os.path.basename(row["path"]): row for row in out}
+    got = {k: np.stack([rows[os.path.basename(p)][k] for p in pngs]) for k in ("heatmap", "target", "score")}
+    _same(got, kc.explain_dataset(kc.GradCAM(model), pngs, verbose=0))

@@ -128,7 +128,8 @@ def test_store_round_trip_equals_memory(explainer, data, tmp_path):
     np.testing.assert_array_equal(again["targets"][:], expected.targets)
     np.testing.assert_allclose(again["scores"][:], expected.scores, rtol=1e-5)
     settings = again.settings
-    assert settings["method"] == "gradcam" and settings["layers"] == ["auto"] and settings["batch_size"] == B
+    assert settings["method"] == "gradcam" and settings["batch_size"] == B
+    assert settings["layers"] == ["conv2"]  # the automatic layer, resolved
     assert settings["options"]["use_logits"] is True and len(settings["model"]) == 32
     with pytest.raises(KeyError, match="no array 'paths'"):
         again["paths"]

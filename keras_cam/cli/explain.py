@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the heatmaps (float16), classes, scores and file paths into a zarr store "
                              "at PATH (a folder, e.g. maps.zarr; needs pip install \"keras-cam[zarr]\") "
                              "batch by batch, instead of one overlay per image; resumes a store of the same "
-                             "model and settings, refuses one of others")
+                             "model, settings and files (by size and modification time), refuses others")
     parser.add_argument("--overlays", default=None, metavar="DIR",
                         help="with --store: also write one overlay PNG per image into DIR")
     parser.add_argument("--no-resume", action="store_true",
@@ -75,7 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _skip(path: str, reason: str) -> None:
-    print(f"{PROG}: skipped {path}: {reason}", file=sys.stderr, flush=True)
+    from keras_cam.streaming import printable
+
+    print(f"{PROG}: skipped {printable(path)}: {reason}", file=sys.stderr, flush=True)
 
 
 def _image_files(items: Sequence[str], out: str) -> Tuple[List[str], int]:
@@ -131,6 +133,7 @@ def _read_images(paths: Sequence[str], size: Tuple[int, int], max_pixels: int) -
     """(position, picture) of the images that decode; the others are reported as skipped."""
     import cv2
 
+    from keras_cam.streaming import skip_reason
     from keras_cam.visualize import ImageFileError, read_image
 
     pictures = []
@@ -140,10 +143,10 @@ def _read_images(paths: Sequence[str], size: Tuple[int, int], max_pixels: int) -
             try:
                 pictures.append((i, read_image(path, size, max_pixels=max_pixels)))
                 continue
-            except ImageFileError as e:
-                reason = e.reason + (_native_detail(log) if "OpenCV" in e.reason else "")
+            except ImageFileError as e:  # the words of explain_dataset (--store), and the decoder's detail
+                reason = skip_reason(e) + (_native_detail(log) if "OpenCV" in e.reason else "")
             except (ValueError, OSError, MemoryError, cv2.error) as e:
-                reason = one_line(e)
+                reason = skip_reason(e)
         _skip(path, reason)
     return pictures
 
@@ -288,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
 
     from keras_cam import visualize
     from keras_cam.explainers import get_explainer
+    from keras_cam.streaming import printable
     from keras_cam.targets import output as output_target
 
     started = time.perf_counter()
@@ -333,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
                 visualize.save_image(stem + ".png", overlay)
                 if args.save_raw:
                     np.save(stem + ".npy", heatmap)
-                print(f"{batch[i]}: {_describe_target(explainer, args, target, float(score))} -> {stem}.png")
+                print(f"{printable(batch[i])}: {_describe_target(explainer, args, target, float(score))} -> "
+                      f"{printable(stem)}.png")
                 explained += 1
     plural = "" if explained == 1 else "s"
     print(f"explained {explained} image{plural}, skipped {skipped}, in {time.perf_counter() - started:.1f} s")

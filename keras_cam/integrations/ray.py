@@ -28,12 +28,19 @@ def _require_ray() -> None:
 
 def _picture(image: Any, hw: Tuple[int, int], column: str) -> np.ndarray:
     """One image (uint8 HWC as `ray.data.read_images` gives it, grayscale or RGBA too) -> float32 RGB in
-    [0, 1] at `hw`, resized as `kc.visualize.read_image` resizes a decoded file (area when shrinking)."""
+    [0, 1] at `hw`, resized as `kc.visualize.read_image` resizes a decoded file (area when shrinking).
+
+    In a batch that mixes grayscale and color files, `read_images` gives the grayscale ones as (1, H, W):
+    Ray pads every image of a batch to the same number of axes, in front. A leading axis of 1 before a last
+    axis that is no channel count (not 1, 3 or 4) is read so; (1, W, 3) stays a one-row color image."""
     import cv2
 
     from keras_cam.visualize.images import as_rgb
 
-    img = as_rgb(np.asarray(image), name=f"{column} row")
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[0] == 1 and img.shape[-1] not in (1, 3, 4):
+        img = img[0]
+    img = as_rgb(img, name=f"{column} row")
     h, w = hw
     shrink = h * w < img.shape[0] * img.shape[1]
     img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -54,8 +61,8 @@ class Explainer:
             each worker).
         method: an explainer name for `kc.get_explainer` ("gradcam", "gradcam++", "scorecam", ...).
         layer: the layer to explain: None (the last spatial layer), a name or an "outer/inner" path.
-        column: the column holding the images, uint8 (H, W, C) arrays (of any sizes), as
-            `ray.data.read_images` names it ("image").
+        column: the column holding the images, uint8 (H, W, C) arrays (of any sizes; grayscale as (H, W) or,
+            in a batch mixed with color images, (1, H, W)), as `ray.data.read_images` names it ("image").
         targets: None (each image's predicted class), an int (that class for every image), or the name of a
             column of class indices (e.g. "label").
         scale: how pixels in [0, 1] become the model's input: "1/255" (keep [0, 1], default), "none"
