@@ -149,3 +149,13 @@ def user_message(error: BaseException) -> str:
     message = "\n".join(line.strip() for line in rest[blank:]).strip() or text
     prefix = f"{type(error).__name__}: "
     return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message as one line: TensorFlow's autograph wrapper ("in user code: File ..., line N")
+    stripped down to the original message, OpenCV's source location dropped."""
+    text = user_message(error)
+    text = " ".join(text.split())
+    if type(error).__name__ == "error" and type(error).__module__.startswith("cv2"):
+        text = text.split(" error: ", 1)[-1]  # "OpenCV(5.0.0) /io/.../file.cpp:79: error: (-215...) ..."
+    return text or type(error).__name__

@@ -84,7 +84,7 @@ def printable(path: Any) -> str:
 def skip_reason(error: BaseException) -> str:
     """Why an image file is skipped, in one line without its path: the same words with and without a store,
     and on the command line."""
-    from keras_cam.cli._common import one_line
+    from keras_cam._validation import one_line
     from keras_cam.visualize.headers import ImageFileError
 
     return " ".join(error.reason.split()) if isinstance(error, ImageFileError) else one_line(error)

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from typing import Iterator, Optional, Sequence, Tuple
 
-from keras_cam._validation import user_message
+from keras_cam._validation import one_line, user_message  # noqa: F401 (one_line: for the subcommands)
 
 PROG = "keras-cam"
 # Errors the library raises on bad input or files: reported as one line, exit status 2, no traceback.
@@ -105,16 +105,6 @@ def scale(x, mode: str):
     from keras.applications import imagenet_utils
 
     return imagenet_utils.preprocess_input(x * 255.0, mode=mode)
-
-
-def one_line(error: BaseException) -> str:
-    """An error's message as one line: TensorFlow's autograph wrapper ("in user code: File ..., line N")
-    stripped down to the original message, OpenCV's source location dropped."""
-    text = user_message(error)
-    text = " ".join(text.split())
-    if type(error).__name__ == "error" and type(error).__module__.startswith("cv2"):
-        text = text.split(" error: ", 1)[-1]  # "OpenCV(5.0.0) /io/.../file.cpp:79: error: (-215...) ..."
-    return text or type(error).__name__
 
 
 @contextlib.contextmanager
