@@ -240,13 +240,18 @@ def test_the_cache_key_holds_keras_global_settings(image_data_format):
         keras.config.set_dtype_policy(policy)
     model = functional("channels_last")
     x = images(2)
-    kc.GradCAM(model, layer="conv2")(x)
-    before = len(CACHE)
-    kc.GradCAM(model, layer="conv2")(x)
-    assert len(CACHE) == before  # same settings: the function is shared
-    image_data_format("channels_last")
-    kc.GradCAM(model, layer="conv2")(x)
-    assert len(CACHE) == before + 1  # another global setting: another function
+    kc.clear_cache()
+    previous = kc.set_cache_size(64)  # nothing evicted during the test
+    try:
+        kc.GradCAM(model, layer="conv2")(x)
+        before = len(CACHE)
+        kc.GradCAM(model, layer="conv2")(x)
+        assert len(CACHE) == before  # same settings: the function is shared
+        image_data_format("channels_last")
+        kc.GradCAM(model, layer="conv2")(x)
+        assert len(CACHE) == before + 1  # another global setting: another function
+    finally:
+        kc.set_cache_size(previous)
 
 
 @pytest.mark.backends

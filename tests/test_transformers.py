@@ -78,10 +78,12 @@ def test_the_block_output_trap_warns_and_names_the_layer_to_use(models):
     with pytest.warns(UserWarning, match=f"layer='{auto}'"):
         maps = kc.GradCAM(model, layer=block).explain(images(), upsample=False)
     assert not maps.any()
-    with warnings.catch_warnings(record=True) as caught:  # the recommended layer does not warn
+    with warnings.catch_warnings(record=True) as caught:  # the recommended layer is not sent elsewhere
         warnings.simplefilter("always")
-        kc.GradCAM(model).explain(images())
-    assert not [w for w in caught if "is zero" in str(w.message)]
+        maps = kc.GradCAM(model).explain(images())
+    assert not [w for w in caught if "class token" in str(w.message)]
+    # With random weights the predicted class may have no positive evidence at all: then it says so.
+    assert bool([w for w in caught if "Every map of this call is zero" in str(w.message)]) == (not maps.any())
     no_token = models[False]  # mean pooling reads every token: the block output is fine there
     gap = kc.GradCAM(no_token, layer=kc.GradCAM(no_token).layer_ref.path.rsplit("/", 1)[0])
     assert gap.explain(images(), upsample=False).any()
@@ -159,3 +161,47 @@ def test_keras_hub_models(kind):
     for name in ("gradcam++", "scorecam", "eigencam"):
         maps = kc.get_explainer(name, model).explain(x, targets=k)  # k: a class with positive evidence
         assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all() and maps.any(), (kind, name)
+
+
+@pytest.mark.backends
+def test_swin_automatic_layer_is_the_norm_before_its_last_window_attention():
+    keras.utils.set_random_seed(2)
+    # 32x32 images, 4x4 patches: 8x8 tokens, merged to 4x4 in the last stage; WindowAttention, not MHA.
+    backbone = keras_hub.models.SwinTransformerBackbone(image_shape=(SIZE, SIZE, 3), embed_dim=8, depths=(2, 2),
+                                                        num_heads=(2, 2), window_size=4, patch_size=4)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(backbone(inputs))))
+    explainer = kc.GradCAM(model)
+    assert explainer.layer_ref.path.endswith("stage_1/blocks_1/norm1")
+    x = images()
+    ref = {k: reference_gradcam(model, explainer.layer, x, k, prefix=0) for k in range(3)}
+    k = max(ref, key=lambda c: ref[c].sum())
+    np.testing.assert_allclose(explainer.explain(x, targets=k, upsample=False, normalize=False), ref[k],
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.backends
+def test_a_layer_that_returns_several_tensors_is_refused_by_name():
+    class Pair(keras.layers.Layer):  # e.g. a transformer block returning (output, attention scores)
+        def call(self, x):
+            return x, x * 2.0
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    first, second = Pair(name="pair")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(first + second)))
+    for method in (kc.GradCAM, kc.ScoreCAM, kc.EigenCAM):
+        with pytest.raises(ValueError, match=r"^Layer 'pair' returns 2 tensors \(a tuple\)"):
+            method(model, layer="pair")(images(2))
+
+
+@pytest.mark.backends
+def test_all_zero_maps_always_warn():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv",
+                            kernel_initializer="ones", bias_initializer="zeros")(inputs)
+    head = keras.layers.Dense(2, kernel_initializer=keras.initializers.Constant(-1.0))
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(x)))  # all evidence negative
+    with pytest.warns(UserWarning, match=r"Every map of this call is zero \(GradCAM at 'conv'\)"):
+        maps = kc.GradCAM(model).explain(images(2), targets=0)
+    assert not maps.any()

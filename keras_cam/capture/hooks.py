@@ -152,12 +152,16 @@ def intercept_all(layers: List[keras.layers.Layer], transform_for: Callable[[int
     Each block wraps one forward pass, in which every layer may run once: see `check_ran_once`.
     """
     calls = [0] * len(layers)
+    structures: List[Any] = [None] * len(layers)
 
     def counted(i: int) -> Callable[[Any], Any]:
         transform = transform_for(i)
 
         def run(out: Any) -> Any:
             calls[i] += 1
+            if isinstance(out, (list, tuple, dict)):  # refused after the pass (see `check_one_tensor`)
+                structures[i] = out
+                return out
             return transform(out)
 
         return run
@@ -166,7 +170,19 @@ def intercept_all(layers: List[keras.layers.Layer], transform_for: Callable[[int
         for i, layer in enumerate(layers):
             stack.enter_context(intercept(layer, counted(i)))
         yield
+    check_one_tensor(layers, structures)
     check_ran_once(layers, calls)
+
+
+def check_one_tensor(layers: List[keras.layers.Layer], outputs: List[Any]) -> None:
+    """A layer that returns several tensors (a transformer block's `(output, attention scores)`) has no one
+    feature map to explain: refused with the layer's name instead of failing deep inside a method."""
+    for layer, out in zip(layers, outputs):
+        if isinstance(out, (list, tuple, dict)):
+            raise ValueError(
+                f"Layer '{layer.name}' returns {len(out)} tensors (a {type(out).__name__}), not one feature map "
+                "or one tensor of tokens. Explain a layer with one output: one inside it (e.g. a block's "
+                "layer normalization) or the layer after it.")
 
 
 _EXPLAIN_ONCE = "Explain a layer that runs once per forward pass (e.g. one after the branches join)."
@@ -202,6 +218,7 @@ def recording_all(layers: List[keras.layers.Layer], on: str = "output") -> Itera
     with contextlib.ExitStack() as stack:
         records = [stack.enter_context(recording(layer, on=on)) for layer in layers]
         yield records
+    check_one_tensor(layers, [r[-1] if r else None for r in records])
     check_ran_once(layers, [len(r) for r in records])
 
 

@@ -27,14 +27,13 @@ def is_token_shape(shape: Optional[Sequence[Optional[int]]], rank: Optional[int]
 
 def auto_token_layer(refs: Iterable[LayerRef]) -> Optional[LayerRef]:
     """The input normalization of the last attention block (`.../transformer_block_L/ln_1`), or None when the
-    model has no `MultiHeadAttention` layer.
+    model has no attention layer (`MultiHeadAttention`, or a model library's `...Attention` such as Swin's).
 
     Not the last block's output: when the head reads the class token only, the patch tokens there get no
     gradient at all, and every gradient map is zero. Before the last attention they still do.
     """
     refs = list(refs)
-    last = max((i for i, r in enumerate(refs) if isinstance(r.layer, keras.layers.MultiHeadAttention)),
-               default=None)
+    last = max((i for i, r in enumerate(refs) if _is_attention(r.layer)), default=None)
     if last is None:
         return None
     norms = [r for r in refs[:last] if isinstance(r.layer, keras.layers.LayerNormalization)]
@@ -43,6 +42,15 @@ def auto_token_layer(refs: Iterable[LayerRef]) -> Optional[LayerRef]:
     parent = refs[last].path.rpartition("/")[0]
     same_block = [r for r in norms if r.path.rpartition("/")[0] == parent]
     return (same_block or norms)[-1]
+
+
+def _is_attention(layer: keras.layers.Layer) -> bool:
+    """Keras' `MultiHeadAttention`, or an attention layer of a model library (keras-hub's Swin
+    `WindowAttention`, ...): a layer, not a block holding one, whose class name says attention."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return True
+    name = type(layer).__name__
+    return name.endswith("Attention") and not isinstance(layer, keras.Model)
 
 
 def _patch_convolution(model: keras.layers.Layer) -> Optional[keras.layers.Layer]:

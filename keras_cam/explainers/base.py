@@ -269,9 +269,12 @@ class BaseCAM(LabelsMixin):
         """Like `explain`, but also returns the explained class and its score per image."""
         with _call_lock(self):  # one call at a time per explainer: a call's state (its input size) is shared
             if aug_smooth:
-                return Explanation(*augmented(self, images, targets, upsample, normalize, batch_size,
-                                              eigen_smooth))
-            return self._compute(images, targets, upsample, normalize, batch_size, bool(eigen_smooth))
+                result = Explanation(*augmented(self, images, targets, upsample, normalize, batch_size,
+                                                eigen_smooth))
+            else:
+                result = self._compute(images, targets, upsample, normalize, batch_size, bool(eigen_smooth))
+        self._check_zero_maps(result.heatmaps)
+        return result
 
     def _compute(self, images: Any, targets: Targets, upsample: bool, normalize: bool,
                  batch_size: Optional[int], eigen_smooth: bool) -> Explanation:
@@ -279,7 +282,6 @@ class BaseCAM(LabelsMixin):
         inputs, resolved = self._prepare_call(images, targets)
         maps, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, batch_size, bucket=True),
                                               upsample, normalize, eigen_smooth)
-        self._check_zero_maps(maps)
         return Explanation(maps.astype(np.float32, copy=False), idx.astype(np.int64, copy=False),
                            scores.astype(np.float32, copy=False))
 
@@ -435,14 +437,25 @@ class BaseCAM(LabelsMixin):
             self._probe_layouts(sample, tensors[inputs.structure.image_index])
 
     def _check_zero_maps(self, maps: np.ndarray) -> None:
-        """Warns about the transformer trap: a block's output after which only the class token is read gets
-        no gradient on its patch tokens, so every map is zero."""
-        token = auto_token_layer(capture.iter_layers(self.model)) if maps.size and not maps.any() else None
-        if token is not None and token.path not in {r.path for r in self.layer_refs}:
+        """Warns when every map of a call is zero: nothing to look at, and never silently. In a vision
+        transformer whose head reads the class token only, a block's output after the last attention gets no
+        gradient on its patch tokens (the warning names the layer to use); elsewhere no position has positive
+        evidence for the explained classes (often an untrained model)."""
+        if not maps.size or maps.any():
+            return
+        layers = ", ".join(repr(r.path) for r in (self.layer_refs or []))
+        token = auto_token_layer(capture.iter_layers(self.model))
+        if token is not None and token.path not in {r.path for r in self.layer_refs or []}:
             warnings.warn(
-                f"Every map of layer(s) {', '.join(repr(r.path) for r in self.layer_refs)} is zero: in a vision "
-                f"transformer whose head reads the class token only, the patch tokens after the last attention "
-                f"get no gradient. Explain layer='{token.path}' (the automatic choice) instead.", stacklevel=3)
+                f"Every map of layer(s) {layers} is zero: in a vision transformer whose head reads the class token "
+                f"only, the patch tokens after the last attention get no gradient. Explain layer='{token.path}' "
+                "(the automatic choice) instead.", stacklevel=3)
+        else:
+            warnings.warn(
+                f"Every map of this call is zero ({type(self).__name__}{' at ' + layers if layers else ''}): no "
+                "position has positive evidence for the explained classes (common with random or untrained "
+                "weights). Try another layer or method, or explain(..., normalize=False) to see the raw values.",
+                stacklevel=3)
 
     def _binary_unit(self) -> bool:
         """Whether a single output unit is a binary classifier (else a regression output)."""
