@@ -269,3 +269,18 @@ def test_an_option_a_method_adds_is_part_of_the_cache_key():
     one = PowerCAM(model, "conv2", power=1).explain(x, targets=[0, 1], normalize=False)
     three = PowerCAM(model, "conv2", power=3).explain(x, targets=[0, 1], normalize=False)
     assert not np.allclose(one, three)
+
+
+@pytest.mark.backends
+def test_attach_cam_head_on_a_channels_first_relu_reads_it_channels_first():
+    requires_channels_first_conv()
+    backbone = functional("channels_first")
+    model = kc.attach_cam_head(backbone, 4, feature_layer="relu")
+    from keras_cam.layers import find_cam_head
+
+    head = find_cam_head(model)
+    assert head.data_format == "channels_first"
+    x = np.moveaxis(images(2), -1, 1)
+    assert model(x).shape == (2, 4)
+    cams = kc.class_activation_maps(model, x, targets=[0, 1])
+    assert cams.shape == (2, SIZE, SIZE) and np.ptp(cams) > 0.1
