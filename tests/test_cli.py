@@ -274,3 +274,32 @@ def test_explain_store_errors_are_one_line_exit_2(saved, tmp_path, capsys, monke
     assert err == ['keras-cam: error: --store: Heatmap stores need zarr 3: pip install "keras-cam[zarr]" '
                    '(or "zarr>=3.0.8").']
     assert sorted(os.listdir(tmp_path)) == ["file"]  # nothing written by a run that failed
+
+
+def test_the_backend_is_the_one_set_else_an_installed_one():
+    from keras_cam.cli import backend_to_use
+
+    only = lambda *names: (lambda name: name in names)  # noqa: E731
+    assert backend_to_use({"KERAS_BACKEND": "torch"}, "tensorflow", only("jax")) == "torch"
+    assert backend_to_use({}, "tensorflow", only("tensorflow", "jax")) == "tensorflow"
+    assert backend_to_use({}, "tensorflow", only("jax", "torch")) == "jax"  # a JAX user without TensorFlow
+    assert backend_to_use({}, "torch", only("jax", "torch")) == "torch"  # keras.json's choice first
+    assert backend_to_use({}, "tensorflow", only()) is None
+
+
+def test_version_and_help_need_no_backend():
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="nope")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "keras_cam", *args], env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("keras-cam ")
+    helped = run("--help")
+    assert helped.returncode == 0 and "explain" in helped.stdout and "filters" in helped.stdout
+    assert "KERAS_BACKEND is 'nope', which keras-cam does not run on" in helped.stdout
+    failed = run("explain", "model.keras", "image.png")
+    assert failed.returncode == 2 and failed.stderr.strip().splitlines() == [
+        "keras-cam: error: KERAS_BACKEND is 'nope', which keras-cam does not run on: set it to tensorflow, jax "
+        "or torch"]

@@ -43,8 +43,9 @@ COMMANDS: Dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one subparser per entry of `COMMANDS`."""
+def build_parser(with_arguments: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with one subparser per entry of `COMMANDS` (their arguments read defaults from
+    modules that import Keras: `with_arguments=False` lists the commands only)."""
     parser = _Parser(
         prog=PROG,
         description="Class activation maps, Grad-CAM family heatmaps and filter visualization for Keras 3 "
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers.required = True
     for name, command in COMMANDS.items():
         sub = subparsers.add_parser(name, help=command.help, description=command.description)
-        command.add_arguments(sub)
+        if with_arguments:
+            command.add_arguments(sub)
         sub.set_defaults(_run=command.run)
     return parser
 
@@ -95,11 +97,54 @@ def _report(error: BaseException) -> int:
     return status
 
 
+_BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def backend_to_use(environ: Dict[str, str], configured: str, installed: Callable[[str], bool] = _installed
+                   ) -> Optional[str]:
+    """The Keras backend the command line runs on: `KERAS_BACKEND` when set, else Keras' configured one
+    (keras.json, TensorFlow by default) when installed, else the first installed of TensorFlow, JAX and
+    PyTorch; None when none is installed."""
+    if environ.get("KERAS_BACKEND"):
+        return environ["KERAS_BACKEND"]
+    for name in (configured,) + _BACKENDS:
+        if installed(name):
+            return name
+    return None
+
+
+def _configured_backend() -> str:
+    """The backend in Keras' config file (`$KERAS_HOME/keras.json`, else `~/.keras/keras.json`)."""
+    import json
+
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(home, "keras.json")) as f:
+            return str(json.load(f).get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
+
+
 def _import_backend() -> None:
     """Imports Keras and its backend without their start-up logs (TensorFlow prints several lines of
-    absl/oneDNN notices to the process's stderr, which would bury our one-line errors)."""
+    absl/oneDNN notices to the process's stderr, which would bury our one-line errors). With no
+    `KERAS_BACKEND` set, an installed backend is chosen (see `backend_to_use`)."""
     if "keras" in sys.modules:
         return
+    chosen = backend_to_use(os.environ, _configured_backend())
+    if chosen is None:
+        raise ImportError("no Keras backend is installed: pip install 'keras-cam[tensorflow]' (or "
+                          "'keras-cam[jax]', 'keras-cam[torch]')")
+    if chosen not in _BACKENDS:
+        raise ImportError(f"KERAS_BACKEND is '{chosen}', which keras-cam does not run on: set it to tensorflow, "
+                          "jax or torch")
+    os.environ["KERAS_BACKEND"] = chosen
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with native_stderr_captured() as log:
         try:
@@ -125,14 +170,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Args:
         argv: the arguments without the program name (default: `sys.argv[1:]`).
     """
+    arguments = list(argv) if argv is not None else sys.argv[1:]
+    if arguments[:1] == ["--version"]:  # needs no backend
+        from keras_cam import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
     try:
         _import_backend()  # first: the parser reads defaults from modules that import Keras
     except ImportError as e:
-        print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        message = " ".join(str(e).split())
+        if arguments[:1] in (["-h"], ["--help"]):  # the commands can still be listed
+            build_parser(with_arguments=False).print_help()
+            print(f"\nNote: {message}")
+            return 0
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parser.parse_args(arguments)
     except SystemExit as e:  # --help (0) or a usage error (2, already printed): report it as a status
         return e.code if isinstance(e.code, int) else 2
     try:
