@@ -98,3 +98,55 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that is not ins
     __version__ = "0+unknown"
 
 __all__ = sorted(_EXPORTS) + list(_NAMESPACES)
+
+
+# `CAMHead` must be registered with Keras before a saved model that holds one is loaded, also after a plain
+# `import keras_cam` (`keras.saving.load_model` does not import our module for us). Registering means
+# importing Keras, which `import keras_cam` avoids (see above): so the layers are registered as soon as Keras
+# is imported, now if it already is, else right after the import of Keras finishes.
+def _register_layers() -> None:
+    importlib.import_module(f"{__name__}.layers")
+
+
+class _AfterKerasImport:
+    """A meta path finder that runs `_register_layers` once the `keras` module has been executed."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "keras":
+            return None
+        import sys
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("keras")
+        loader = getattr(spec, "loader", None)
+        if spec is None or not hasattr(loader, "exec_module"):
+            return spec
+
+        class _Loader:
+            def __getattr__(self, attr: str) -> Any:
+                return getattr(loader, attr)
+
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                try:
+                    _register_layers()
+                except Exception:  # noqa: BLE001 - registering must never break importing Keras
+                    pass
+
+        spec.loader = _Loader()
+        return spec
+
+
+def _install_registration() -> None:
+    import sys
+
+    if "keras" in sys.modules:
+        _register_layers()
+    elif not any(isinstance(f, _AfterKerasImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterKerasImport())
+
+
+_install_registration()

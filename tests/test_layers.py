@@ -294,3 +294,17 @@ def test_class_activation_maps_bad_inputs():
     with pytest.raises(ValueError, match="one per image"):
         kc.class_activation_maps(model, good, targets=[0, 1, 2])
     np.testing.assert_array_equal(good, random_images(2))
+
+
+def test_a_saved_camhead_model_loads_after_a_plain_import_keras_cam(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.keras"
+    keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), kc.CAMHead(2)]).save(path)
+    # A fresh process: `import keras_cam` does not import Keras, yet CAMHead is registered once Keras is.
+    code = ("import sys, keras_cam; assert 'keras' not in sys.modules; import keras; "
+            f"print(type(keras.saving.load_model({str(path)!r}).layers[-1]).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "CAMHead"
