@@ -73,7 +73,7 @@ _EXPORTS = {
     "set_cache_size": "keras_cam._batching",
 }
 #: Submodules that are part of the public API as namespaces (`kc.callbacks.CAMSnapshot`, ...).
-_NAMESPACES = ("callbacks", "datasets", "integrations", "metrics")
+_NAMESPACES = ("callbacks", "comparison", "datasets", "integrations", "metrics", "targets")
 
 
 def __getattr__(name: str) -> Any:
