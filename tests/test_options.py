@@ -1,0 +1,59 @@
+"""Every option of every method is part of its compiled functions' cache key: two explainers that differ in
+any option never share a compiled function (a method's options are declared once, in its constructor)."""
+import inspect
+
+import keras
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from keras_cam.explainers import registry
+
+_OTHER = {"kernel": "rbf", "baseline": 0.5, "max_channels": 2, "gamma": 0.5, "samples": 3, "steps": 4}
+
+
+def _other_value(name, default):
+    if name in _OTHER:
+        return _OTHER[name]
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, int):
+        return default + 1
+    if isinstance(default, float):
+        return default * 2 + 0.25
+    raise AssertionError(f"no second value for option {name}={default!r}: add one to _OTHER")
+
+
+def _model():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+
+
+def _options(cls):
+    common = set(inspect.signature(kc.GradCAM.__init__).parameters)
+    found = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for name, p in inspect.signature(klass.__init__).parameters.items():
+            if p.kind is p.KEYWORD_ONLY and name not in common:
+                found.setdefault(name, p.default)
+    return found
+
+
+@pytest.mark.parametrize("cls", registry.registered_methods(), ids=lambda c: c.name)
+def test_every_option_is_in_the_cache_key(cls):
+    if cls.name == "cam":
+        pytest.skip("CAM needs a CAMHead")
+    model = _model()
+    base = cls(model)
+    for name, default in _options(cls).items():
+        other = cls(model, **{name: _other_value(name, default)})
+        assert other._config() != base._config(), f"{cls.name}: option {name} is not in the cache key"
+
+
+def test_common_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        kc.GradCAM(_model(), "conv", False)  # use_logits must be named
+    assert kc.ScoreCAM(_model(), "conv", max_channels=2, use_logits=False).use_logits is False
