@@ -1,19 +1,19 @@
-"""Score-CAM (Wang et al. 2020): each channel weighed by the model's score on the input masked by it."""
+"""Score-CAM (Wang et al. 2020): each channel weighed by the model's score on the input masked by it, on the
+shared perturbation machinery (`perturbation.py`)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable
 
 import keras
 import numpy as np
 
-from keras_cam._batching import (DEFAULT_BATCH_SIZE, check_batch_size, chunk_size, run_batched, signature,
-                                 to_tensors)
 from keras_cam import layout
-from keras_cam.explainers.base import BaseCAM, Explanation
-from keras_cam.explainers.maps import first_component, minmax, weigh, weighted_sum
+from keras_cam._batching import run_batched, signature, to_tensors
+from keras_cam.explainers.maps import minmax
+from keras_cam.explainers.perturbation import ChannelPerturbationCAM, top_channels
 
 
-class ScoreCAM(BaseCAM):
+class ScoreCAM(ChannelPerturbationCAM):
     """Score-CAM: gradient-free channel weights from masked forward passes.
 
     Channel `k` of the layer is upsampled (linear, bilinear or trilinear, to the input's spatial size) and
@@ -43,70 +43,24 @@ class ScoreCAM(BaseCAM):
     aliases = ("score-cam",)
     needs_grads = False
 
-    def __init__(
-        self,
-        model: keras.Model,
-        layer=None,
-        *,
-        max_channels: Optional[int] = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        **options: Any,
-    ) -> None:
-        super().__init__(model, layer, **options)
-        if max_channels is not None and int(max_channels) < 1:
-            raise ValueError(f"`max_channels` must be >= 1 or None, got {max_channels}.")
-        self.max_channels = None if max_channels is None else int(max_channels)
-        self.channel_batch = check_batch_size(batch_size)
-
-    def _compute(self, images: Any, targets: Any, upsample: bool, normalize: bool, batch_size: Optional[int],
-                 eigen_smooth: bool) -> Explanation:
-        # Here `batch_size` is the number of masked images per forward pass.
-        chunk = self.channel_batch if batch_size is None else check_batch_size(batch_size)
-        inputs, resolved = self._prepare_call(images, targets)
-        # First pass, compiled like every method's: each layer's activations, explained classes and scores.
-        *acts_per_layer, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, bucket=True),
-                                                         False, False)
+    def layer_weights(self, position, inputs, targets, native, acts, idx, scores, rows):
+        """Softmax over the chosen channels of each image's target score(s) on the image masked by each;
+        channels left out (Faster Score-CAM) weigh 0. (N, C), or (N, K, C) for K targets."""
+        n, c = acts.shape[0], acts.shape[-1]
         size = self._input_size(inputs)
-        several = idx.ndim == 2
-        maps = []
-        for acts in acts_per_layer:
-            chosen = np.stack([a[..., self._channels(a)] for a in acts])  # (N, *spatial, k)
+        weights = np.zeros((n,) + idx.shape[1:] + (c,), np.float32)
+        for i in range(n):
+            # Faster Score-CAM: the channels of largest spatial variance.
+            chosen = top_channels(acts[i].reshape(-1, c).var(axis=0), self.max_channels)
             # Fewer channels than a chunk: smaller chunks rather than forward passes over padding.
-            rows = min(chunk, chosen.shape[-1])
-            key = ("masked", inputs.structure, signature(inputs.arrays, 1), rows, chosen.shape[1:-1],
-                   resolved if callable(resolved) else np.shape(resolved)[1:])
+            chunk = min(rows, len(chosen))
+            key = ("masked", inputs.structure, signature(inputs.arrays, 1), chunk, acts.shape[1:-1],
+                   targets if callable(targets) else np.shape(targets)[1:])
             masked = self._compiled(key, lambda owner: self._masked_graph(
-                owner, inputs.structure, size, self._input_layout.channels_first, resolved))
-            # (N, C) or (N, K, C): every target's weights come from the same masked passes.
-            weights = np.stack([self._channel_weights(masked, inputs.rows(slice(i, i + 1)), chosen[i], idx[i],
-                                                      rows) for i in range(inputs.n)])
-            if several:  # one row per (image, target), as the base pipeline lays them out
-                chosen = np.repeat(chosen, idx.shape[1], axis=0)
-                weights = weights.reshape(-1, weights.shape[-1])
-            chosen, weights = keras.ops.convert_to_tensor(chosen), keras.ops.convert_to_tensor(weights)
-            maps.append(first_component(weigh(chosen, weights)) if eigen_smooth else weighted_sum(chosen, weights))
-        heatmaps = self._combine(maps, keras.ops.convert_to_tensor(idx), size, upsample, normalize)
-        heatmaps = np.asarray(keras.ops.convert_to_numpy(heatmaps)).astype(np.float32)
-        return Explanation(heatmaps, idx.astype(np.int64), scores.astype(np.float32))
-
-    @staticmethod
-    def _graph(owner, structure, size, targets, upsample, normalize, eigen=False):
-        # The first pass returns each layer's raw activations instead of a map.
-        def fn(index, *tensors):
-            this = owner()
-            activations, _, _, (scores, idx) = this._activations(structure.pack(tensors),
-                                                                 this._score_fn(targets, index))
-            return (*activations, idx, scores)
-
-        return fn
-
-    def _channels(self, a: np.ndarray) -> np.ndarray:
-        """All channels, or the `max_channels` of largest spatial variance (Faster Score-CAM)."""
-        c = a.shape[-1]
-        if self.max_channels is None or self.max_channels >= c:
-            return np.arange(c)
-        variance = a.reshape(-1, c).var(axis=0)
-        return np.sort(np.argsort(-variance, kind="stable")[: self.max_channels])
+                owner, inputs.structure, size, self._input_layout.channels_first, targets))
+            weights[i, ..., chosen] = self._channel_weights(masked, inputs.rows(slice(i, i + 1)),
+                                                            acts[i][..., chosen], idx[i], chunk)
+        return weights
 
     def _channel_weights(self, masked, image, a: np.ndarray, target: np.ndarray, chunk: int) -> np.ndarray:
         """Softmax over channels of the target score(s) on one image masked by each channel of `a`
