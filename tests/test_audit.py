@@ -1,0 +1,253 @@
+"""kc.audit: planted shortcuts are found, per-class statistics match hand-computed numbers, every layout,
+stores read chunk by chunk, the HTML report in a real browser, the CLI and make_shapes(shortcut=...)."""
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import keras_cam as kc
+from keras_cam.audit import core, statistics
+
+pytest.importorskip("sklearn")
+
+
+def planted_maps(n=240, size=32, seed=0, corner=(0, 0), share=0.5, layout=2):
+    """Maps peaked on a random object (its mask given); `share` of class 0's maps put most of their energy
+    in a corner instead (the planted shortcut). Returns maps, labels, masks, planted."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    shape = (size,) * layout
+    grids = np.meshgrid(*[np.arange(size)] * layout, indexing="ij")
+    maps = np.zeros((n,) + shape, np.float32)
+    masks = np.zeros((n,) + shape, bool)
+    planted = np.zeros(n, bool)
+    class0 = np.flatnonzero(labels == 0)
+    planted[rng.choice(class0, int(round(share * class0.size)), replace=False)] = True
+    for i in range(n):
+        centre = rng.integers(size // 4, 3 * size // 4 - 4, layout)
+        box = tuple(slice(c, c + max(2, size // 6)) for c in centre)
+        masks[(i,) + box] = True
+        d2 = sum((g - c - 2) ** 2 for g, c in zip(grids, centre))
+        m = np.exp(-d2 / (size / 4)) + 0.05 * rng.random(shape)
+        if planted[i]:
+            spot = [corner[k % len(corner)] * (size - 1) for k in range(layout)]
+            m = 0.2 * m + np.exp(-sum((g - s) ** 2 for g, s in zip(grids, spot)) / 4.0)
+        maps[i] = m / m.max()
+    return maps, labels, masks, planted
+
+
+def precision_recall(finding, planted):
+    picked = np.zeros(planted.size, bool)
+    picked[finding["images"]] = True
+    return planted[picked].mean(), picked[planted].mean()
+
+
+def test_planted_corner_is_found_and_named():
+    maps, labels, masks, planted = planted_maps()
+    before = maps.copy(), labels.copy(), masks.copy()
+    report = kc.audit(maps, labels, masks=masks, classes=["circle", "square", "triangle"], embedding="spectral")
+    top = report.findings[0]
+    precision, recall = precision_recall(top, planted)
+    assert precision >= 0.9 and recall >= 0.9
+    assert top["class"] == "circle" and top["region"] == "top-left" and "top-left" in top["text"]
+    assert abs(top["share"] - 0.5) < 0.06
+    # the clusters agree with the finding, and the figures in its text are the ones in the dict
+    assert set(np.flatnonzero((report.clusters == top["cluster"]) & (labels == 0))) == set(top["images"])
+    assert f"{top['energy_in_mask']:.2f} vs {top['energy_in_mask_rest']:.2f}" in top["text"]
+    assert top["energy_in_mask"] < top["energy_in_mask_rest"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, (maps, labels, masks)))  # inputs untouched
+
+
+def test_bottom_right_corner_and_boxes_instead_of_masks():
+    maps, labels, masks, planted = planted_maps(seed=1, corner=(1, 1), share=0.3)
+    ys, xs = np.nonzero(masks.any(axis=2)), np.nonzero(masks.any(axis=1))
+    boxes = np.stack([[np.flatnonzero(m.any(0))[0], np.flatnonzero(m.any(1))[0],
+                       np.flatnonzero(m.any(0))[-1] + 1, np.flatnonzero(m.any(1))[-1] + 1] for m in masks])
+    report = kc.audit(maps, labels, boxes=boxes, embedding=None)
+    top = report.findings[0]
+    assert top["region"] == "bottom-right" and "bottom-right" in top["text"]
+    precision, recall = precision_recall(top, planted)
+    assert precision >= 0.9 and recall >= 0.9
+    # a box around a box-shaped mask is the mask: the same energy inside
+    with_masks = kc.audit(maps, labels, masks=masks, embedding=None)
+    np.testing.assert_allclose(report.scores["energy_in_mask"], with_masks.scores["energy_in_mask"])
+
+
+def test_no_shortcut_no_corner_finding():
+    maps, labels, masks, _ = planted_maps(seed=2, share=0.0)
+    report = kc.audit(maps, labels, masks=masks, embedding=None)
+    corners = ("top-left", "top-right", "bottom-left", "bottom-right")
+    assert not any(f["region"] in corners and f["energy_in_region"] > 0.3 for f in report.findings)
+
+
+def test_per_class_statistics_against_hand_computed_numbers():
+    maps = np.zeros((4, 10, 10), np.float32)
+    maps[0, 0, 0] = 1.0                       # all on the border, on the object
+    maps[1, 5, 5], maps[1, 5, 6] = 3.0, 1.0   # inside; 3/4 of it on the object
+    maps[2, 4:6, 4:6] = 1.0                   # a 2x2 block in the middle
+    maps[3] = 1.0                              # uniform
+    masks = np.zeros((4, 10, 10), bool)
+    masks[0, 0, 0] = True
+    masks[1, 5, 5] = True
+    masks[2, 0, 0] = True                     # the map misses it
+    masks[3, :5] = True                       # the top half
+    labels = np.array([0, 0, 1, 1])
+    report = kc.audit(maps, labels, masks=masks, embedding=None, clusters=1)
+    s = report.scores
+    np.testing.assert_allclose(s["energy_in_mask"], [1.0, 0.75, 0.0, 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(s["pointing"], [1, 1, 0, 1])  # a flat map points at its first sample
+    np.testing.assert_allclose(s["border_share"], [1.0, 0.0, 0.0, 36 / 100], rtol=1e-6)  # band of 1 of 10 per axis
+    # top 10 % of the samples = 10 samples
+    np.testing.assert_allclose(s["concentration"], [1.0, 1.0, 1.0, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(s["energy"], [1, 4, 4, 100])
+    a, b = report.per_class
+    assert a["energy_in_mask"] == pytest.approx(0.875) and a["pointing_game"] == 1.0
+    assert b["energy_in_mask"] == pytest.approx(0.25) and b["pointing_game"] == 0.5
+    assert b["border_share"] == pytest.approx(0.18) and a["concentration"] == 1.0
+    np.testing.assert_allclose(a["mean_map"], maps[:2].mean(axis=0))
+    np.testing.assert_allclose(b["mean_map"], maps[2:].mean(axis=0))
+    assert np.array_equal(report.clusters, [0, 0, 0, 0])
+    # regions: thirds of each axis (4, 3, 3 samples of 10); the uniform map's top-left ninth holds 16 %
+    np.testing.assert_allclose(report.regions[3].reshape(3, 3), np.outer([4, 3, 3], [4, 3, 3]) / 100)
+    assert statistics.region_names((10, 10))[0] == "top-left" and statistics.region_names((10,)) == \
+        ["start", "centre", "end"]
+
+
+def test_least_typical_maps_and_all_zero_maps():
+    maps = np.zeros((12, 8, 8), np.float32)
+    maps[:, 3:5, 3:5] = 1.0
+    maps[7, 0, 7] = 5.0        # one odd map
+    maps[9] = 0.0              # empty: no scores, not clustered
+    report = kc.audit(maps, embedding=None)
+    assert report.per_class[0]["least_typical"][0] == 7
+    assert report.clusters[9] == -1 and np.isnan(report.scores["border_share"][9])
+    assert np.isnan(report.scores["energy_in_mask"]).all()  # no masks given
+
+
+def test_area_downsizing_keeps_energy():
+    m = statistics.area_matrix(10, 4)
+    x = np.random.default_rng(0).random((3, 10))
+    np.testing.assert_allclose((x @ m * 2.5).sum(axis=1), x.sum(axis=1), rtol=1e-5)
+    p = np.random.default_rng(1).random((2, 64, 48)).astype(np.float32)
+    small = statistics.downsize(p, (32, 32))
+    np.testing.assert_allclose(small.sum(axis=(1, 2)), p.sum(axis=(1, 2)), rtol=1e-4)
+    np.testing.assert_allclose(small[:, 0, 0], p[:, :2, 0].sum(axis=1) + 0.5 * p[:, :2, 1].sum(axis=1),
+                               rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout, corner, name", [(1, (1,), "end"), (3, (0,), "front-top-left")])
+def test_signals_and_volumes(layout, corner, name):
+    size = 48 if layout == 1 else 12
+    maps, labels, masks, planted = planted_maps(n=180, size=size, corner=corner, layout=layout, seed=3)
+    report = kc.audit(maps, labels, masks=masks, embedding=None)
+    top = report.findings[0]
+    assert top["region"] == name and name in top["text"]
+    precision, recall = precision_recall(top, planted)
+    assert precision >= 0.9 and recall >= 0.9
+    assert report.features.shape[1] == (32 if layout == 1 else 8 ** 3)
+
+
+def test_store_read_chunk_by_chunk_equals_arrays(tmp_path, monkeypatch):
+    pytest.importorskip("zarr")
+    from keras_cam.store import StoreWriter
+
+    maps, labels, masks, planted = planted_maps(n=150, seed=4)
+    writer = StoreWriter(tmp_path / "maps.zarr", {"method": "test"}, resume=False, dtype="float32")
+    for start in range(0, 150, 32):
+        rows = slice(start, start + 32)
+        writer.write(maps[rows], labels[rows], np.zeros(len(maps[rows])), None, [], chunk=32)
+    writer.finish()
+    reads = []
+    original = core._Source.chunks
+
+    def counted(self, rows=None):
+        for start, chunk in original(self, rows):
+            reads.append(len(chunk))
+            yield start, chunk
+
+    monkeypatch.setattr(core._Source, "chunks", counted)
+    monkeypatch.setattr(core, "CHUNK_BYTES", 70 * 32 * 32 * 4)  # at most 70 maps a chunk: 64 (2 store chunks)
+    from_store = kc.audit(str(tmp_path / "maps.zarr"), masks=masks, embedding=None)  # labels: the targets
+    assert reads == [64, 64, 22]
+    from_arrays = kc.audit(maps, labels, masks=masks, embedding=None)
+    np.testing.assert_array_equal(from_store.clusters, from_arrays.clusters)
+    for key in from_arrays.scores:
+        np.testing.assert_allclose(from_store.scores[key], from_arrays.scores[key], rtol=1e-5)
+    precision, recall = precision_recall(from_store.findings[0], planted)
+    assert precision >= 0.9 and recall >= 0.9
+
+
+@pytest.mark.backends
+def test_explain_dataset_store_to_audit(tmp_path):
+    pytest.importorskip("zarr")
+    from tests.conftest import random_images, tiny_cam_model
+
+    model = tiny_cam_model((16, 16, 3))
+    x = random_images(24, 16)
+    kc.explain_dataset(kc.GradCAM(model), x, targets=np.arange(24) % 3, store=tmp_path / "m.zarr",
+                       batch_size=8, verbose=0)
+    report = kc.audit(kc.open_store(tmp_path / "m.zarr"), embedding="spectral", out=tmp_path / "report")
+    direct = kc.GradCAM(model)(x, targets=np.arange(24) % 3)
+    np.testing.assert_array_equal(report.labels, np.arange(24) % 3)
+    for c in range(3):
+        np.testing.assert_allclose(report.per_class[c]["mean_map"], direct[c::3].mean(axis=0), atol=2e-3)
+    assert os.path.isfile(tmp_path / "report" / "index.html")
+
+
+def test_bad_input_one_clear_error(tmp_path):
+    maps = np.random.default_rng(0).random((10, 8, 8)).astype(np.float32)
+    cases = [
+        (dict(maps=maps, labels=np.zeros(9, int)), "`labels` must be 10 integer class indices"),
+        (dict(maps=maps, labels=-np.ones(10, int)), ">= 0"),
+        (dict(maps=maps, masks=np.zeros((10, 4, 4), bool)), "`masks` must be bool"),
+        (dict(maps=maps, masks=np.zeros((10, 8, 8), bool), boxes=np.zeros((10, 4))), "not both"),
+        (dict(maps=maps[:, 0], boxes=np.zeros((10, 4))), "`boxes` are for 2-D maps"),
+        (dict(maps=maps, clusters=0), "`clusters` must be 'auto'"),
+        (dict(maps=maps, classes=["a"], labels=np.arange(10) % 2), "labels go up to 1"),
+        (dict(maps=maps[:, :2]), "3 samples or more"),
+        (dict(maps=np.zeros((4, 2, 8, 8, 8))), "audit one target at a time"),
+        (dict(maps=maps, embedding="pca"), "`embedding` must be"),
+        (dict(maps=str(tmp_path)), "not a heatmap store"),
+    ]
+    for kwargs, text in cases:
+        with pytest.raises(ValueError, match=re.escape(text)):
+            kc.audit(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------
+# make_shapes(shortcut=...)
+
+
+def test_make_shapes_shortcut_marks_a_share_and_changes_nothing_else():
+    plain = kc.datasets.make_shapes(60, size=48, seed=3)
+    images, labels, masks, marked = kc.datasets.make_shapes(60, size=48, seed=3,
+                                                            shortcut=dict(class_index=1, share=0.8))
+    assert marked.dtype == bool and marked.shape == (60,)
+    assert int(marked.sum()) == 16 and (labels[marked] == 1).all()  # round(0.8 * 20)
+    np.testing.assert_array_equal(labels, plain[1])
+    np.testing.assert_array_equal(images[~marked], plain[0][~marked])
+    np.testing.assert_array_equal(masks[~marked], plain[2][~marked])
+    side = 4  # max(4, 48 // 10)
+    patch = images[marked][:, 1:1 + side, 1:1 + side]
+    expected = (np.arange(side)[:, None] + np.arange(side)[None]) % 2
+    assert (patch == expected[None, :, :, None]).all()
+    rest = images[marked].copy()
+    rest[:, 1:1 + side, 1:1 + side] = plain[0][marked][:, 1:1 + side, 1:1 + side]
+    np.testing.assert_array_equal(rest, plain[0][marked])  # only the mark differs
+    assert not masks[marked][:, 1:1 + side, 1:1 + side].any()
+    *_, boxes, again = kc.datasets.make_shapes(60, size=48, seed=3, return_boxes=True,
+                                               shortcut=dict(class_index=1, share=0.8, corner="bottom-right"))
+    np.testing.assert_array_equal(again, marked)
+    assert boxes.shape == (60, 4)
+    assert (images[marked][:, -5:-1, -5:-1] != 0).any()  # drawn elsewhere in the first call
+
+
+def test_make_shapes_shortcut_errors():
+    for shortcut, text in [(dict(class_index=3), "class index in 0..2"), (dict(share=1.5), "[0, 1]"),
+                           (dict(corner="top"), "top-left"), (dict(size=40), "`shortcut['size']`"),
+                           (dict(where=1), "keys among"), ("top-left", "must be a dict")]:
+        with pytest.raises(ValueError, match=re.escape(text)):
+            kc.datasets.make_shapes(6, size=48, shortcut=shortcut)
