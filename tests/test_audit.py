@@ -251,3 +251,92 @@ def test_make_shapes_shortcut_errors():
                            (dict(where=1), "keys among"), ("top-left", "must be a dict")]:
         with pytest.raises(ValueError, match=re.escape(text)):
             kc.datasets.make_shapes(6, size=48, shortcut=shortcut)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The HTML report, in a real browser
+
+
+def _browser():
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no Chromium or Chrome on PATH (Debian: apt-get install -y chromium; .ci/run installs it): "
+                "the report's browser test needs one")
+
+
+def _run_browser(browser, page, *args):
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+               "--virtual-time-budget=5000", *args, page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    # What the page's scripts report (errors, uncaught exceptions) comes as "...:CONSOLE..." lines.
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return done, console
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory):
+    images, labels, masks, marked = kc.datasets.make_shapes(90, size=32, seed=0,
+                                                            shortcut=dict(class_index=0, share=0.5))
+    yy, xx = np.mgrid[:32, :32]
+    maps = np.zeros((90, 32, 32), np.float32)
+    for i in range(90):
+        ys, xs = np.nonzero(masks[i])
+        m = np.exp(-((yy - ys.mean()) ** 2 + (xx - xs.mean()) ** 2) / 20.0)
+        if marked[i]:
+            m = 0.3 * m + np.exp(-((yy - 2) ** 2 + (xx - 2) ** 2) / 4.0)
+        maps[i] = m / m.max()
+    out = tmp_path_factory.mktemp("audit") / "report"
+    report = kc.audit(maps, labels, masks=masks, classes=["circle", "square", "triangle"], images=images,
+                      embedding="tsne", out=str(out))
+    return out, report, marked
+
+
+def test_report_files_and_page(report_dir):
+    out, report, marked = report_dir
+    precision, recall = precision_recall(report.findings[0], marked)
+    assert precision >= 0.9 and recall >= 0.9
+    assert len(report.findings) == 1  # clusters that differ by where the object is are no findings
+    page = (out / "index.html").read_text()
+    for c in range(3):
+        for kind in ("mean", "clusters", "embedding"):
+            assert f'src="class_{c}_{kind}.png"' in page and (out / f"class_{c}_{kind}.png").is_file()
+    assert (out / "mean_maps.png").is_file()
+    assert report.findings[0]["text"].replace("'", "&#x27;") in page
+    assert "http://" not in page and "https://" not in page  # nothing from the network
+    linked = re.findall(r'href="(overlays/\d+\.png)"', page)
+    assert linked and all((out / link).is_file() for link in linked)
+    rows = (out / "maps.csv").read_text().splitlines()
+    assert len(rows) == 91 and rows[0].startswith("index,class,cluster,energy_in_mask")
+    overlay = kc.visualize.read_image(str(out / linked[0]))
+    assert overlay.shape[0] >= 96 and overlay.std() > 0.05  # a picture, not a blank tile
+
+
+def test_report_opens_in_a_browser_without_errors(report_dir):
+    browser = _browser()
+    out, _, _ = report_dir
+    done, console = _run_browser(browser, out / "index.html", "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", done.stdout).group(0)
+    loaded = int(re.search(r'data-images="(\d+)"', body).group(1))
+    assert loaded >= 10 and 'data-broken="0"' in body, body  # the page's own check: every <img> resolved
+    assert console == []
+    shot = out.parent / "screenshot.png"
+    done, console = _run_browser(browser, out / "index.html", f"--screenshot={shot}", "--window-size=1280,1600")
+    assert done.returncode == 0 and console == []
+    picture = kc.visualize.read_image(str(shot))
+    assert picture.shape[:2] == (1600, 1280) and picture.std() > 0.05
+
+
+def test_browser_check_can_fail(report_dir, tmp_path):
+    """The checks above do see a script error and a missing picture."""
+    browser = _browser()
+    out, _, _ = report_dir
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    page = (broken / "index.html").read_text()
+    (broken / "index.html").write_text(page.replace("<h2>Findings</h2>", '<h2>Findings</h2><img src="gone.png">'
+                                                    "<script>undefinedFunction();</script>"))
+    done, console = _run_browser(browser, broken / "index.html", "--dump-dom")
+    assert 'data-broken="1"' in done.stdout and any("undefinedFunction" in line for line in console)

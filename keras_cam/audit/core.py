@@ -136,13 +136,17 @@ class AuditReport:
             its class), `images` (int indices of the cluster's maps), `text` (the finding in words),
             `region` (where the cluster's energy lies: "top-left", "centre", ...), `energy_in_region` and
             `energy_in_region_rest` (median shares, the cluster and the rest of its class), with masks or
-            boxes `energy_in_mask` and `energy_in_mask_rest`, and `score` (how notable).
+            boxes `energy_in_mask` and `energy_in_mask_rest`, `fixed_spot` (the maps peak at one spot) and
+            `score` (how notable). A cluster is a finding when, with masks or boxes, its maps put clearly
+            less energy on the object than the rest of their class, or, without them, peak at one fixed
+            spot (a watermark, a corner tag); clusters that differ only by where the object is are not.
         per_class: one dict per class: `name`, `count`, `mean_map` (float32, the maps' size),
             `energy_in_mask` (median share of energy inside the mask or box; NaN without), `pointing_game`
             (share of maps whose maximum lies on the object), `border_share` (median share of energy on the
             outer 10 % of each axis), `concentration` (median share of energy in the top 10 % of samples),
             `clusters` (how many), `eigenvalues` (of the normalized kNN Laplacian, ascending) and
-            `least_typical` (indices of the maps least like their class's, most atypical first).
+            `least_typical` (indices of the maps least like their class's, most atypical first) and
+            `descriptions` (every cluster described like a finding, `notable` telling which are findings).
         scores: per map, float (N,) arrays: `energy_in_mask`, `pointing`, `border_share`,
             `concentration`, `atypicality` (1 - cosine similarity of the map's small copy to its class's
             mean), `energy` (the map's positive total).
@@ -197,7 +201,7 @@ def audit(
     *,
     images: Any = None,
     max_clusters: int = 8,
-    neighbors: int = 10,
+    neighbors: Union[str, int] = "auto",
     embedding: Optional[str] = "auto",
     seed: int = 0,
 ) -> AuditReport:
@@ -222,7 +226,7 @@ def audit(
         out: a folder: also write the report there (`AuditReport.save`).
         images: the inputs (N, ...) for the report's overlays (an array; only the shown rows are read).
         max_clusters: the most clusters per class "auto" picks.
-        neighbors: k of the kNN graph.
+        neighbors: k of the kNN graph; "auto": the square root of the class's size, within 3..10.
         embedding: "auto" (UMAP when installed, else t-SNE), "tsne", "umap", "spectral" (the clustering's
             eigenvectors: instant) or None.
         seed: seed of the PCA, k-means and embedding.
@@ -247,8 +251,11 @@ def audit(
     if embedding not in (None, "auto", "tsne", "umap", "spectral"):
         raise ValueError(f"`embedding` must be 'auto', 'tsne', 'umap', 'spectral' or None, got {embedding!r}.")
     for name, value in (("max_clusters", max_clusters), ("neighbors", neighbors)):
+        if name == "neighbors" and value == "auto":
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
-            raise ValueError(f"`{name}` must be an integer >= 2, got {value!r}.")
+            also = "'auto' or " if name == "neighbors" else ""
+            raise ValueError(f"`{name}` must be {also}an integer >= 2, got {value!r}.")
     clustering._sklearn()
     source = _Source(maps)
     labels = _labels(labels, source)
@@ -273,7 +280,7 @@ def audit(
         members = np.flatnonzero((labels == c) & (stats.total > 0))
         entry: Dict[str, Any] = {"name": name, "index": c, "count": int(stats.counts[c]),
                                  "mean_map": means[c], "clusters": 0, "eigenvalues": np.zeros(0),
-                                 "least_typical": np.zeros(0, np.int64)}
+                                 "least_typical": np.zeros(0, np.int64), "descriptions": []}
         entry.update(statistics.class_summary(stats, np.flatnonzero(labels == c)))
         if members.size:
             x = stats.features[members].astype(np.float32)
@@ -281,15 +288,17 @@ def audit(
             centre = unit.mean(axis=0)
             atypical[members] = 1.0 - unit @ centre / max(float(np.linalg.norm(centre)), 1e-12)
             entry["least_typical"] = members[np.argsort(-atypical[members], kind="stable")[:ATYPICAL]]
-            result = clustering.spectral_clusters(x, clusters, max_clusters, neighbors, seed)
-            merged = merge_strategies(stats.regions, members, result.labels)
+            k = int(np.clip(round(np.sqrt(members.size)), 3, 10)) if neighbors == "auto" else neighbors
+            result = clustering.spectral_clusters(x, clusters, max_clusters, k, seed)
+            merged = merge_strategies(stats, members, result.labels)
             assigned[members] = merged
             entry.update(clusters=int(merged.max()) + 1, spectral_clusters=int(result.labels.max()) + 1,
                          eigenvalues=result.eigenvalues)
             shown = members if members.size <= EMBED_MAX else np.sort(rng.choice(members, EMBED_MAX, False))
             where = np.searchsorted(members, shown)
             placed[shown] = clustering.embed(result.reduced[where], embedding, result.embedding[where], seed)
-            found += cluster_findings(stats, members, merged, c, name)
+            entry["descriptions"] = cluster_findings(stats, members, merged, c, name)
+            found += entry["descriptions"]
         per_class.append(entry)
 
     report = AuditReport(

@@ -120,6 +120,7 @@ class ChunkStatistics:
         self.pointing = np.full(n, np.nan)
         self.border = np.full(n, np.nan)
         self.concentration = np.full(n, np.nan)
+        self.peaks = np.zeros((n, len(spatial)), np.int32)  # where each map is largest
         self.sums = np.zeros((num_classes,) + spatial, np.float64)
         self.counts = np.zeros(num_classes, np.int64)
         self._border = border_mask(spatial)
@@ -133,6 +134,7 @@ class ChunkStatistics:
         flat = energy.reshape(len(maps), -1)
         total = flat.sum(axis=1)
         self.total[start:stop] = total
+        self.peaks[start:stop] = np.stack(np.unravel_index(flat.argmax(axis=1), self.spatial), axis=1)
         safe = np.where(total > 0, total, 1.0)
         p = energy / safe.reshape((-1,) + (1,) * len(self.spatial))
         empty = total <= 0  # an all-zero map has no distribution: its scores stay NaN
