@@ -340,3 +340,58 @@ def test_browser_check_can_fail(report_dir, tmp_path):
                                                     "<script>undefinedFunction();</script>"))
     done, console = _run_browser(browser, broken / "index.html", "--dump-dom")
     assert 'data-broken="1"' in done.stdout and any("undefinedFunction" in line for line in console)
+
+
+# ------------------------------------------------------------------------------------------------------
+# keras-cam audit
+
+
+def _write_store(path, maps, labels, chunk=32):
+    from keras_cam.store import StoreWriter
+
+    writer = StoreWriter(path, {"method": "test"}, resume=False, dtype="float16")
+    for start in range(0, len(maps), chunk):
+        rows = slice(start, start + chunk)
+        writer.write(maps[rows], labels[rows], np.zeros(len(maps[rows])), None, [], chunk=chunk)
+    writer.finish()
+
+
+def test_cli_audit_store(tmp_path, capsys):
+    pytest.importorskip("zarr")
+    from keras_cam import cli
+
+    maps, labels, masks, planted = planted_maps(n=150, seed=5)
+    _write_store(tmp_path / "maps.zarr", maps, labels)
+    np.save(tmp_path / "masks.npy", masks)
+    out = tmp_path / "report"
+    assert cli.main(["audit", str(tmp_path / "maps.zarr"), "--out", str(out), "--masks",
+                     str(tmp_path / "masks.npy"), "--classes", "circle,square,triangle",
+                     "--embedding", "spectral"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("150 maps, 3 classes, 1 finding(s)\n1. class 'circle': 50% of images")
+    assert "top-left region" in text and f"report: {out / 'index.html'}" in text
+    assert (out / "index.html").is_file() and (out / "class_0_clusters.png").is_file()
+    page = (out / "index.html").read_text()
+    assert "from " + str(tmp_path / "maps.zarr") in page
+
+
+def test_cli_audit_errors_are_one_line(tmp_path, capsys):
+    pytest.importorskip("zarr")
+    from keras_cam import cli
+
+    maps, labels, masks, _ = planted_maps(n=30, seed=6)
+    _write_store(tmp_path / "maps.zarr", maps, labels)
+    np.save(tmp_path / "masks.npy", masks[:, :8])
+    (tmp_path / "junk.npy").write_text("not numpy")
+    cases = [
+        (["audit", str(tmp_path / "nowhere.zarr")], "is not a heatmap store written by kc.explain_dataset"),
+        (["audit", str(tmp_path / "maps.zarr"), "--masks", str(tmp_path / "masks.npy")], "`masks` must be bool"),
+        (["audit", str(tmp_path / "maps.zarr"), "--labels", str(tmp_path / "junk.npy")],
+         "cannot read --labels"),
+        (["audit", str(tmp_path / "maps.zarr"), "--clusters", "0"], "expected a positive integer"),
+    ]
+    for argv, text in cases:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(("keras-cam: error: ", "keras-cam audit: error: ")), err
+        assert text in err and err.count("\n") == 1, err

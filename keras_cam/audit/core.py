@@ -7,6 +7,7 @@ O(N * small copy) plus one chunk, never O(N * map) or O(N^2) (docs/architecture.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -257,6 +258,8 @@ def audit(
             also = "'auto' or " if name == "neighbors" else ""
             raise ValueError(f"`{name}` must be {also}an integer >= 2, got {value!r}.")
     clustering._sklearn()
+    if embedding == "auto":
+        embedding = "umap" if importlib.util.find_spec("umap") is not None else "tsne"
     source = _Source(maps)
     labels = _labels(labels, source)
     names = _class_names(classes, labels)

@@ -237,8 +237,7 @@ def write_report(report: Any, out_dir: str, images: Any = None) -> str:
             figures.append(f'<figure><img src="{clusters_png}" alt="clusters of {html.escape(names[c])}">'
                            f"<figcaption>clusters: the {GALLERY} maps closest to each cluster's centre, one "
                            "row per cluster</figcaption></figure>")
-            method = {"auto": "t-SNE/UMAP", "tsne": "t-SNE", "umap": "UMAP"}.get(report.embedding_method,
-                                                                                  "spectral")
+            method = {"tsne": "t-SNE", "umap": "UMAP"}.get(report.embedding_method, "spectral")
             if report.embedding_method is not None:
                 scatter = _scatter(report.embedding[members], clusters[members], f"{names[c]}: {method}")
                 embed_png = save(f"class_{c}_embedding.png", scatter)
