@@ -395,3 +395,19 @@ def test_cli_audit_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(("keras-cam: error: ", "keras-cam audit: error: ")), err
         assert text in err and err.count("\n") == 1, err
+
+
+# ------------------------------------------------------------------------------------------------------
+# keras-cam demo --data shortcut (small sizes)
+
+
+@pytest.mark.slow
+def test_shortcut_demo_finds_the_planted_mark(tmp_path):
+    pytest.importorskip("zarr")
+    from keras_cam.demo import run_shortcut_demo
+
+    summary = run_shortcut_demo(str(tmp_path), epochs=4, n_train=600, n_val=150, size=32, verbose=0)
+    assert summary["precision"] >= 0.9 and summary["recall"] >= 0.9
+    assert summary["corner_named"] and summary["region"] == "top-left" and "top-left" in summary["finding"]
+    assert summary["accuracy"]["marked"] == 1.0 and summary["marked_held_out"] == 25
+    assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "summary.json").is_file()

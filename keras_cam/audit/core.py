@@ -19,7 +19,7 @@ from keras_cam.audit.findings import cluster_findings, merge_strategies, rank
 __all__ = ["AuditReport", "audit"]
 
 #: Rows read at once are capped so that one chunk of float32 maps stays under this many bytes.
-CHUNK_BYTES = 64 * 2 ** 20
+CHUNK_BYTES = 16 * 2 ** 20
 #: Maps per class placed in the 2-D embedding (t-SNE / UMAP cost grows faster than linearly).
 EMBED_MAX = 1000
 #: Least typical maps listed per class.

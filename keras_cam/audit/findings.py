@@ -7,11 +7,12 @@ spot; otherwise the region where its median energy share exceeds the rest of the
 masks or boxes, its median energy inside the object too.
 
 Objects sit anywhere, so clusters also form by where the object is; a cluster becomes a *finding* only when
-it looks like a shortcut: its maps peak at one fixed spot and, with masks or boxes, put less of their
-energy on the object than the rest of the class; or, with masks or boxes, they put at least MIN_LOSS less
-of it there wherever they peak; and either way, the cluster's median energy share in its region exceeds the
-rest's by MIN_EXCESS or more. A finding's score is the region excess plus the loss on the object, so a
-cluster that moves its energy off the object and into one corner ranks first.
+it looks like a shortcut: its maps peak at one fixed spot and, with masks or boxes, that spot is off the
+object (most of its maps' maxima miss the object); or, with masks or boxes, they put at least MIN_LOSS less
+energy on the object than the rest of the class, wherever they peak; and either way, the cluster's median
+energy share in its region exceeds the rest's by MIN_EXCESS or more. A finding's score is the region excess
+plus the loss on the object, so a cluster that moves its energy off the object and into one corner ranks
+first.
 """
 from __future__ import annotations
 
@@ -132,7 +133,9 @@ def cluster_findings(stats: ChunkStatistics, members: np.ndarray, clusters: np.n
             text += f"; median energy inside the object {mask_here:.2f} vs {mask_there:.2f} for the rest"
             score += max(0.0, mask_there - mask_here)
             finding.update(energy_in_mask=mask_here, energy_in_mask_rest=mask_there)
-            notable = mask_there - mask_here >= MIN_LOSS or (spot is not None and mask_here < mask_there)
+            # a fixed spot off the object (most maxima miss it), or energy clearly moved off the object
+            pointing = _median(stats.pointing[inside])
+            notable = mask_there - mask_here >= MIN_LOSS or (spot is not None and pointing < 0.5)
         else:
             notable = spot is not None
         notable = notable and share >= MIN_SHARE and inside.size >= MIN_IMAGES \
