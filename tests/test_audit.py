@@ -116,6 +116,26 @@ def test_per_class_statistics_against_hand_computed_numbers():
         ["start", "centre", "end"]
 
 
+def test_signed_maps_count_by_their_positive_part():
+    maps, labels, masks, _ = planted_maps(n=90, seed=7)
+    signed = maps - 0.3  # e.g. LRP relevance: negative evidence is not where the model looks
+    a = kc.audit(signed, labels, masks=masks, embedding=None)
+    b = kc.audit(np.clip(signed, 0, None), labels, masks=masks, embedding=None)
+    np.testing.assert_array_equal(a.clusters, b.clusters)
+    for key in a.scores:
+        np.testing.assert_allclose(a.scores[key], b.scores[key], rtol=1e-6)
+    assert [f["text"] for f in a.findings] == [f["text"] for f in b.findings]
+
+
+def test_kc_audit_is_the_function_whatever_was_imported_first():
+    import keras_cam.audit as package
+
+    assert callable(kc.audit) and kc.audit.__name__ in ("audit", "keras_cam.audit")
+    maps = np.random.default_rng(0).random((8, 6, 6)).astype(np.float32)
+    report = package(maps, embedding=None, clusters=1)  # the package calls the function
+    assert isinstance(report, core.AuditReport) and len(report.table()["cluster"]) == 8
+
+
 def test_least_typical_maps_and_all_zero_maps():
     maps = np.zeros((12, 8, 8), np.float32)
     maps[:, 3:5, 3:5] = 1.0

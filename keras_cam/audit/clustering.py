@@ -44,9 +44,10 @@ def reduce(features: np.ndarray, seed: int = 0) -> np.ndarray:
     """L2-normalized rows projected on their first COMPONENTS principal components (float32)."""
     from sklearn.decomposition import PCA
 
-    x = features.astype(np.float32)
+    x = features.astype(np.float32, copy=False)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    x = x / np.where(norms > 0, norms, 1.0)
+    if not np.allclose(norms[norms > 0], 1.0, atol=1e-4):
+        x = x / np.where(norms > 0, norms, 1.0)
     q = min(COMPONENTS, x.shape[1], x.shape[0] - 1)
     if q < 1:
         return x

@@ -286,13 +286,13 @@ def audit(
                                  "least_typical": np.zeros(0, np.int64), "descriptions": []}
         entry.update(statistics.class_summary(stats, np.flatnonzero(labels == c)))
         if members.size:
-            x = stats.features[members].astype(np.float32)
-            unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            unit = stats.features[members].astype(np.float32)
+            unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)  # in place: one copy
             centre = unit.mean(axis=0)
             atypical[members] = 1.0 - unit @ centre / max(float(np.linalg.norm(centre)), 1e-12)
             entry["least_typical"] = members[np.argsort(-atypical[members], kind="stable")[:ATYPICAL]]
             k = int(np.clip(round(np.sqrt(members.size)), 3, 10)) if neighbors == "auto" else neighbors
-            result = clustering.spectral_clusters(x, clusters, max_clusters, k, seed)
+            result = clustering.spectral_clusters(unit, clusters, max_clusters, k, seed)
             merged = merge_strategies(stats, members, result.labels)
             assigned[members] = merged
             entry.update(clusters=int(merged.max()) + 1, spectral_clusters=int(result.labels.max()) + 1,
