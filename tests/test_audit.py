@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import subprocess
+import textwrap
 
 import numpy as np
 import pytest
@@ -134,6 +135,13 @@ def test_kc_audit_is_the_function_whatever_was_imported_first():
     maps = np.random.default_rng(0).random((8, 6, 6)).astype(np.float32)
     report = package(maps, embedding=None, clusters=1)  # the package calls the function
     assert isinstance(report, core.AuditReport) and len(report.table()["cluster"]) == 8
+
+
+def test_docstring_example(capsys):
+    code = core.audit.__doc__.split("```python")[1].split("```")[0]
+    exec(textwrap.dedent(code), {})
+    assert capsys.readouterr().out.startswith("class '0': 50% of images (45, cluster 0) put 21% of the map's "
+                                              "energy in the top-left region (rows 0-10, columns 0-10)")
 
 
 def test_least_typical_maps_and_all_zero_maps():
