@@ -417,6 +417,8 @@ def test_cli_audit_errors_are_one_line(tmp_path, capsys):
         (["audit", str(tmp_path / "maps.zarr"), "--labels", str(tmp_path / "junk.npy")],
          "cannot read --labels"),
         (["audit", str(tmp_path / "maps.zarr"), "--clusters", "0"], "expected a positive integer"),
+        (["audit", str(tmp_path / "maps.zarr"), "--masks", str(tmp_path / "masks.npy"), "--boxes",
+          str(tmp_path / "masks.npy")], "Pass `masks` or `boxes`, not both"),
     ]
     for argv, text in cases:
         assert cli.main(argv) == 2
@@ -439,3 +441,22 @@ def test_shortcut_demo_finds_the_planted_mark(tmp_path):
     assert summary["corner_named"] and summary["region"] == "top-left" and "top-left" in summary["finding"]
     assert summary["accuracy"]["marked"] == 1.0 and summary["marked_held_out"] == 25
     assert (tmp_path / "report" / "index.html").is_file() and (tmp_path / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("layout", [1, 3])
+def test_report_for_signals_and_volumes(layout, tmp_path):
+    size = 48 if layout == 1 else 12
+    maps, labels, masks, planted = planted_maps(n=90, size=size, layout=layout, seed=8)
+    inputs = np.random.default_rng(0).random(maps.shape + (1,)).astype(np.float32)
+    for images, name in ((None, "alone"), (inputs, "over")):
+        out = tmp_path / name
+        report = kc.audit(maps, labels, masks=masks, images=images, embedding="spectral", out=str(out))
+        page = (out / "index.html").read_text()
+        pictures = re.findall(r'src="([^"]+\.png)"', page)
+        assert len(pictures) == 1 + 3 * 3 and all((out / p).is_file() for p in pictures)
+        gallery = kc.visualize.read_image(str(out / "class_0_clusters.png"))
+        assert gallery.std() > 0.05
+        overlays = re.findall(r'href="(overlays/\d+\.png)"', page)
+        assert overlays and all((out / o).is_file() for o in overlays)
+        precision, recall = precision_recall(report.findings[0], planted)
+        assert precision >= 0.9 and recall >= 0.9

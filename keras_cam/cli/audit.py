@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int (N,) class of each map, a .npy file (default: the store's targets)")
     parser.add_argument("--masks", default=None, metavar="MASKS.npy",
                         help="bool (N, *map) object masks at the maps' size, a .npy file (optional)")
+    parser.add_argument("--boxes", default=None, metavar="BOXES.npy",
+                        help="(N, 4) object boxes (x0, y0, x1, y1) in map pixels, a .npy file, instead of masks")
     parser.add_argument("--clusters", type=_clusters, default="auto",
                         help="clusters per class: auto (eigengap, default) or a number")
     parser.add_argument("--embedding", choices=("auto", "tsne", "umap", "spectral", "none"), default="auto",
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     labels = _load(args.labels, "--labels") if args.labels else None
     masks = _load(args.masks, "--masks") if args.masks else None
-    report = audit(store, labels=labels, masks=masks, classes=classes, clusters=args.clusters,
+    boxes = _load(args.boxes, "--boxes") if args.boxes else None
+    report = audit(store, labels=labels, masks=masks, boxes=boxes, classes=classes, clusters=args.clusters,
                    embedding=None if args.embedding == "none" else args.embedding, seed=args.seed)
     path = report.save(args.out)
     print(f"{len(report.labels)} maps, {len(report.classes)} classes, {len(report.findings)} finding(s)")
