@@ -68,6 +68,8 @@ _EXPORTS = {
     # whole datasets
     "explain_dataset": "keras_cam.streaming",
     "open_store": "keras_cam.store",
+    # what a model relies on, over a whole dataset
+    "audit": "keras_cam.audit",
     # the cache of compiled functions
     "clear_cache": "keras_cam._batching",
     "set_cache_size": "keras_cam._batching",

@@ -102,7 +102,7 @@ def test_version(capsys):
 def test_each_command_is_declared_once_in_the_registry(capsys):
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
-    assert list(subparsers.choices) == list(cli.COMMANDS) == ["explain", "filters", "demo"]
+    assert list(subparsers.choices) == list(cli.COMMANDS) == ["explain", "filters", "demo", "audit"]
     helps = {a.dest: a.help for a in subparsers._choices_actions}
     for name, command in cli.COMMANDS.items():
         assert subparsers.choices[name].description == command.description
@@ -159,7 +159,7 @@ def test_cli_help_exits_zero(capsys):
     for argv in (["--help"], ["demo", "--help"]):
         assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "--epochs" in out and "--no-compare" in out and "{shapes,signals,volumes}" in out
+    assert "--epochs" in out and "--no-compare" in out and "{shapes,signals,volumes,shortcut}" in out
 
 
 def test_cli_usage_errors_exit_two_with_one_line(capsys):

@@ -13,6 +13,7 @@ import traceback
 from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 from keras_cam.cli import _common, demo, explain, filters  # noqa: F401  (_common: cli._common for tests)
+from keras_cam.cli import audit
 from keras_cam.cli._common import INTERNAL_ERROR, PROG, USER_ERRORS, native_stderr_captured, one_line
 
 __all__ = ["COMMANDS", "INTERNAL_ERROR", "PROG", "build_parser", "main"]
@@ -41,6 +42,7 @@ COMMANDS: Dict[str, Command] = {
     module.__name__.rsplit(".", 1)[-1]: Command(module.HELP, module.DESCRIPTION, module.add_arguments, module.run)
     for module in (explain, filters, demo)
 }
+COMMANDS["audit"] = Command(audit.HELP, audit.DESCRIPTION, audit.add_arguments, audit.run)
 
 
 def build_parser(with_arguments: bool = True) -> argparse.ArgumentParser:

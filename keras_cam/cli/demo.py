@@ -14,15 +14,18 @@ DESCRIPTION = (
     "held-out images after every epoch (snapshots/, with evolution.png/.gif), overlays per class, correct"
     " and wrong predictions and a comparison of every explainer (methods.md, methods.png). --data "
     "signals: a Conv1D network on make_signals; --data volumes: a Conv3D network on make_volumes "
-    "(snapshots/ and class_<name>.png). Needs no download; a minute or two on 2 CPU cores."
+    "(snapshots/ and class_<name>.png). --data shortcut: the shapes CNN trained with a corner mark on most "
+    "circle images; its held-out maps are audited (report/index.html) and the named cluster is scored "
+    "against the marked images. Needs no download; a minute or two on 2 CPU cores."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from keras_cam.demo import DEFAULT_EPOCHS, LAYOUT_DATA
 
-    parser.add_argument("--data", choices=("shapes",) + LAYOUT_DATA, default="shapes",
-                        help="what is learnt: shapes (images, default), signals (1-D), volumes (3-D)")
+    parser.add_argument("--data", choices=("shapes",) + LAYOUT_DATA + ("shortcut",), default="shapes",
+                        help="what is learnt: shapes (images, default), signals (1-D), volumes (3-D); "
+                             "shortcut: shapes with a planted corner mark, found by kc.audit")
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"training epochs (default: {DEFAULT_EPOCHS} for shapes, else 8)")
@@ -32,11 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from keras_cam.demo import DEFAULT_EPOCHS, run_demo, run_layout_demo
+    from keras_cam.demo import DEFAULT_EPOCHS, run_demo, run_layout_demo, run_shortcut_demo
 
     # A progress bar on a terminal; one line per epoch when the output goes to a file or a pipe.
     verbose = 1 if sys.stdout.isatty() else 2
-    if args.data == "shapes":
+    if args.data == "shortcut":
+        run_shortcut_demo(out_dir=args.out, epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed,
+                          verbose=verbose)
+    elif args.data == "shapes":
         run_demo(out_dir=args.out, epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed,
                  compare=not args.no_compare, verbose=verbose)
     else:

@@ -15,7 +15,7 @@ The argument checks at the top are shared by the signal and volume generators of
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -211,7 +211,8 @@ def make_shapes(
     distractors: int = 4,
     rotation: float = 0.0,
     return_boxes: bool = False,
-) -> Union[Tuple[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    shortcut: Optional[Dict[str, Any]] = None,
+) -> Tuple[np.ndarray, ...]:
     """Generates `n` images, each with one shape of a class on a cluttered background, and its mask.
 
     The object covers 8-18 % of the image whatever its class, so the pointing game's chance level is about
@@ -231,12 +232,20 @@ def make_shapes(
             in a few epochs; 180 allows any orientation, a much harder task.
         return_boxes: also return each object's bounding box, e.g. to score
             `keras_cam.metrics.localization_accuracy`.
+        shortcut: plant a known shortcut, the ground truth of `kc.audit`: a dict
+            `dict(class_index=0, share=0.8, corner="top-left", size=None)`. A small black-and-white
+            checkerboard mark (`size` pixels a side, default `max(4, size // 10)`, 1 pixel from the edges)
+            is painted in `corner` ("top-left", "top-right", "bottom-left", "bottom-right") on
+            `round(share * count)` of the `count` images of class `class_index`, chosen at random; the
+            other images carry no mark. Everything else is drawn as without it (the mark's choices use
+            their own generator), except that mask pixels under the mark are cleared.
 
     Returns:
         A tuple `(images, labels, masks)`: float32 `(n, size, size, 3)` RGB in [0, 1], int64 `(n,)` class
         indices, and bool `(n, size, size)` marking the object's pixels. With `return_boxes=True`,
         `(images, labels, masks, boxes)`, boxes being int64 `(n, 4)` rows `(x0, y0, x1, y1)`, half-open and
         tight: `masks[i, y0:y1, x0:x1]` holds every pixel of object `i`, and each edge of the box touches it.
+        With `shortcut`, one more array comes last: bool `(n,)` `marked`, the images that carry the mark.
 
     Example:
 
@@ -248,10 +257,15 @@ def make_shapes(
     >>> x0, y0, x1, y1 = boxes[0]
     >>> int(masks[0, y0:y1, x0:x1].sum()) == int(masks[0].sum())
     True
+    >>> images, labels, masks, marked = make_shapes(
+    ...     30, size=48, seed=0, shortcut=dict(class_index=0, share=0.5))
+    >>> int(marked.sum()), bool((labels[marked] == 0).all())
+    (5, True)
     """
     n, size, classes = _check(n, size, seed, classes, clutter, distractors, rotation)
     if not isinstance(return_boxes, (bool, np.bool_)):
         raise ValueError(f"`return_boxes` must be True or False, got {return_boxes!r}.")
+    mark = None if shortcut is None else _check_shortcut(shortcut, len(classes), size)
     rng = np.random.default_rng(seed)
     labels = _balanced_labels(rng, n, len(classes))
     images = np.empty((n, size, size, 3), np.float32)
@@ -263,9 +277,57 @@ def make_shapes(
         _paint(rng, img, mask)  # painted last, so every mask pixel shows the object
         images[i] = np.clip(img, 0.0, 1.0)
         masks[i] = mask
-    if return_boxes:
-        return images, labels, masks, _mask_boxes(masks)
-    return images, labels, masks
+    out = (images, labels, masks) + ((_mask_boxes(masks),) if return_boxes else ())
+    if mark is None:
+        return out
+    return out + (_plant(images, labels, masks, seed, **mark),)
+
+
+_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def _check_shortcut(shortcut: object, num_classes: int, size: int) -> Dict[str, Any]:
+    """`make_shapes`'s `shortcut` dict, validated, with its defaults filled in."""
+    keys = ("class_index", "share", "corner", "size")
+    if not isinstance(shortcut, dict) or set(shortcut) - set(keys):
+        raise ValueError("`shortcut` must be a dict with keys among " + ", ".join(keys) + ", e.g. "
+                         f"dict(class_index=0, share=0.8); got {shortcut!r}.")
+    index = shortcut.get("class_index", 0)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < num_classes:
+        raise ValueError(f"`shortcut['class_index']` must be a class index in 0..{num_classes - 1}, "
+                         f"got {index!r}.")
+    share = shortcut.get("share", 0.8)
+    if isinstance(share, bool) or not isinstance(share, (int, float, np.number)) or not 0 <= share <= 1:
+        raise ValueError(f"`shortcut['share']` must be a number in [0, 1] (the share of class "
+                         f"{index}'s images that carry the mark), got {share!r}.")
+    corner = shortcut.get("corner", "top-left")
+    if corner not in _CORNERS:
+        raise ValueError(f"`shortcut['corner']` must be one of {', '.join(_CORNERS)}, got {corner!r}.")
+    side = shortcut.get("size")
+    side = max(4, size // 10) if side is None else side
+    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or not 2 <= side <= size // 3:
+        raise ValueError(f"`shortcut['size']` must be an integer in 2..{size // 3} (pixels), got {side!r}.")
+    return dict(class_index=int(index), share=float(share), corner=corner, side=int(side))
+
+
+def _plant(images: np.ndarray, labels: np.ndarray, masks: np.ndarray, seed: int, class_index: int,
+           share: float, corner: str, side: int) -> np.ndarray:
+    """Paints the mark on a share of one class's images (in place, on the arrays just made); returns
+    `marked`. Its own generator: the images are otherwise those drawn without a shortcut."""
+    rng = np.random.default_rng([seed, 0x5C])
+    members = np.flatnonzero(labels == class_index)
+    chosen = rng.choice(members, size=int(round(share * members.size)), replace=False)
+    size = images.shape[1]
+    y0 = 1 if corner.startswith("top") else size - 1 - side
+    x0 = 1 if corner.endswith("left") else size - 1 - side
+    # A black-and-white checkerboard of side // 4 pixel cells: a pattern no background, distractor or
+    # object has.
+    cells = ((np.arange(side)[:, None] // max(1, side // 4)) + (np.arange(side)[None, :] // max(1, side // 4))) % 2
+    images[chosen, y0:y0 + side, x0:x0 + side, :] = cells[None, :, :, None].astype(np.float32)
+    masks[chosen, y0:y0 + side, x0:x0 + side] = False
+    marked = np.zeros(len(labels), bool)
+    marked[chosen] = True
+    return marked
 
 
 def _mask_boxes(masks: np.ndarray) -> np.ndarray:
