@@ -10,7 +10,7 @@ Two measurements of what docs/architecture.md ("Dataset audit") promises, each i
   own memory (peak minus a process that imported everything and audited 60 tiny maps), and how much memory
   each further map costs. The planted shortcut's precision and recall are checked too. Target: each map
   costs at most half of its float32 size (the maps are never held, only their small copies).
-- **scaling** (`--parts scaling`): the clustering of one class (`keras_cam.audit.clustering.spectral_clusters`
+- **scaling** (`--parts scaling`): the clustering of one class (`keras_cam.auditing.clustering.spectral_clusters`
   on 32x32 small maps: PCA, sparse kNN graph, `eigsh`, k-means) for N = 1,000 to `--max-n` maps, doubling.
   Reported: seconds and seconds per 1,000 maps, each step's cost ratio against a linear growth
   (time(2N) / (2 time(N)), noisy on a shared machine) and the exponent b of a fit time ~ N^b over all sizes.
@@ -146,7 +146,7 @@ def bench_store(args, log: Report) -> None:
 
 
 def bench_scaling(args, log: Report) -> None:
-    from keras_cam.audit import clustering, statistics as stats
+    from keras_cam.auditing import clustering, statistics as stats
 
     sizes, n = [], 1000
     while n <= args.max_n:

@@ -69,7 +69,7 @@ _EXPORTS = {
     "explain_dataset": "keras_cam.streaming",
     "open_store": "keras_cam.store",
     # what a model relies on, over a whole dataset
-    "audit": "keras_cam.audit",
+    "audit": "keras_cam.auditing",
     # the cache of compiled functions
     "clear_cache": "keras_cam._batching",
     "set_cache_size": "keras_cam._batching",

@@ -50,8 +50,8 @@ def _load(path: str, what: str):
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from keras_cam.audit import audit
-        from keras_cam.audit.clustering import _sklearn
+        from keras_cam.auditing import audit
+        from keras_cam.auditing.clustering import _sklearn
         from keras_cam.store import open_store
 
         _sklearn()

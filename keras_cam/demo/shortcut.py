@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from keras_cam import datasets
-from keras_cam.audit import audit
+from keras_cam.auditing import audit
 from keras_cam.demo.shapes import CLASSES, DEFAULT_EPOCHS, build_demo_model, check_demo_args, train_demo_model, \
     write_summary
 from keras_cam.explainers import CAM

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from keras_cam.audit import clustering, statistics
-from keras_cam.audit.findings import cluster_findings, merge_strategies, rank
+from keras_cam.auditing import clustering, statistics
+from keras_cam.auditing.findings import cluster_findings, merge_strategies, rank
 
 __all__ = ["AuditReport", "audit"]
 
@@ -182,7 +182,7 @@ class AuditReport:
         Returns:
             The path of `index.html`.
         """
-        from keras_cam.audit.html import write_report
+        from keras_cam.auditing.html import write_report
 
         return write_report(self, out_dir, images if images is not None else self._images)
 

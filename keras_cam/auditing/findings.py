@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from keras_cam.audit.statistics import ChunkStatistics, region_extent, region_names
+from keras_cam.auditing.statistics import ChunkStatistics, region_extent, region_names
 
 #: Clusters smaller than this share of their class, or than MIN_IMAGES images, are not findings.
 MIN_SHARE = 0.02
@@ -49,7 +49,7 @@ def fixed_spot(peaks: np.ndarray, spatial: Sequence[int]) -> Optional[np.ndarray
 
 
 def _region_of(spot: np.ndarray, spatial: Sequence[int]) -> int:
-    from keras_cam.audit.statistics import thirds
+    from keras_cam.auditing.statistics import thirds
 
     digits = [int(np.searchsorted(thirds(n), v, side="right")) - 1 for v, n in zip(spot, spatial)]
     return int(np.ravel_multi_index(digits, (3,) * len(spatial)))
@@ -74,7 +74,7 @@ def merge_strategies(stats: ChunkStatistics, members: np.ndarray, clusters: np.n
     strategy ("energy in the top-left corner"), so they are reported, and numbered, as one cluster
     (CoRelAy's SpRAy keeps them apart; docs/architecture.md, "Dataset audit").
     """
-    from keras_cam.audit.clustering import by_size
+    from keras_cam.auditing.clustering import by_size
 
     if clusters.max(initial=0) < 1:
         return clusters
