@@ -24,7 +24,7 @@ from keras_cam.activation_maximization.parameterization import (COLOR_BASIS, Fou
 from keras_cam.activation_maximization.transforms import DEFAULT_TRANSFORMS, resample, sample_matrix
 from keras_cam.feature_extraction import feature_maps
 from keras_cam.visualize import deprocess_image
-from tests.conftest import classifier, conv, numpy_weights, random_images
+from tests.models import classifier, conv, numpy_weights, random_images
 
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # responds to vertical edges
 PIXEL = {"param": "pixel", "transforms": ()}  # the ascent before the Fourier default

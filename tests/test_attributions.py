@@ -15,9 +15,8 @@ import pytest
 import keras_cam as kc
 from keras_cam.explainers.attribution import IntegratedGradients, Saliency, SmoothGrad
 from keras_cam.explainers.guided import GuidedBackprop, GuidedGradCAM
-from tests.conftest import numpy_weights
-from tests.test_layouts import inputs as layout_inputs, model as layout_model, weights as layout_weights
 from tests.helpers import requires_channels_first_conv
+from tests.models import layout_inputs, layout_model, layout_weights, numpy_weights
 
 METHODS = {"saliency": Saliency, "smoothgrad": SmoothGrad, "integrated-gradients": IntegratedGradients,
            "guided-backprop": GuidedBackprop, "guided-gradcam": GuidedGradCAM}

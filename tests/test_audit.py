@@ -211,7 +211,7 @@ def test_store_read_chunk_by_chunk_equals_arrays(tmp_path, monkeypatch):
 @pytest.mark.backends
 def test_explain_dataset_store_to_audit(tmp_path):
     pytest.importorskip("zarr")
-    from tests.conftest import random_images, tiny_cam_model
+    from tests.models import random_images, tiny_cam_model
 
     model = tiny_cam_model((16, 16, 3))
     x = random_images(24, 16)

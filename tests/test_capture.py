@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_cam import capture
-from tests.conftest import random_images
+from tests.models import random_images
 
 
 def nested_model():

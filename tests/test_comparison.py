@@ -1,45 +1,16 @@
 """compare_methods on a hand-built model whose evidence is known: a bright square is class 1."""
-import keras
 import numpy as np
 import pytest
 
 import keras_cam as kc
 from keras_cam.comparison import METRICS, RANDOM, REFERENCE_METHODS
-
-
-def _bright_square_model(head: bool = True) -> keras.Model:
-    # Channel 0 fires on bright pixels only (sum of RGB above 1.5), channel 1 is dead; class 1's logit grows
-    # with their share, class 0's falls. Every method's map of class 1 should peak on the bright square, and
-    # a blurred or blacked-out square (the insertion / deletion baselines) no longer fires.
-    keras.utils.set_random_seed(0)
-    top = [kc.CAMHead(2, name="cam_head")] if head else [keras.layers.GlobalAveragePooling2D(),
-                                                          keras.layers.Dense(2, activation="softmax")]
-    model = keras.Sequential([keras.Input((16, 16, 3)),
-                              keras.layers.Conv2D(2, 1, activation="relu", name="bright")] + top)
-    kernel = np.zeros((1, 1, 3, 2), np.float32)
-    kernel[..., 0] = 1.0
-    model.get_layer("bright").set_weights([kernel, np.array([-1.5, 0.0], np.float32)])
-    dense = model.layers[-1].dense if head else model.layers[-1]
-    # One square (16 of 256 pixels at 1.5): mean activation 0.094, logits (-3, +3); without it (+3, -3).
-    dense.set_weights([np.array([[-64.0, 64.0], [0.0, 0.0]], np.float32), np.array([3.0, -3.0], np.float32)])
-    return model
-
-
-def _squares(n: int = 12):
-    rng = np.random.default_rng(0)
-    images = rng.uniform(0.0, 0.1, (n, 16, 16, 3)).astype(np.float32)
-    masks = np.zeros((n, 16, 16), bool)
-    for i in range(n):
-        r, c = rng.integers(0, 12, 2)
-        images[i, r:r + 4, c:c + 4] = 1.0
-        masks[i, r:r + 4, c:c + 4] = True
-    return images, masks
+from tests.models import bright_square_model, squares
 
 
 @pytest.mark.backends
 def test_every_method_localizes_and_beats_random():
-    model = _bright_square_model()
-    images, masks = _squares()
+    model = bright_square_model()
+    images, masks = squares()
     before = images.copy()
     result = kc.compare_methods(model, images, targets=1, masks=masks, steps=8)
     rows = {row["method"]: row for row in result.rows}
@@ -61,8 +32,8 @@ def test_every_method_localizes_and_beats_random():
 
 
 def test_markdown_table_and_predicted_targets():
-    model = _bright_square_model()
-    images, _ = _squares(4)
+    model = bright_square_model()
+    images, _ = squares(4)
     result = kc.compare_methods(model, images, methods=["gradcam", "eigencam"], steps=4,
                                         reference=False)
     assert result.targets.tolist() == [1, 1, 1, 1]  # None: the predicted class, bright squares are class 1
@@ -72,8 +43,8 @@ def test_markdown_table_and_predicted_targets():
 
 
 def test_methods_that_do_not_apply_are_skipped_unless_named():
-    model = _bright_square_model(head=False)
-    images, masks = _squares(4)
+    model = bright_square_model(head=False)
+    images, masks = squares(4)
     result = kc.compare_methods(model, images, targets=1, masks=masks,
                                         methods=None, steps=2, reference=False)
     assert "cam" in result.skipped and "CAMHead" in result.skipped["cam"]
@@ -83,8 +54,8 @@ def test_methods_that_do_not_apply_are_skipped_unless_named():
 
 
 def test_bad_input_gets_one_clear_error():
-    model = _bright_square_model()
-    images, masks = _squares(4)
+    model = bright_square_model()
+    images, masks = squares(4)
     with pytest.raises(ValueError, match="Unknown method 'gradkam'"):
         kc.compare_methods(model, images, methods=["gradkam"])
     with pytest.raises(ValueError, match="`masks` must have shape"):
@@ -97,8 +68,8 @@ def test_bad_input_gets_one_clear_error():
 
 @pytest.mark.backends
 def test_every_metric_agrees_with_its_own_function():
-    model = _bright_square_model()
-    images, masks = _squares(4)
+    model = bright_square_model()
+    images, masks = squares(4)
     result = kc.compare_methods(model, images, targets=1, masks=masks, methods=["gradcam", "eigencam"],
                                 steps=4, metrics=METRICS, sanity_images=3)
     rows = {row["method"]: row for row in result.rows}
@@ -121,8 +92,8 @@ def test_every_metric_agrees_with_its_own_function():
 
 
 def test_metrics_can_be_picked_and_unknown_ones_are_refused():
-    model = _bright_square_model()
-    images, masks = _squares(2)
+    model = bright_square_model()
+    images, masks = squares(2)
     result = kc.compare_methods(model, images, targets=1, masks=masks, methods=["gradcam"], reference=False,
                                 metrics=["deletion_auc"])
     row = result.rows[0]

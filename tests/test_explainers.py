@@ -9,6 +9,8 @@ import pytest
 import keras_cam as kc
 from keras_cam.capture import iter_layers
 from tests import oracles
+from tests.models import (assert_unchanged, conv_layers, fixed_weights, functional_model, images, model_snapshot,
+                          sequential_model, set_fixed, subclassed_model)
 
 BACKEND = keras.backend.backend()
 GRADIENT_METHODS = {
@@ -18,88 +20,6 @@ GRADIENT_METHODS = {
     "xgradcam": oracles.xgradcam,
     "layercam": oracles.layercam,
 }
-
-
-def fixed_weights(seed=0, c1=4, c2=5, k=3):
-    rng = np.random.default_rng(seed)
-    return dict(
-        k1=rng.normal(size=(3, 3, 3, c1)).astype("float32") * 0.5,
-        b1=rng.normal(size=(c1,)).astype("float32") * 0.1,
-        k2=rng.normal(size=(3, 3, c1, c2)).astype("float32") * 0.5,
-        b2=rng.normal(size=(c2,)).astype("float32") * 0.1,
-        w=rng.normal(size=(c2, k)).astype("float32"),
-        b=rng.normal(size=(k,)).astype("float32") * 0.1,
-    )
-
-
-def conv_layers(wts, activation="softmax"):
-    c1, c2, k = wts["k1"].shape[-1], wts["k2"].shape[-1], wts["w"].shape[-1]
-    return [
-        keras.layers.Conv2D(c1, 3, padding="same", activation="relu", name="conv1"),
-        keras.layers.Conv2D(c2, 3, padding="same", activation="relu", name="conv2"),
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(k, activation=activation, name="head"),
-    ]
-
-
-def set_fixed(layers, wts):
-    layers[0].set_weights([wts["k1"], wts["b1"]])
-    layers[1].set_weights([wts["k2"], wts["b2"]])
-    layers[3].set_weights([wts["w"], wts["b"]])
-
-
-def functional_model(wts, size=10, activation="softmax"):
-    layers = conv_layers(wts, activation)
-    inp = keras.Input((size, size, 3))
-    x = inp
-    for layer in layers:
-        x = layer(x)
-    model = keras.Model(inp, x, name="functional")
-    set_fixed(layers, wts)
-    return model
-
-
-def sequential_model(wts, size=10):
-    layers = conv_layers(wts)
-    model = keras.Sequential([keras.Input((size, size, 3))] + layers, name="sequential")
-    set_fixed(layers, wts)
-    return model
-
-
-class TwoConv(keras.Model):
-    def __init__(self, wts, **kwargs):
-        super().__init__(**kwargs)
-        self.conv1, self.conv2, self.gap, self.head = conv_layers(wts)
-
-    def call(self, x):
-        return self.head(self.gap(self.conv2(self.conv1(x))))
-
-
-def subclassed_model(wts, size=10):
-    model = TwoConv(wts, name="subclassed")
-    model(np.zeros((1, size, size, 3), "float32"))
-    set_fixed([model.conv1, model.conv2, model.gap, model.head], wts)
-    return model
-
-
-def images(n=4, size=10, seed=1):
-    return np.random.default_rng(seed).random((n, size, size, 3)).astype("float32")
-
-
-def model_snapshot(model):
-    state = {}
-    for ref in iter_layers(model):
-        state[ref.path] = (sorted(ref.layer.__dict__), getattr(ref.layer, "activation", None))
-    weights = [np.array(w) for w in model.get_weights()]
-    return state, weights
-
-
-def assert_unchanged(model, snapshot):
-    state, weights = model_snapshot(model)
-    assert state == snapshot[0]
-    for a, b in zip(weights, snapshot[1]):
-        np.testing.assert_array_equal(a, b)
-    assert not any("call" in ref.layer.__dict__ for ref in iter_layers(model)), "a call hook was left behind"
 
 
 # ---------------------------------------------------------------------------------------------- numpy oracle

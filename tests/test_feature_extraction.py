@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from keras_cam.feature_extraction import FeatureMapExtractor, feature_maps
-from tests.conftest import classifier, numpy_weights, random_images
 from tests.helpers import requires_channels_first_conv
+from tests.models import classifier, numpy_weights, random_images
 
 
 @pytest.mark.backends

@@ -6,7 +6,7 @@ import pytest
 
 import keras_cam as kc
 from keras_cam.layers import find_cam_head
-from tests.conftest import random_images, tiny_backbone, tiny_cam_model
+from tests.models import random_images, tiny_backbone, tiny_cam_model
 
 
 def np_softmax(z):

@@ -10,51 +10,10 @@ import pytest
 import keras_cam as kc
 from tests import oracles
 from tests.helpers import requires_channels_first_conv
+from tests.models import LAYOUT_SIZE as SIZE
+from tests.models import layout_inputs as inputs, layout_model as model, layout_weights as weights
 
-CONV = {1: keras.layers.Conv1D, 2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
-POOL = {1: keras.layers.MaxPooling1D, 2: keras.layers.MaxPooling2D, 3: keras.layers.MaxPooling3D}
-GAP = {1: keras.layers.GlobalAveragePooling1D, 2: keras.layers.GlobalAveragePooling2D,
-       3: keras.layers.GlobalAveragePooling3D}
-SIZE = {1: 12, 2: 8, 3: 6}
 METHODS = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam", "cam"]
-
-
-def weights(rank, seed=0, c1=4, c2=5, k=3):
-    rng = np.random.default_rng(seed)
-    kernel = (3,) * rank
-    return dict(k1=rng.normal(size=kernel + (2, c1)).astype("float32") * 0.5,
-                b1=rng.normal(size=(c1,)).astype("float32") * 0.1,
-                k2=rng.normal(size=kernel + (c1, c2)).astype("float32") * 0.5,
-                b2=rng.normal(size=(c2,)).astype("float32") * 0.1,
-                w=rng.normal(size=(c2, k)).astype("float32"),
-                b=rng.normal(size=(k,)).astype("float32") * 0.1)
-
-
-def model(rank, wts, data_format="channels_last", pool=False, head="camhead"):
-    """conv1 -> [pool] -> conv2 -> CAMHead (or GAP + Dense), in the given layout, with fixed weights."""
-    size = SIZE[rank]
-    first = (data_format or keras.config.image_data_format()) == "channels_first"
-    shape = (2,) + (size,) * rank if first else (size,) * rank + (2,)
-    conv1 = CONV[rank](wts["k1"].shape[-1], 3, padding="same", activation="relu", data_format=data_format,
-                       name="conv1")
-    conv2 = CONV[rank](wts["k2"].shape[-1], 3, padding="same", activation="relu", data_format=data_format,
-                       name="conv2")
-    layers = [keras.Input(shape), conv1] + ([POOL[rank](data_format=data_format)] if pool else []) + [conv2]
-    if head == "camhead":
-        top = kc.CAMHead(wts["w"].shape[-1], data_format=data_format, name="head")
-        layers.append(top)
-    else:
-        top = keras.layers.Dense(wts["w"].shape[-1], activation="softmax", name="head")
-        layers += [GAP[rank](data_format=data_format), top]
-    net = keras.Sequential(layers)
-    conv1.set_weights([wts["k1"], wts["b1"]])
-    conv2.set_weights([wts["k2"], wts["b2"]])
-    (top.dense if head == "camhead" else top).set_weights([wts["w"], wts["b"]])
-    return net
-
-
-def inputs(rank, n=3, seed=1):
-    return np.random.default_rng(seed).random((n,) + (SIZE[rank],) * rank + (2,)).astype("float32")
 
 
 @pytest.mark.backends

@@ -9,11 +9,9 @@ import pytest
 
 import keras_cam as kc
 from tests import oracles
-from tests.test_explainers import fixed_weights, functional_model, images
-from tests.test_layouts import SIZE, inputs
-from tests.test_layouts import model as layout_model
-from tests.test_layouts import weights as layout_weights
 from tests.helpers import requires_channels_first_conv
+from tests.models import LAYOUT_SIZE as SIZE, layout_inputs as inputs
+from tests.models import fixed_weights, functional_model, images, layout_model, layout_weights
 
 NEW_METHODS = ["gradcam-elementwise", "finercam", "eigengradcam", "kpcacam", "fem", "randomcam"]
 TARGETS = np.array([0, 1, 2, 1])

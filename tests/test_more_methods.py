@@ -13,9 +13,9 @@ import pytest
 import keras_cam as kc
 from keras_cam.explainers.ablation import AblationCAM
 from tests import oracles
-from tests.test_explainers import assert_unchanged, fixed_weights, functional_model, images, model_snapshot
-from tests.test_layouts import inputs as layout_inputs, model as layout_model, weights as layout_weights
 from tests.helpers import requires_channels_first_conv
+from tests.models import (assert_unchanged, fixed_weights, functional_model, images, layout_inputs, layout_model,
+                          layout_weights, model_snapshot, subclassed_model)
 
 TARGETS = np.array([0, 1, 2, 1])
 
@@ -258,7 +258,6 @@ def test_the_model_is_unchanged_after_an_error_and_callable_targets_work():
 
 @pytest.mark.backends
 def test_a_subclassed_model_gives_the_functional_maps():
-    from tests.test_explainers import subclassed_model
 
     wts = fixed_weights()
     x = images()

@@ -3,7 +3,6 @@ any option never share a compiled function (a method's options are declared once
 import inspect
 
 import keras
-import numpy as np
 import pytest
 
 import keras_cam as kc

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_cam as kc
-from tests.conftest import tiny_cam_model
+from tests.models import tiny_cam_model
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")

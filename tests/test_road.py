@@ -8,7 +8,7 @@ import pytest
 import keras_cam as kc
 from keras_cam._resample import resize_linear
 from keras_cam.road import noisy_linear_imputation
-from tests.test_comparison import _bright_square_model, _squares
+from tests.models import bright_square_model, squares
 
 
 def _outputs(model, x):
@@ -79,8 +79,8 @@ def test_imputation_in_1d_and_3d():
 
 @pytest.mark.backends
 def test_road_morf_falls_faster_than_lerf_and_scores_are_the_models():
-    model = _bright_square_model()
-    images, masks = _squares(4)
+    model = bright_square_model()
+    images, masks = squares(4)
     before = images.copy()
     evidence = masks + 0.01 * np.random.default_rng(1).random(masks.shape)  # the square ranked first
     result = kc.metrics.road(model, images, evidence, targets=1, percentiles=(10, 50, 90))
@@ -147,8 +147,8 @@ def test_average_drop_and_increase_in_confidence_against_numpy(activation):
 
 
 def test_bad_input_gets_one_clear_error():
-    model = _bright_square_model()
-    images, masks = _squares(2)
+    model = bright_square_model()
+    images, masks = squares(2)
     with pytest.raises(ValueError, match="`heatmaps` must have shape"):
         kc.metrics.road(model, images, masks[0])
     with pytest.raises(ValueError, match="`heatmaps` must have shape"):

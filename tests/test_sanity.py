@@ -7,7 +7,7 @@ import pytest
 
 import keras_cam as kc
 from keras_cam.sanity import randomized_copy, spearman
-from tests.conftest import conv, numpy_weights, random_images
+from tests.models import conv, numpy_weights, random_images
 
 
 def test_spearman_against_hand_worked_ranks():

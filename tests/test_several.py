@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import keras_cam as kc
-from tests.test_explainers import fixed_weights, functional_model, images
+from tests.models import fixed_weights, functional_model, images
 
 METHODS = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam"]
 

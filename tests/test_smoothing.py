@@ -4,7 +4,7 @@ import pytest
 
 import keras_cam as kc
 from tests import oracles
-from tests.test_explainers import fixed_weights, functional_model, images
+from tests.models import fixed_weights, functional_model, images
 
 TARGETS = np.array([0, 1, 2, 1])
 

@@ -10,7 +10,7 @@ import pytest
 
 import keras_cam as kc
 from keras_cam import store as kc_store
-from tests.conftest import random_images, tiny_cam_model
+from tests.models import random_images, tiny_cam_model
 
 zarr = pytest.importorskip("zarr")
 

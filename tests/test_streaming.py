@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_cam as kc
-from tests.conftest import random_images, tiny_cam_model
+from tests.models import random_images, tiny_cam_model
 
 pytest.importorskip("zarr")
 

@@ -10,7 +10,7 @@ import keras_cam as kc
 from keras_cam import visualize
 from keras_cam.visualize import feature_map_grid, kernel_grid, overlay_signal, volume_montage
 from keras_cam._resample import resize_linear
-from tests.conftest import classifier
+from tests.models import classifier
 
 SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], np.float32)  # responds to vertical edges
 
