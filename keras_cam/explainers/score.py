@@ -58,7 +58,7 @@ class ScoreCAM(ChannelPerturbationCAM):
                    targets if callable(targets) else np.shape(targets)[1:])
             masked = self._compiled(key, lambda owner: self._masked_graph(
                 owner, inputs.structure, size, self._input_layout.channels_first, targets))
-            weights[i, ..., chosen] = self._channel_weights(masked, inputs.rows(slice(i, i + 1)),
+            weights[i][..., chosen] = self._channel_weights(masked, inputs.rows(slice(i, i + 1)),
                                                             acts[i][..., chosen], idx[i], chunk)
         return weights
 
