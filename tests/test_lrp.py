@@ -421,3 +421,17 @@ def test_errors_name_the_problem_and_leave_the_model_unchanged():
     assert all("call" not in layer.__dict__ for layer in model.layers)
     assert [layer.__dict__.get("activation") for layer in model.layers] == activations
     assert kc.get_explainer("lrp", model, rules={"custom": kc.lrp.Pass()}).__class__ is kc.LRP
+
+
+def test_signed_overlay_is_red_positive_blue_negative_and_transparent_at_zero():
+    image = np.full((4, 4, 3), 0.5, np.float32)
+    relevance = np.array([[2.0, -2.0, 0.0, 1.0]] * 4, np.float32)
+    picture = kc.overlay(image, relevance, alpha=1.0, colormap="bwr", signed=True)
+    assert picture[0].tolist() == [[255, 0, 0], [0, 0, 255], [128, 128, 128], [192, 128, 128]]
+    half = kc.overlay(image, relevance, alpha=0.5, colormap="bwr", signed=True)
+    assert half[0, 0].tolist() == [192, 64, 64] and half[0, 2].tolist() == [128, 128, 128]
+    # Unsigned "bwr": 0 blue, 0.5 white, 1 red, blended with the usual alpha.
+    ramp = kc.overlay(np.zeros((1, 3, 3), np.float32), np.array([[0.0, 0.5, 1.0]], np.float32), alpha=1.0,
+                      colormap="bwr")
+    assert np.abs(ramp[0].astype(int) - [[0, 0, 255], [255, 255, 255], [255, 0, 0]]).max() <= 1
+    assert "bwr" in kc.visualize.colormap_names()
