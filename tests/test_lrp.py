@@ -2,6 +2,7 @@
 conservation; LRP-0 = gradient x input on every linear layer type; the canonizer; layouts; the composites
 against zennit on a pure-PyTorch twin; errors; the model left as it was."""
 import sys
+import textwrap
 import types
 
 import keras
@@ -435,3 +436,30 @@ def test_signed_overlay_is_red_positive_blue_negative_and_transparent_at_zero():
                       colormap="bwr")
     assert np.abs(ramp[0].astype(int) - [[0, 0, 255], [255, 255, 255], [255, 0, 0]]).max() <= 1
     assert "bwr" in kc.visualize.colormap_names()
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = L.Conv2D(4, 3, padding="same")
+        self.bn = L.BatchNormalization()
+        self.relu = L.ReLU()
+        self.pool = L.GlobalAveragePooling2D()
+        self.out = L.Dense(3)
+
+    def call(self, x):
+        return self.out(self.pool(self.relu(self.bn(self.conv(x)))))
+
+
+@pytest.mark.backends
+def test_subclassed_model_and_the_docstring_example():
+    model = _Subclassed()
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    model(x)
+    lrp = kc.LRP(model, composite=_zero_everywhere())
+    relevance = lrp.relevance(x, targets=[0, 2])
+    gradient = kc.Saliency(model).attributions(x, targets=[0, 2])
+    np.testing.assert_allclose(relevance, gradient * x, rtol=1e-3, atol=1e-5 * np.abs(relevance).max())
+    assert [rule for name, rule in lrp.plan() if name == model.bn.name] == ["folded into the layer before"]
+    example = kc.LRP.__doc__.split("```python")[1].split("```")[0]
+    exec(textwrap.dedent(example), {})
