@@ -438,7 +438,7 @@ def test_signed_overlay_is_red_positive_blue_negative_and_transparent_at_zero():
     assert "bwr" in kc.visualize.colormap_names()
 
 
-class _Subclassed(keras.Model):
+class SubclassedNet(keras.Model):
     def __init__(self):
         super().__init__()
         self.conv = L.Conv2D(4, 3, padding="same")
@@ -453,7 +453,7 @@ class _Subclassed(keras.Model):
 
 @pytest.mark.backends
 def test_subclassed_model_and_the_docstring_example():
-    model = _Subclassed()
+    model = SubclassedNet()
     x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
     model(x)
     lrp = kc.LRP(model, composite=_zero_everywhere())
