@@ -459,7 +459,7 @@ def test_subclassed_model_and_the_docstring_example():
     lrp = kc.LRP(model, composite=_zero_everywhere())
     relevance = lrp.relevance(x, targets=[0, 2])
     gradient = kc.Saliency(model).attributions(x, targets=[0, 2])
-    np.testing.assert_allclose(relevance, gradient * x, rtol=1e-3, atol=1e-5 * np.abs(relevance).max())
+    np.testing.assert_allclose(relevance, gradient * x, rtol=1e-3, atol=2e-3 * np.abs(relevance).max())
     assert [rule for name, rule in lrp.plan() if name == model.bn.name] == ["folded into the layer before"]
     example = kc.LRP.__doc__.split("```python")[1].split("```")[0]
     exec(textwrap.dedent(example), {})

@@ -30,7 +30,7 @@ from keras_cam import capture
 from keras_cam._validation import close_matches
 from keras_cam.capture.hooks import activation_name, patched
 from keras_cam.lrp.composites import CONV, DENSE, Composite
-from keras_cam.lrp.rules import Norm, Pass, Rule
+from keras_cam.lrp.rules import VANISH_ON_NONNEGATIVE, Norm, Pass, Rule
 
 ops = keras.ops
 sg = ops.stop_gradient
@@ -163,16 +163,21 @@ def _through(value: Any, x: Any) -> Any:
     return value + (x - sg(x)) * value
 
 
-def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any) -> Any:
-    """`fn(xs, kernels, bias)` (the layer's pre-activation output) whose backward pass is `rule`."""
+def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any,
+               nonnegative: bool = False) -> Any:
+    """`fn(xs, kernels, bias)` (the layer's pre-activation output) whose backward pass is `rule`. With
+    `nonnegative` inputs (after a ReLU) the terms of their negative part are exactly 0 and are skipped."""
     outputs = []
     for term in rule.terms():
+        if nonnegative and term.inputs in VANISH_ON_NONNEGATIVE:
+            outputs.append(0.0)  # min(x, 0) = 0, and such terms carry no bias
+            continue
         k, b = term.params(kernels, bias)
         outputs.append(fn([_through(term.inputs(x), x) for x in xs], k, b))
     z = outputs[rule.identity] if rule.identity is not None else fn(xs, kernels, bias)
     out = sg(z)
     for t, c in zip(outputs, rule.multipliers(outputs, z)):
-        if c is not None:
+        if c is not None and not isinstance(t, float):
             out = out + (t - sg(t)) * sg(c)
     return out
 
@@ -200,6 +205,7 @@ class Plan:
     entries: List[Tuple[keras.layers.Layer, str, Optional[Rule]]] = field(default_factory=list)
     folds: Dict[int, keras.layers.Layer] = field(default_factory=dict)
     folded: set = field(default_factory=set)
+    nonnegative: set = field(default_factory=set)  # ids of layers whose every input comes out of a ReLU
 
     def describe(self) -> List[Tuple[str, str]]:
         """(layer name, rule) in call order, for users checking which rule went where."""
@@ -296,6 +302,14 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
     producer = {out: layer for layer, _, out in calls}
 
     plan = Plan()
+    positive: set = set()  # ids of tensors that are >= 0 by construction
+    for layer, inputs, out in calls:
+        if counts[id(layer)] == 1 and inputs and all(t in positive for t in inputs):
+            plan.nonnegative.add(id(layer))
+            if layer_kind(layer) in ("gradient", "average", "merge"):
+                positive.add(out)
+        if _relu_output(layer):
+            positive.add(out)
     first_seen = False
     seen: set = set()
     for layer, inputs, _ in calls:
@@ -334,6 +348,14 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
     return plan
 
 
+def _relu_output(layer: keras.layers.Layer) -> bool:
+    """The layer's output is >= 0 by construction: a ReLU (no negative slope), or relu/relu6 fused."""
+    if isinstance(layer, L.ReLU):
+        return not layer.negative_slope and float(layer.threshold) >= 0
+    name = activation_name(getattr(layer, "activation", None))
+    return name in ("relu", "relu6") and layer_kind(layer) in (CONV, DENSE, "pass")
+
+
 def _foldable(source: keras.layers.Layer, bn: keras.layers.Layer, counts: Dict[int, int],
               consumers: Dict[int, int], tensor: int, rank: int) -> bool:
     """BatchNormalization `bn` reads the output of linear layer `source` directly and alone, both run once,
@@ -352,11 +374,13 @@ def _foldable(source: keras.layers.Layer, bn: keras.layers.Layer, counts: Dict[i
 
 # -- the modified calls ----------------------------------------------------------------------------------------
 
-def _linear_call(layer: keras.layers.Layer, rule: Rule, fold: Optional[keras.layers.Layer]) -> Callable:
+def _linear_call(layer: keras.layers.Layer, rule: Rule, fold: Optional[keras.layers.Layer],
+                 nonnegative: bool) -> Callable:
     def call(inputs, *args, **kwargs):
         x = inputs
-        for fn, kernels, bias in _stages(layer, fold):
-            x = apply_rule(rule, lambda xs, k, b, fn=fn: fn(xs[0], k, b), [x], kernels, bias)
+        for i, (fn, kernels, bias) in enumerate(_stages(layer, fold)):
+            x = apply_rule(rule, lambda xs, k, b, fn=fn: fn(xs[0], k, b), [x], kernels, bias,
+                           nonnegative and i == 0)
         return _activation(layer, x)
 
     return call
@@ -408,7 +432,7 @@ def propagating(plan: Plan) -> Iterator[None]:
             elif kind == "camhead":
                 replacement = _camhead_call(layer)
             elif kind in (CONV, DENSE) and (rule.needs_params or not isinstance(rule, Pass)):
-                replacement = _linear_call(layer, rule, plan.folds.get(id(layer)))
+                replacement = _linear_call(layer, rule, plan.folds.get(id(layer)), id(layer) in plan.nonnegative)
             else:
                 replacement = _own_call(layer.call, rule, layer)
             stack.enter_context(patched(layer, "call", replacement))

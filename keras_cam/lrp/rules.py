@@ -24,8 +24,7 @@ ops = keras.ops
 
 def stabilize(z: Any, epsilon: float) -> Any:
     """`z + epsilon * sign(z)` with sign(0) = +1 (zennit's `Stabilizer`): never 0 for `epsilon > 0`."""
-    sign = ops.where(z >= 0, ops.ones_like(z), -ops.ones_like(z))
-    return z + sign * epsilon
+    return ops.where(z >= 0, z + epsilon, z - epsilon)
 
 
 def safe_inverse(z: Any) -> Any:
@@ -83,6 +82,10 @@ def _clamp_positive(x: Any) -> Any:
 
 def _clamp_negative(x: Any) -> Any:
     return ops.minimum(x, 0.0)
+
+
+#: Input modifiers whose term vanishes on a non-negative input (after a ReLU): such terms are skipped there.
+VANISH_ON_NONNEGATIVE = (_clamp_negative,)
 
 
 def _ones_like(x: Any) -> Any:
@@ -151,7 +154,9 @@ class Epsilon(Rule):
         return [Term(_identity)]
 
     def multipliers(self, outputs: List[Any], z: Any) -> List[Optional[Any]]:
-        return [safe_inverse(stabilize(outputs[0], self.epsilon))]
+        if self.epsilon > 0:  # the stabilized denominator is never 0
+            return [1.0 / stabilize(outputs[0], self.epsilon)]
+        return [safe_inverse(outputs[0])]
 
 
 class Zero(Epsilon):
