@@ -422,6 +422,11 @@ def test_errors_name_the_problem_and_leave_the_model_unchanged():
     assert all("call" not in layer.__dict__ for layer in model.layers)
     assert [layer.__dict__.get("activation") for layer in model.layers] == activations
     assert kc.get_explainer("lrp", model, rules={"custom": kc.lrp.Pass()}).__class__ is kc.LRP
+    # Transformers: no attention or LayerNormalization rules yet (AttnLRP), so they are refused by name.
+    normed = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.LayerNormalization(name="ln"),
+                               L.GlobalAveragePooling2D(), L.Dense(2)])
+    with pytest.raises(ValueError, match="no rule for layer 'ln' \\(LayerNormalization\\)"):
+        kc.LRP(normed)(x)
 
 
 def test_signed_overlay_is_red_positive_blue_negative_and_transparent_at_zero():
@@ -463,3 +468,24 @@ def test_subclassed_model_and_the_docstring_example():
     assert [rule for name, rule in lrp.plan() if name == model.bn.name] == ["folded into the layer before"]
     example = kc.LRP.__doc__.split("```python")[1].split("```")[0]
     exec(textwrap.dedent(example), {})
+
+
+def test_cli_explains_with_lrp_and_a_composite(tmp_path, capsys):
+    import cv2
+
+    from keras_cam import cli
+
+    model = keras.Sequential([keras.Input((16, 16, 3)), L.Conv2D(4, 3, activation="relu"),
+                              L.GlobalAveragePooling2D(), L.Dense(2)])
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    png = str(tmp_path / "a.png")
+    cv2.imwrite(png, (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert cli.main(["explain", path, png, "--method", "lrp", "--composite", "epsilon_gamma_box", "--out",
+                     str(out), "--save-raw"]) == 0
+    raw = np.load(next(out.glob("*.npy")))
+    assert raw.shape == (16, 16) and 0 <= raw.min() and raw.max() == pytest.approx(1.0)
+    capsys.readouterr()
+    assert cli.main(["explain", path, png, "--composite", "epsilon", "--out", str(out)]) == 2
+    assert "--composite is an option of --method lrp" in capsys.readouterr().err
