@@ -138,7 +138,6 @@ def run(layers, x, target):
 
 def _windows(a, pool):
     """(N, *spatial, C) -> (N, *out, C, prod(pool)) non-overlapping windows ('valid', stride = pool)."""
-    n, c = a.shape[0], a.shape[-1]
     out = [s // p for s, p in zip(a.shape[1:-1], pool)]
     parts = []
     for tap in itertools.product(*[range(p) for p in pool]):

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="gradcam", help=f"one of: {', '.join(available_methods())}")
     parser.add_argument("--layer", default=None, help="layer name or 'outer/inner' path (default: last spatial)")
     parser.add_argument("--composite", default=None,
-                        help="LRP composite for --method lrp (default epsilon_plus_flat; see kc.lrp.available_composites())")
+                        help="LRP composite for --method lrp (default epsilon_plus_flat; see "
+                             "kc.lrp.available_composites())")
     parser.add_argument("--target", type=integer, default=None, help="class index (default: the predicted class)")
     parser.add_argument("--output", type=name_or_index, default=None, metavar="NAME|INDEX",
                         help="the output to explain, for models with several (an integer is its index)")

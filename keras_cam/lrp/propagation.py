@@ -396,9 +396,10 @@ def _own_call(original: Callable, rule: Rule, layer: keras.layers.Layer) -> Call
         if isinstance(rule, Pass):
             y = original(inputs, *args, **kwargs)
             if several or tuple(y.shape) != tuple(inputs.shape):
+                got = "several inputs" if several else tuple(inputs.shape)
                 raise ValueError(f"Pass hands relevance through unchanged, so it needs a layer with one input of "
-                                 f"its output's shape; layer '{layer.name}' changes {inputs.shape if not several else 'several inputs'} "
-                                 f"to {y.shape}. Give it kc.lrp.Epsilon().")
+                                 f"its output's shape; layer '{layer.name}' changes {got} to {tuple(y.shape)}. "
+                                 "Give it kc.lrp.Epsilon().")
             return pass_through(y, inputs)
 
         def fn(ps, k, b):
