@@ -3,8 +3,9 @@
 The demo's classifier (`kc.demo.build_demo_model`: four conv-BN-ReLU blocks and a CAMHead) is trained
 briefly on `make_shapes`; then each held-out image is explained for its true class by Grad-CAM and by LRP
 (`epsilon_plus_flat`: Flat on the first convolution, z+ on the others, epsilon on the head; BatchNormalization
-folded into the convolutions). The example prints the validation accuracy and the pointing game of each map
-against the true masks, and writes `lrp_shapes.png`: images, Grad-CAM overlays, and the signed LRP relevance
+folded into the convolutions). The example prints the validation accuracy and, for Grad-CAM, every LRP
+composite and random maps, the pointing games, deletion and insertion AUCs and ROAD scores against the true
+masks (`lrp_shapes.md`), and writes `lrp_shapes.png`: images, Grad-CAM overlays, and the signed LRP relevance
 (`kc.overlay(..., colormap="bwr", signed=True)`: red for, blue against the class, zero transparent).
 
     python examples/lrp_shapes.py --out /tmp/lrp_shapes
@@ -14,6 +15,7 @@ Runs offline in a few minutes on two CPU cores.
 import argparse
 import os
 
+import keras
 import numpy as np
 
 import keras_cam as kc
@@ -29,6 +31,7 @@ def main() -> None:
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
+    keras.utils.set_random_seed(args.seed)
     images, labels, masks = kc.datasets.make_shapes(args.train + 96, size=48, seed=args.seed)
     model = kc.demo.build_demo_model((48, 48, 3), 3)
     kc.demo.train_demo_model(model, images[:args.train], labels[:args.train], epochs=args.epochs)
@@ -37,10 +40,26 @@ def main() -> None:
     print(f"validation accuracy {accuracy:.2f}")
 
     gradcam = kc.GradCAM(model)(x, targets=y)
-    lrp = kc.LRP(model, composite="epsilon_plus_flat")
-    signed = lrp.explain(x, targets=y, normalize=False)
-    for name, maps in (("Grad-CAM", gradcam), ("LRP epsilon_plus_flat", signed)):
-        print(f"pointing game {name}: {kc.metrics.pointing_game(maps, m):.2f}")
+    signed = kc.LRP(model, composite="epsilon_plus_flat").explain(x, targets=y, normalize=False)
+    # Faithfulness and localization of every composite beside Grad-CAM and random maps (maps in [0, 1]).
+    maps = {"gradcam": gradcam}
+    for name in kc.lrp.available_composites():
+        box = {"low": 0.0, "high": 1.0} if name == "epsilon_gamma_box" else {}
+        maps[f"lrp {name}"] = kc.LRP(model, composite=kc.lrp.composite(name, **box))(x, targets=y)
+    maps["random"] = np.random.default_rng(args.seed).random(gradcam.shape).astype(np.float32)
+    lines = ["| maps | pointing game | energy pointing game | deletion AUC (lower better) | insertion AUC | "
+             "ROAD MoRF mean (lower better) | ROAD LeRF mean |", "|---|---|---|---|---|---|---|"]
+    for name, h in maps.items():
+        road = kc.metrics.road(model, x, h, targets=y)
+        lines.append(f"| {name} | {kc.metrics.pointing_game(h, m):.2f} | {kc.metrics.energy_pointing_game(h, m):.2f} "
+                     f"| {kc.metrics.deletion_auc(model, x, h, targets=y):.3f} "
+                     f"| {kc.metrics.insertion_auc(model, x, h, targets=y):.3f} "
+                     f"| {np.mean(road.morf):.3f} | {np.mean(road.lerf):.3f} |")
+    table = "\n".join(lines)
+    print(table)
+    with open(os.path.join(args.out, "lrp_shapes.md"), "w") as fh:
+        fh.write(f"Held-out make_shapes images ({len(x)}), validation accuracy {accuracy:.2f}, true classes.\n\n"
+                 + table + "\n")
 
     rows = []
     for i in range(args.show):
