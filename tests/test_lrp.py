@@ -489,3 +489,36 @@ def test_cli_explains_with_lrp_and_a_composite(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["explain", path, png, "--composite", "epsilon", "--out", str(out)]) == 2
     assert "--composite is an option of --method lrp" in capsys.readouterr().err
+
+
+def _small_cnn():
+    return keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3, activation="relu", name="c1"),
+                             L.BatchNormalization(name="bn"), L.Conv2D(4, 3, name="c2"), L.ReLU(),
+                             L.GlobalAveragePooling2D(), L.Dense(2, name="out")])
+
+
+@pytest.mark.backends
+def test_mixed_precision_gives_the_float32_relevance(mixed_precision):
+    """Rules run in float32 (a float16 stabilizer of 1e-6 is 0 and gave NaN): close to the float32 twin."""
+    half = _small_cnn()
+    with _policy("float32"):
+        full = _small_cnn()
+    full.set_weights(half.get_weights())
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    for composite in ("epsilon_plus_flat", "epsilon_gamma_box"):
+        a = kc.LRP(half, composite=composite).relevance(x, targets=1)
+        b = kc.LRP(full, composite=composite).relevance(x, targets=1)
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, atol=2e-2 * np.abs(b).max())
+
+
+class _policy:
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(self.name)
+
+    def __exit__(self, *exc):
+        keras.config.set_dtype_policy(self.previous)

@@ -167,6 +167,16 @@ def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any
                nonnegative: bool = False) -> Any:
     """`fn(xs, kernels, bias)` (the layer's pre-activation output) whose backward pass is `rule`. With
     `nonnegative` inputs (after a ReLU) the terms of their negative part are exactly 0 and are skipped."""
+    # float32 throughout (a float16 stabilizer of 1e-6 is 0): the result goes back to the input's dtype.
+    dtype = xs[0].dtype
+    xs = [ops.cast(x, "float32") for x in xs]
+    kernels = [None if k is None else ops.cast(k, "float32") for k in kernels]
+    bias = None if bias is None else ops.cast(bias, "float32")
+    inner = fn
+
+    def fn(ps, k, b):
+        return ops.cast(inner(ps, k, b), "float32")
+
     outputs = []
     for term in rule.terms():
         if nonnegative and term.inputs in VANISH_ON_NONNEGATIVE:
@@ -179,7 +189,7 @@ def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any
     for t, c in zip(outputs, rule.multipliers(outputs, z)):
         if c is not None and not isinstance(t, float):
             out = out + (t - sg(t)) * sg(c)
-    return out
+    return ops.cast(out, dtype)
 
 
 def pass_through(y: Any, x: Any) -> Any:
