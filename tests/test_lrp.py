@@ -522,3 +522,15 @@ class _policy:
 
     def __exit__(self, *exc):
         keras.config.set_dtype_policy(self.previous)
+
+
+@pytest.mark.backends
+def test_explain_dataset_stores_the_lrp_maps(tmp_path):
+    pytest.importorskip("zarr")
+    model = _small_cnn()
+    x = np.random.default_rng(0).random((5, 8, 8, 3)).astype("float32")
+    lrp = kc.LRP(model, composite="epsilon_plus_flat")
+    store = kc.explain_dataset(lrp, x, targets=1, store=str(tmp_path / "lrp.zarr"), batch_size=2, verbose=0,
+                               dtype="float32")
+    np.testing.assert_allclose(np.asarray(store["heatmaps"][:]), lrp(x, targets=1), atol=1e-6)
+    assert store.settings["method"] == "lrp"
