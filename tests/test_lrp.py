@@ -534,3 +534,11 @@ def test_explain_dataset_stores_the_lrp_maps(tmp_path):
                                dtype="float32")
     np.testing.assert_allclose(np.asarray(store["heatmaps"][:]), lrp(x, targets=1), atol=1e-6)
     assert store.settings["method"] == "lrp"
+    # What a resumed run is checked against is the same for an equal explainer (no object addresses in it).
+    from keras_cam.store import settings
+
+    def made():
+        return kc.LRP(model, rules={L.Dense: kc.lrp.Epsilon(0.1), "c1": kc.lrp.Flat()}, layer="c2")
+
+    assert settings(made(), "array", 5, 1, 2, "float32") == settings(made(), "array", 5, 1, 2, "float32")
+    assert "Flat" in str(settings(made(), "array", 5, 1, 2, "float32")["options"])

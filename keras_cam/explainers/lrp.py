@@ -73,12 +73,15 @@ class LRP(InputGradientExplainer):
                  binary: Optional[bool] = None) -> None:
         super().__init__(model, None, use_logits, input_index, input_name, binary)
         self.composite = composites.composite(composite)
-        self.rules = propagation.check_rules(model, rules)
+        self._rules = propagation.check_rules(model, rules)
+        # Plain strings (what `explain_dataset` records to check a resumed run against).
+        self.rules = tuple(f"{k if isinstance(k, str) else k.__name__}: {r!r}" for k, r in self._rules)
         self.canonize = bool(canonize)
         if isinstance(layer, (list, tuple)) and not layer:
             raise ValueError("`layer` is an empty list; pass a layer, a list of layers, or None (the input).")
         specs = [] if layer is None else list(layer) if isinstance(layer, (list, tuple)) else [layer]
-        self.relevance_refs: List[capture.LayerRef] = [capture.find_layer(model, s) for s in specs]
+        self._relevance_refs: List[capture.LayerRef] = [capture.find_layer(model, s) for s in specs]
+        self.relevance_layers = tuple(r.path for r in self._relevance_refs)
         self._plan: Optional[propagation.Plan] = None
 
     def plan(self) -> List[Tuple[str, str]]:
@@ -101,7 +104,7 @@ class LRP(InputGradientExplainer):
         size = self._chunk(inputs.n, resolved, batch_size)
         out = self._run_batches(inputs, resolved, size, False, False, raw=True)
         rel = [r.astype(np.float32) for r in out[:-2]]
-        return rel[0] if len(rel) == 1 and len(self.relevance_refs) <= 1 else rel
+        return rel[0] if len(rel) == 1 and len(self._relevance_refs) <= 1 else rel
 
     def attributions(self, images: Any, targets: Targets = None, batch_size: Optional[int] = None) -> Any:
         """`relevance` (the explainers' name for the raw values)."""
@@ -110,9 +113,9 @@ class LRP(InputGradientExplainer):
     # -- the pipeline ----------------------------------------------------------------------------------------
 
     def _config(self) -> tuple:
-        return super()._config() + (self.composite.key(), tuple((k if isinstance(k, str) else k.__qualname__,
-                                                                 r.key()) for k, r in self.rules),
-                                    self.canonize, tuple(r.path for r in self.relevance_refs))
+        rules = tuple((k if isinstance(k, str) else f"{k.__module__}.{k.__qualname__}", r.key())
+                      for k, r in self._rules)
+        return super()._config() + (self.composite.key(), rules, self.canonize, self.relevance_layers)
 
     def _prepare_call(self, images: Any, targets: Targets) -> Tuple[ModelInputs, Any]:
         inputs, resolved = super()._prepare_call(images, targets)
@@ -123,7 +126,7 @@ class LRP(InputGradientExplainer):
                 with self._logits_scope():
                     self.model(sample, training=False)
 
-            self._plan = propagation.build_plan(self.model, run, self.composite, self.rules, self.canonize)
+            self._plan = propagation.build_plan(self.model, run, self.composite, self._rules, self.canonize)
         return inputs, resolved
 
     def reduce(self, attributions: Any) -> Any:
@@ -160,7 +163,7 @@ class LRP(InputGradientExplainer):
                     relevances = [ops.reshape(r, (-1, k) + tuple(r.shape[1:])) for r in relevances]
                 return (*relevances, idx, scores)
             maps = []
-            for ref, r in zip(this.relevance_refs or [None], relevances):
+            for ref, r in zip(this._relevance_refs or [None], relevances):
                 if len(r.shape) != len(tensors[structure.image_index].shape):
                     raise ValueError(f"Layer '{ref.path}' outputs shape {tuple(r.shape[1:])}, not a feature map "
                                      "of the input's rank, so its relevance has no map; read it with "
@@ -187,13 +190,13 @@ class LRP(InputGradientExplainer):
             held = ops.stop_gradient(scores)
             return held + (scores - held) * held, aux
 
-        layers = [r.layer for r in self.relevance_refs]
+        layers = [r.layer for r in self._relevance_refs]
         with propagation.propagating(self._plan):
             x_grad, _, grads, (scores, idx) = self._seam.input_layer_grads(self.model, x, layers, forward)
         if not layers:
             return [self._input_layout.to_channels_last(ops.cast(x_grad, "float32"))], scores, idx
         out = []
-        for ref, g in zip(self.relevance_refs, grads):
+        for ref, g in zip(self._relevance_refs, grads):
             if g is None:
                 raise ValueError(f"Layer '{ref.path}' did not run in the forward pass; pass a layer the model uses.")
             g = ops.cast(g, "float32")
