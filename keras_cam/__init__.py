@@ -45,6 +45,7 @@ _EXPORTS = {
     "IntegratedGradients": "keras_cam.explainers",
     "GuidedBackprop": "keras_cam.explainers",
     "GuidedGradCAM": "keras_cam.explainers",
+    "LRP": "keras_cam.explainers",
     "available_methods": "keras_cam.explainers",
     "class_activation_maps": "keras_cam.explainers",
     "get_explainer": "keras_cam.explainers",
@@ -75,7 +76,7 @@ _EXPORTS = {
     "set_cache_size": "keras_cam._batching",
 }
 #: Submodules that are part of the public API as namespaces (`kc.callbacks.CAMSnapshot`, ...).
-_NAMESPACES = ("callbacks", "comparison", "datasets", "integrations", "metrics", "targets")
+_NAMESPACES = ("callbacks", "comparison", "datasets", "integrations", "lrp", "metrics", "targets")
 
 
 def __getattr__(name: str) -> Any:

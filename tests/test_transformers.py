@@ -117,8 +117,8 @@ def test_grids_that_cannot_be_found_say_what_was_tried():
 def test_every_method_on_a_vit(models):
     x = images(n=2)
     for name in kc.available_methods():
-        if name == "cam":
-            continue  # needs a CAMHead
+        if name in ("cam", "lrp"):
+            continue  # CAM needs a CAMHead; LRP has no attention rules yet (it refuses: tests/test_lrp.py)
         maps = kc.get_explainer(name, models[False]).explain(x)
         assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all(), name
         assert maps.min() >= 0 and maps.max() <= 1 + 1e-6, name

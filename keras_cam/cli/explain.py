@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...) or folders of them")
     parser.add_argument("--method", default="gradcam", help=f"one of: {', '.join(available_methods())}")
     parser.add_argument("--layer", default=None, help="layer name or 'outer/inner' path (default: last spatial)")
+    parser.add_argument("--composite", default=None,
+                        help="LRP composite for --method lrp (default epsilon_plus_flat; see "
+                             "kc.lrp.available_composites())")
     parser.add_argument("--target", type=integer, default=None, help="class index (default: the predicted class)")
     parser.add_argument("--output", type=name_or_index, default=None, metavar="NAME|INDEX",
                         help="the output to explain, for models with several (an integer is its index)")
@@ -290,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from keras_cam import visualize
-    from keras_cam.explainers import get_explainer
+    from keras_cam.explainers import get_explainer, lookup
     from keras_cam.streaming import printable
     from keras_cam.targets import output as output_target
 
@@ -309,7 +312,12 @@ def run(args: argparse.Namespace) -> int:
             size = input_size(model, args.size, args.max_pixels)
         else:
             _fixed_size(model, args.max_pixels)
-        explainer = get_explainer(args.method, model, **({"layer": args.layer} if args.layer else {}))
+        options = {"layer": args.layer} if args.layer else {}
+        if args.composite is not None:
+            if getattr(lookup(args.method), "name", None) != "lrp":
+                raise ValueError(f"--composite is an option of --method lrp, not of --method {args.method}.")
+            options["composite"] = args.composite
+        explainer = get_explainer(args.method, model, **options)
         _check_outputs(explainer, args)
         targets = args.target if args.output is None else output_target(args.output, class_index=args.target)
         if args.store is not None:

@@ -14,6 +14,20 @@ __all__ = ["colormap_code", "colormap_names", "overlay"]
 _COLORMAPS = {name[len("COLORMAP_"):].lower(): getattr(cv2, name) for name in dir(cv2) if name.startswith("COLORMAP_")}
 
 
+def _bwr() -> np.ndarray:
+    """The diverging blue-white-red colormap (matplotlib's "bwr") as an OpenCV lookup table (256, 1, 3) BGR:
+    0 blue, 0.5 white, 1 red, for signed maps such as LRP relevance."""
+    t = np.linspace(0.0, 1.0, 256)
+    red = np.clip(2 * t, 0, 1)
+    blue = np.clip(2 - 2 * t, 0, 1)
+    green = 1 - np.abs(2 * t - 1)
+    return np.round(np.stack([blue, green, red], -1) * 255).astype(np.uint8)[:, None, :]
+
+
+#: Colormaps of our own, given to `cv2.applyColorMap` as lookup tables.
+_TABLES = {"bwr": _bwr()}
+
+
 def colormap_names() -> List[str]:
     """Lists the OpenCV colormap names that `overlay` accepts.
 
@@ -26,11 +40,12 @@ def colormap_names() -> List[str]:
     >>> "jet" in colormap_names() and "viridis" in colormap_names()
     True
     """
-    return sorted(_COLORMAPS)
+    return sorted(set(_COLORMAPS) | set(_TABLES))
 
 
-def colormap_code(colormap: Union[str, int]) -> int:
-    """The `cv2.COLORMAP_*` value for a name (case-insensitive) or a value."""
+def colormap_code(colormap: Union[str, int]) -> Union[int, np.ndarray]:
+    """The `cv2.COLORMAP_*` value for a name (case-insensitive) or a value; for "bwr" a lookup table that
+    `cv2.applyColorMap` takes in its place."""
     if isinstance(colormap, (int, np.integer)) and not isinstance(colormap, bool):
         if int(colormap) not in _COLORMAPS.values():
             raise ValueError(f"Unknown OpenCV colormap value {colormap}; use a cv2.COLORMAP_* constant or one of: "
@@ -38,6 +53,8 @@ def colormap_code(colormap: Union[str, int]) -> int:
         return int(colormap)
     key = str(colormap).lower()
     key = key[len("colormap_"):] if key.startswith("colormap_") else key
+    if key in _TABLES:
+        return _TABLES[key]
     if key not in _COLORMAPS:
         near = close_matches(key, _COLORMAPS)
         hint = f" Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""
@@ -72,7 +89,8 @@ def _refuse_signals_and_volumes(image: Any, heatmap: Any) -> None:
                          "image.")
 
 
-def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, int] = "jet") -> np.ndarray:
+def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, int] = "jet",
+            signed: bool = False) -> np.ndarray:
     """Blends a colored heatmap over an image.
 
     The heatmap is clipped to [0, 1], resized to the image with bilinear interpolation when sizes differ,
@@ -86,7 +104,10 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
         heatmap: (h, w) map with values in [0, 1], e.g. one map of an explainer's output.
         alpha: the heatmap's weight, in [0, 1]: 0 returns the image, 1 the colored heatmap.
         colormap: an OpenCV colormap name, case-insensitive ("jet", "viridis", "inferno", "turbo", "hot",
-            ...; see `colormap_names()`), or a `cv2.COLORMAP_*` value.
+            ...; see `colormap_names()`), a `cv2.COLORMAP_*` value, or "bwr" (blue-white-red, for signed maps).
+        signed: the heatmap is signed (e.g. LRP relevance): it is divided by its largest |value|, so 0 is the
+            colormap's middle (white with "bwr"), positive values red and negative blue, and each pixel's
+            weight is `alpha * |value|`, so where the relevance is 0 the image shows through.
 
     Returns:
         uint8 (H, W, 3) RGB.
@@ -118,6 +139,12 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
     code = colormap_code(colormap)
     if hm.shape != img.shape[:2]:
         hm = cv2.resize(hm, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    weight = float(alpha)
+    if signed:  # [-1, 1] by the largest |value|, shown as [0, 1] with 0 in the middle
+        scale = float(np.abs(hm).max())
+        hm = hm / scale if scale > 0 else hm
+        weight = float(alpha) * np.abs(hm)[..., None]
+        hm = (hm + 1.0) / 2.0
     colored = cv2.cvtColor(cv2.applyColorMap(to_uint8(np.clip(hm, 0.0, 1.0)), code), cv2.COLOR_BGR2RGB)
-    blended = float(alpha) * colored.astype(np.float32) + (1.0 - float(alpha)) * img.astype(np.float32)
+    blended = weight * colored.astype(np.float32) + (1.0 - weight) * img.astype(np.float32)
     return np.round(blended).astype(np.uint8)

@@ -1,0 +1,12 @@
+"""Layer-wise relevance propagation: rules, composites and the canonizer behind `kc.LRP`.
+
+`kc.lrp` holds the rules (`Epsilon`, `Zero`, `Gamma`, `ZPlus`, `AlphaBeta`, `Flat`, `WSquare`, `ZBox`,
+`Pass`, `Norm`), the composites (`composite(name)`, `Composite`, `available_composites()`), and
+`propagation`, the modified backward pass (docs/architecture.md, "Relevance propagation"). The explainer is
+`kc.LRP` (`keras_cam/explainers/lrp.py`).
+"""
+from keras_cam.lrp.composites import COMPOSITES, Composite, available_composites, composite
+from keras_cam.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, Rule, WSquare, ZBox, Zero, ZPlus
+
+__all__ = ["AlphaBeta", "COMPOSITES", "Composite", "Epsilon", "Flat", "Gamma", "Norm", "Pass", "Rule", "WSquare",
+           "ZBox", "ZPlus", "Zero", "available_composites", "composite"]

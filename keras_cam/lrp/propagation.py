@@ -1,0 +1,450 @@
+"""Relevance propagation as a modified backward pass, built with call interception (docs/architecture.md,
+"Relevance propagation").
+
+Each layer's `call` is replaced for the duration of one traced call (`capture.hooks.patched`, restored in
+`finally`) by a function with the same forward value and a backward pass that turns the relevance of the
+layer's output into the relevance of its input: the "gradient" that reaches any tensor is its relevance.
+For a term `t = f(P; W_k, b_k)` of a rule, `P = sg(m(x)) + (x - sg(x)) * sg(m(x))` has the value `m(x)` and
+the derivative `diag(m(x))`, and the layer's output is
+
+    out = sg(z) + sum_k (t_k - sg(t_k)) * sg(c_k)        (sg: stop_gradient)
+
+whose value is `z` and whose backward pass is `v -> sum_k m_k(x) * J_k^T (c_k * v)`: the rule. Layers that
+move values without mixing them (Flatten, Reshape, max pooling, Concatenate, padding) keep their own gradient,
+which moves relevance the same way; activations pass it unchanged.
+
+`build_plan` runs the model once on one sample with every layer recorded, to learn which layers run, in which
+order (the "first layer" of a composite), and which BatchNormalization directly follows a convolution or
+Dense layer whose output nothing else reads (the canonizer folds those pairs). `propagating(plan)` installs the
+modified calls.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import keras
+
+from keras_cam import capture
+from keras_cam._validation import close_matches
+from keras_cam.capture.hooks import activation_name, patched
+from keras_cam.lrp.composites import CONV, DENSE, Composite
+from keras_cam.lrp.rules import VANISH_ON_NONNEGATIVE, Norm, Pass, Rule
+
+ops = keras.ops
+sg = ops.stop_gradient
+L = keras.layers
+
+#: Layers whose own gradient moves relevance correctly: each output value is one input value (or a sum of
+#: copies of it), so d out / d in routes every output's relevance to the input it came from.
+_GRADIENT = tuple(getattr(L, n) for n in (
+    "InputLayer", "Flatten", "Reshape", "Permute", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+    "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D", "Concatenate", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D",
+    "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling3D") if hasattr(L, n))
+#: Elementwise layers: relevance passes unchanged (zennit's `Pass` for activations).
+_PASS = tuple(getattr(L, n) for n in (
+    "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Activation", "Rescaling", "Normalization")
+    if hasattr(L, n))
+_AVERAGE = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
+            L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
+_MERGE = (L.Add, L.Average)
+#: Linear layers whose weights keras-cam reads, by the public class whose `call` they must keep.
+_LINEAR = ((L.Dense, DENSE), (L.Conv1D, CONV), (L.Conv2D, CONV), (L.Conv3D, CONV), (L.Conv1DTranspose, CONV),
+           (L.Conv2DTranspose, CONV), (L.Conv3DTranspose, CONV), (L.DepthwiseConv1D, CONV),
+           (L.DepthwiseConv2D, CONV), (L.SeparableConv1D, CONV), (L.SeparableConv2D, CONV))
+
+
+def layer_kind(layer: keras.layers.Layer) -> str:
+    """"container", "camhead", "conv", "dense", "average" (pooling), "merge", "batchnorm", "pass",
+    "gradient" or "unknown"."""
+    from keras_cam.layers import CAMHead  # (layers imports nothing of lrp)
+
+    if isinstance(layer, keras.Model):
+        return "container"
+    if isinstance(layer, CAMHead) and type(layer).call is CAMHead.call:
+        return "camhead"
+    for cls, kind in _LINEAR:
+        if isinstance(layer, cls):
+            # A subclass that computes something else in `call` is not the layer whose weights we read.
+            return kind if type(layer).call is cls.call else "unknown"
+    if isinstance(layer, L.BatchNormalization):
+        return "batchnorm"
+    if isinstance(layer, L.UpSampling2D):
+        return "gradient" if layer.interpolation == "nearest" else "unknown"
+    for group, kind in ((_AVERAGE, "average"), (_MERGE, "merge"), (_PASS, "pass"), (_GRADIENT, "gradient")):
+        if isinstance(layer, group):
+            return kind
+    return "unknown"
+
+
+# -- the linear maps of the layers keras-cam knows: [(f(x, kernels, bias), kernels, bias)] --------------------
+
+def _add_bias(z: Any, bias: Any, channels_first: bool) -> Any:
+    if bias is None:
+        return z
+    if channels_first and len(z.shape) > 2:
+        bias = ops.reshape(bias, (1, -1) + (1,) * (len(z.shape) - 2))
+    return z + bias
+
+
+def _stages(layer: keras.layers.Layer, fold: Optional[keras.layers.Layer]) -> List[Tuple[Callable, list, Any]]:
+    """The layer as linear stages `f(x, [kernel], bias)` with its weights (BatchNormalization `fold` merged
+    into the last stage)."""
+    first = getattr(layer, "data_format", "channels_last") == "channels_first"
+    bias = layer.bias if getattr(layer, "use_bias", True) and getattr(layer, "bias", None) is not None else None
+    if isinstance(layer, L.Dense):
+        stages = [(lambda x, k, b: _add_bias(ops.matmul(x, k[0]), b, False), [layer.kernel], bias)]
+        axis = -1
+    elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        def depthwise(x, k, b, layer=layer):
+            return ops.depthwise_conv(x, k[0], strides=layer.strides, padding=layer.padding,
+                                      dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+
+        def pointwise(x, k, b, layer=layer):
+            return _add_bias(ops.conv(x, k[0], strides=1, padding="valid", data_format=layer.data_format), b, first)
+
+        stages = [(depthwise, [layer.depthwise_kernel], None), (pointwise, [layer.pointwise_kernel], bias)]
+        axis = -1
+    elif isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        def depthwise(x, k, b, layer=layer):
+            z = ops.depthwise_conv(x, k[0], strides=layer.strides, padding=layer.padding,
+                                   dilation_rate=layer.dilation_rate, data_format=layer.data_format)
+            return _add_bias(z, b, first)
+
+        stages = [(depthwise, [layer.kernel], bias)]
+        axis = "depthwise"
+    elif isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        def transposed(x, k, b, layer=layer):
+            z = ops.conv_transpose(x, k[0], strides=list(layer.strides), padding=layer.padding,
+                                   output_padding=layer.output_padding, data_format=layer.data_format,
+                                   dilation_rate=layer.dilation_rate)
+            return _add_bias(z, b, first)
+
+        stages = [(transposed, [layer.kernel], bias)]
+        axis = -2
+    else:  # Conv1D/2D/3D, groups included
+        stages = [(lambda x, k, b, layer=layer: _add_bias(layer.convolution_op(x, k[0]), b, first),
+                   [layer.kernel], bias)]
+        axis = -1
+    stages = [(fn, [ops.convert_to_tensor(k) for k in kernels], None if b is None else ops.convert_to_tensor(b))
+              for fn, kernels, b in stages]
+    if fold is None:
+        return stages
+    fn, kernels, bias = stages[-1]
+    scale, shift = _batchnorm_affine(fold)
+    kernel = ops.convert_to_tensor(kernels[0])
+    if axis == "depthwise":  # (*k, in, multiplier): output channel c * multiplier + m
+        factor = ops.reshape(scale, tuple(kernel.shape[-2:]))
+    elif axis == -2:
+        factor = ops.reshape(scale, (-1, 1))
+    else:
+        factor = scale
+    folded_bias = shift if bias is None else ops.cast(bias, "float32") * scale + shift
+    return stages[:-1] + [(fn, [kernel * factor], folded_bias)]
+
+
+def _batchnorm_affine(layer: keras.layers.Layer) -> Tuple[Any, Any]:
+    """BatchNormalization at inference as `x * scale + shift` per channel."""
+    mean, var = ops.cast(layer.moving_mean, "float32"), ops.cast(layer.moving_variance, "float32")
+    gamma = ops.cast(layer.gamma, "float32") if layer.scale else ops.ones_like(mean)
+    beta = ops.cast(layer.beta, "float32") if layer.center else ops.zeros_like(mean)
+    scale = gamma / ops.sqrt(var + layer.epsilon)
+    return scale, beta - mean * scale
+
+
+# -- the modified backward pass ------------------------------------------------------------------------------
+
+def _through(value: Any, x: Any) -> Any:
+    """Value `value`, derivative `diag(value)` with respect to `x`."""
+    value = sg(value)
+    return value + (x - sg(x)) * value
+
+
+def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any,
+               nonnegative: bool = False) -> Any:
+    """`fn(xs, kernels, bias)` (the layer's pre-activation output) whose backward pass is `rule`. With
+    `nonnegative` inputs (after a ReLU) the terms of their negative part are exactly 0 and are skipped."""
+    # float32 throughout (a float16 stabilizer of 1e-6 is 0): the result goes back to the input's dtype.
+    dtype = xs[0].dtype
+    xs = [ops.cast(x, "float32") for x in xs]
+    kernels = [None if k is None else ops.cast(k, "float32") for k in kernels]
+    bias = None if bias is None else ops.cast(bias, "float32")
+    inner = fn
+
+    def fn(ps, k, b):
+        return ops.cast(inner(ps, k, b), "float32")
+
+    outputs = []
+    for term in rule.terms():
+        if nonnegative and term.inputs in VANISH_ON_NONNEGATIVE:
+            outputs.append(0.0)  # min(x, 0) = 0, and such terms carry no bias
+            continue
+        k, b = term.params(kernels, bias)
+        outputs.append(fn([_through(term.inputs(x), x) for x in xs], k, b))
+    z = outputs[rule.identity] if rule.identity is not None else fn(xs, kernels, bias)
+    out = sg(z)
+    for t, c in zip(outputs, rule.multipliers(outputs, z)):
+        if c is not None and not isinstance(t, float):
+            out = out + (t - sg(t)) * sg(c)
+    return ops.cast(out, dtype)
+
+
+def pass_through(y: Any, x: Any) -> Any:
+    """Value `y`, relevance of `y` handed to `x` unchanged (same shape)."""
+    return sg(y) + (x - sg(x))
+
+
+def _activation(layer: keras.layers.Layer, z: Any) -> Any:
+    """The layer's fused activation (read at call time: the logits patch may have removed it), with Pass."""
+    fn = getattr(layer, "activation", None)
+    if fn is None or activation_name(fn) == "linear":
+        return z
+    return pass_through(fn(z), z)
+
+
+# -- the plan: which layers run, and the rule of each --------------------------------------------------------
+
+@dataclass
+class Plan:
+    """What one model's propagation does: `entries` (layer, kind, rule) in call order, BatchNormalization
+    layers folded into the linear layer before them (`folds`: id(linear) -> bn; `folded`: ids of the bns)."""
+
+    entries: List[Tuple[keras.layers.Layer, str, Optional[Rule]]] = field(default_factory=list)
+    folds: Dict[int, keras.layers.Layer] = field(default_factory=dict)
+    folded: set = field(default_factory=set)
+    nonnegative: set = field(default_factory=set)  # ids of layers whose every input comes out of a ReLU
+
+    def describe(self) -> List[Tuple[str, str]]:
+        """(layer name, rule) in call order, for users checking which rule went where."""
+        out = []
+        for layer, kind, rule in self.entries:
+            if id(layer) in self.folded:
+                out.append((layer.name, "folded into the layer before"))
+            elif rule is not None:
+                out.append((layer.name, repr(rule)))
+        return out
+
+
+RuleKey = Any  # a layer name / path (str) or a Keras layer class
+
+
+def check_rules(model: keras.layers.Layer, rules: Any) -> Tuple[Tuple[RuleKey, Rule], ...]:
+    """The user's `rules` as a tuple of (key, rule), checked: keys are layer names or paths of `model`, or Keras
+    layer classes; values are kc.lrp rules."""
+    if rules is None:
+        return ()
+    if not isinstance(rules, dict):
+        raise ValueError(f"`rules` must be a dict {{layer name or Keras layer class: kc.lrp rule}}, got "
+                         f"{type(rules).__name__}.")
+    refs = list(capture.iter_layers(model))
+    names = {r.layer.name for r in refs} | {r.path for r in refs}
+    checked = []
+    for key, rule in rules.items():
+        if not isinstance(rule, Rule):
+            raise ValueError(f"`rules[{key!r}]` must be a kc.lrp rule (Epsilon, Gamma, ZPlus, AlphaBeta, Flat, "
+                             f"WSquare, ZBox, Pass), got {type(rule).__name__}: {rule!r}.")
+        if isinstance(key, str):
+            if key not in names:
+                near = close_matches(key, sorted(names))
+                hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+                raise ValueError(f"`rules` names layer '{key}', which model '{model.name}' does not have.{hint}")
+        elif not (isinstance(key, type) and issubclass(key, keras.layers.Layer)):
+            raise ValueError(f"`rules` keys must be layer names or Keras layer classes (e.g. "
+                             f"keras.layers.Conv2D), got {key!r}.")
+        checked.append((key, rule))
+    return tuple(checked)
+
+
+def _user_rule(layer: keras.layers.Layer, path: str, rules: Sequence[Tuple[RuleKey, Rule]]) -> Optional[Rule]:
+    for key, rule in rules:  # names first: the more specific choice wins
+        if isinstance(key, str) and key in (layer.name, path):
+            return rule
+    for key, rule in rules:
+        if isinstance(key, type) and isinstance(layer, key):
+            return rule
+    return None
+
+
+def _unknown(layer: keras.layers.Layer) -> ValueError:
+    return ValueError(
+        f"LRP has no rule for layer '{layer.name}' ({type(layer).__name__}): keras-cam propagates relevance "
+        "through Dense, convolutions, pooling, BatchNormalization, Add/Average, Concatenate, reshapes, dropout and "
+        f"activations. Give it a rule: rules={{'{layer.name}': kc.lrp.Epsilon()}} (the layer itself, "
+        f"differentiated: any layer), or kc.lrp.Pass() for a layer that keeps its input's shape.")
+
+
+def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Composite,
+               rules: Sequence[Tuple[RuleKey, Rule]], canonize: bool) -> Plan:
+    """Runs `run()` (the model on one sample) with every layer recorded, then picks each layer's rule."""
+    paths = {id(r.layer): r.path for r in capture.iter_layers(model)}
+    layers = [l for l in capture.walk_layers(model) if layer_kind(l) != "container"]
+    calls: List[Tuple[keras.layers.Layer, List[int], int]] = []
+    ranks: Dict[int, int] = {}
+    keep: List[Any] = []  # tensors stay alive during the run, so their ids stay unique
+
+    def recorder(layer):
+        original = layer.call
+
+        def call(inputs, *args, **kwargs):
+            out = original(inputs, *args, **kwargs)
+            flat = keras.tree.flatten(inputs)
+            keep.extend(flat + [out])
+            ranks[id(out)] = len(getattr(out, "shape", ()))
+            calls.append((layer, [id(t) for t in flat], id(out)))
+            return out
+
+        return call
+
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(patched(layer, "call", recorder(layer)))
+        run()
+
+    counts: Dict[int, int] = {}
+    consumers: Dict[int, int] = {}
+    for layer, inputs, _ in calls:
+        counts[id(layer)] = counts.get(id(layer), 0) + 1
+        for t in inputs:
+            consumers[t] = consumers.get(t, 0) + 1
+    producer = {out: layer for layer, _, out in calls}
+
+    plan = Plan()
+    positive: set = set()  # ids of tensors that are >= 0 by construction
+    for layer, inputs, out in calls:
+        if counts[id(layer)] == 1 and inputs and all(t in positive for t in inputs):
+            plan.nonnegative.add(id(layer))
+            if layer_kind(layer) in ("gradient", "average", "merge"):
+                positive.add(out)
+        if _relu_output(layer):
+            positive.add(out)
+    first_seen = False
+    seen: set = set()
+    for layer, inputs, _ in calls:
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        kind = layer_kind(layer)
+        rule = _user_rule(layer, paths.get(id(layer), layer.name), rules)
+        is_first = False
+        if kind in composite.first_kinds and not first_seen:
+            first_seen = is_first = True
+        if rule is not None:
+            if rule.needs_params and kind not in (CONV, DENSE, "average"):
+                raise ValueError(f"Rule {rule!r} modifies weights, which keras-cam reads on Dense, convolution and "
+                                 f"pooling layers only; layer '{layer.name}' is a {type(layer).__name__}. Give it "
+                                 "kc.lrp.Epsilon() or kc.lrp.Pass().")
+        elif kind in (CONV, DENSE):
+            rule = composite.rule_for(kind, is_first)
+        elif kind in ("average", "merge", "camhead"):
+            rule = Norm()
+        elif kind == "batchnorm":
+            source = producer.get(inputs[0]) if len(inputs) == 1 else None
+            if canonize and source is not None and _foldable(source, layer, counts, consumers, inputs[0],
+                                                                    ranks.get(inputs[0], -1)):
+                plan.folds[id(source)] = layer
+                plan.folded.add(id(layer))
+            rule = Pass()
+        elif kind == "pass":
+            rule = Pass()
+        elif kind == "gradient":
+            rule = None
+        else:
+            raise _unknown(layer)
+        plan.entries.append((layer, kind, rule))
+    # A fold decided after its linear layer's entry: nothing else to update (folds are looked up at call time).
+    return plan
+
+
+def _relu_output(layer: keras.layers.Layer) -> bool:
+    """The layer's output is >= 0 by construction: a ReLU (no negative slope), or relu/relu6 fused."""
+    if isinstance(layer, L.ReLU):
+        return not layer.negative_slope and float(layer.threshold) >= 0
+    name = activation_name(getattr(layer, "activation", None))
+    return name in ("relu", "relu6") and layer_kind(layer) in (CONV, DENSE, "pass")
+
+
+def _foldable(source: keras.layers.Layer, bn: keras.layers.Layer, counts: Dict[int, int],
+              consumers: Dict[int, int], tensor: int, rank: int) -> bool:
+    """BatchNormalization `bn` reads the output of linear layer `source` directly and alone, both run once,
+    `source` has no activation, and `bn` normalizes `source`'s channel axis."""
+    if layer_kind(source) not in (CONV, DENSE) or counts.get(id(source)) != 1 or counts.get(id(bn)) != 1:
+        return False
+    if consumers.get(tensor) != 1 or activation_name(getattr(source, "activation", None)) not in ("linear", ""):
+        return False
+    first = getattr(source, "data_format", "channels_last") == "channels_first"
+    axis = bn.axis[0] if isinstance(bn.axis, (list, tuple)) else bn.axis
+    if rank < 2:
+        return False
+    channel = 1 if first and not isinstance(source, L.Dense) else rank - 1
+    return axis % rank == channel
+
+
+# -- the modified calls ----------------------------------------------------------------------------------------
+
+def _linear_call(layer: keras.layers.Layer, rule: Rule, fold: Optional[keras.layers.Layer],
+                 nonnegative: bool) -> Callable:
+    def call(inputs, *args, **kwargs):
+        x = inputs
+        for i, (fn, kernels, bias) in enumerate(_stages(layer, fold)):
+            x = apply_rule(rule, lambda xs, k, b, fn=fn: fn(xs[0], k, b), [x], kernels, bias,
+                           nonnegative and i == 0)
+        return _activation(layer, x)
+
+    return call
+
+
+def _own_call(original: Callable, rule: Rule, layer: keras.layers.Layer) -> Callable:
+    """A layer whose weights keras-cam does not modify, through its own `call` (pooling, Add, or any layer
+    given a rule such as Epsilon)."""
+
+    def call(inputs, *args, **kwargs):
+        several = isinstance(inputs, (list, tuple))
+        xs = list(inputs) if several else [inputs]
+        if isinstance(rule, Pass):
+            y = original(inputs, *args, **kwargs)
+            if several or tuple(y.shape) != tuple(inputs.shape):
+                got = "several inputs" if several else tuple(inputs.shape)
+                raise ValueError(f"Pass hands relevance through unchanged, so it needs a layer with one input of "
+                                 f"its output's shape; layer '{layer.name}' changes {got} to {tuple(y.shape)}. "
+                                 "Give it kc.lrp.Epsilon().")
+            return pass_through(y, inputs)
+
+        def fn(ps, k, b):
+            return original(list(ps) if several else ps[0], *args, **kwargs)
+
+        return apply_rule(rule, fn, xs, [], None)
+
+    return call
+
+
+def _camhead_call(layer: keras.layers.Layer) -> Callable:
+    """CAMHead: global average pooling (Norm, as zennit's AvgPool) and its Dense (its own rule)."""
+    def call(inputs, *args, **kwargs):
+        spatial = layer._layout(len(inputs.shape)).spatial_axes
+        pooled = apply_rule(Norm(), lambda xs, k, b: ops.mean(xs[0], axis=spatial), [inputs], [], None)
+        logits = ops.cast(layer.dense(pooled), "float32")
+        return _activation(layer, logits)
+
+    return call
+
+
+@contextlib.contextmanager
+def propagating(plan: Plan) -> Iterator[None]:
+    """Within the block, the model's layers propagate relevance backward as `plan` says; restored on exit."""
+    with contextlib.ExitStack() as stack:
+        for layer, kind, rule in plan.entries:
+            if rule is None:
+                continue
+            if id(layer) in plan.folded:
+                replacement = lambda inputs, *args, **kwargs: inputs  # noqa: E731  (the linear layer did it)
+            elif kind == "camhead":
+                replacement = _camhead_call(layer)
+            elif kind in (CONV, DENSE) and (rule.needs_params or not isinstance(rule, Pass)):
+                replacement = _linear_call(layer, rule, plan.folds.get(id(layer)), id(layer) in plan.nonnegative)
+            else:
+                replacement = _own_call(layer.call, rule, layer)
+            stack.enter_context(patched(layer, "call", replacement))
+        yield
