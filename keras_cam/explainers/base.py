@@ -254,6 +254,8 @@ class BaseCAM(LabelsMixin):
         self._resolve_on_first_call(inputs)
         if isinstance(targets, OutputTarget):
             targets = targets.bind(capture.output_names(self.model))
+        if hasattr(targets, "bind_model"):  # a detection target decodes boxes for this model and input size
+            targets = targets.bind_model(self.model, self._input_size(inputs))
         resolved = resolve_targets(targets, inputs.n, self.num_classes, binary=self._binary_unit())
         self._call_size = self._input_size(inputs)  # token grids are laid out for it when traced
         return inputs, resolved
@@ -356,6 +358,8 @@ class BaseCAM(LabelsMixin):
                                      "int or one int per image, not a callable.")
                 scores = callable_scores(targets, outputs, index)
                 return scores, (scores, keras.ops.zeros_like(scores, dtype="int32") + PREDICTED)
+            if not self.needs_grads and isinstance(outputs, (list, tuple, dict)):  # target-free on a detector
+                return None, (keras.ops.zeros(index.shape), keras.ops.cast(index, "int32"))
             # Probabilities only when a sigmoid/softmax is left in place (use_logits=False).
             probabilities = not self.use_logits and bool(self._logit_layers)
             scores, idx = class_scores(outputs, index, probabilities=probabilities, binary=self._binary_unit())
