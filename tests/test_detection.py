@@ -213,3 +213,77 @@ def test_a_detector_in_the_generic_format_and_bad_input_say_what_to_do():
         kc.GradCAM(model, layer="features")(imgs, targets=kc.targets.detection(np.ones((3, 1, 4)) * [0, 0, 1, 1]))
     with pytest.raises(ValueError, match="`iou`"):
         kc.targets.detection(iou=0)
+
+
+def deeplab() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=resnet(), spatial_pyramid_pooling_key="P4", upsampling_size=4, dilation_rates=[1, 2],
+        low_level_feature_key="P2", projection_filters=8, image_shape=(SIZE, SIZE, 3))
+    return keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=3)
+
+
+def segformer() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    encoder = keras_hub.models.MiTBackbone(
+        layerwise_depths=[1, 1], num_layers=2, layerwise_num_heads=[1, 1], layerwise_sr_ratios=[2, 1],
+        max_drop_path_rate=0.0, layerwise_patch_sizes=[7, 3], layerwise_strides=[4, 2], hidden_dims=[8, 16],
+        image_shape=(SIZE, SIZE, 3))
+    backbone = keras_hub.models.SegFormerBackbone(image_encoder=encoder, projection_filters=8)
+    return keras_hub.models.SegFormerImageSegmenter(backbone=backbone, num_classes=3)
+
+
+def basnet() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 16, 16, 16],
+        stackwise_num_blocks=[1] * 4, stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block")
+    backbone = keras_hub.models.BASNetBackbone(image_encoder=encoder, num_classes=1, image_shape=(SIZE, SIZE, 3))
+    return keras_hub.models.BASNetImageSegmenter(backbone=backbone, num_classes=1)
+
+
+# The automatic layer: the encoder's last stage that the task reads (DeepLabV3: its pyramid pooling key, P4),
+# BASNet's bottleneck (its encoder is rebuilt into blocks of its own): the last stage joined with the bridge.
+SEGMENTERS = {"deeplab": (deeplab, "stack2_block0_out"), "segformer": (segformer, "output_level_1"),
+              "basnet": (basnet, keras.layers.Concatenate)}
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("kind", ["deeplab", "segformer"])
+def test_segmenters_are_explained_from_one_line(kind):
+    build, expected_layer = SEGMENTERS[kind]
+    model, x = build(), images()
+    explainer = kc.GradCAM(model)
+    layer = explainer.layer_refs[0]
+    assert layer.name == expected_layer if isinstance(expected_layer, str) else isinstance(layer.layer, expected_layer)
+    with kc.capture.logits(model):  # what every target scores: logits (BASNet's sigmoids removed)
+        z = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
+    c = 1
+    mask = (z[..., 0] > 0) if z.shape[-1] == 1 else (z.argmax(-1) == c)
+    logit = z[..., 0] if z.shape[-1] == 1 else z[..., c]
+    result = explainer.compute(x, targets=kc.targets.segmentation(c), upsample=False, normalize=False)
+    np.testing.assert_allclose(result.scores, (logit * mask).sum((1, 2)), rtol=1e-3, atol=1e-3)
+    if kind != "deeplab":  # the maps' oracle on one of them: each costs minutes of tracing on JAX
+        return
+    weights = keras.ops.convert_to_tensor(mask.astype(np.float32))
+
+    def score(out):
+        return keras.ops.sum(keras.ops.cast(out, "float32")[..., c] * weights, axis=(1, 2)), None
+
+    with kc.capture.logits(model):
+        acts, grads, _, _ = seam.get().activation_grads(model, keras.ops.convert_to_tensor(x), [layer.layer], score)
+    a, g = (keras.ops.convert_to_numpy(t) for t in (acts[0], grads[0]))
+    expected = np.maximum((a * g.mean(axis=(1, 2), keepdims=True)).sum(-1), 0)
+    np.testing.assert_allclose(result.heatmaps, expected, rtol=1e-3, atol=1e-4 * max(expected.max(), 1e-6))
+    assert np.abs(g).max() > 0  # the layer is on the way to the output
+    eigen = kc.EigenCAM(model)(x)  # target-free
+    assert eigen.shape == (2, SIZE, SIZE) and np.allclose(eigen.max(axis=(1, 2)), 1.0)
+
+
+def test_basnet_is_explained_from_one_line():  # a minute of tracing on JAX: TensorFlow in CI
+    test_segmenters_are_explained_from_one_line("basnet")
+
+
+@pytest.mark.backends
+def test_detectors_get_their_encoders_last_stage(models):
+    assert kc.GradCAM(models["retinanet"]).layer_refs[0].path == "retina_net_backbone/backbone/stack2_block0_out"

@@ -358,7 +358,8 @@ class BaseCAM(LabelsMixin):
                                      "int or one int per image, not a callable.")
                 scores = callable_scores(targets, outputs, index)
                 return scores, (scores, keras.ops.zeros_like(scores, dtype="int32") + PREDICTED)
-            if not self.needs_grads and isinstance(outputs, (list, tuple, dict)):  # target-free on a detector
+            if not self.needs_grads and (isinstance(outputs, (list, tuple, dict)) or len(outputs.shape) != 2):
+                # target-free (EigenCAM) on detectors and segmenters: no class to report
                 return None, (keras.ops.zeros(index.shape), keras.ops.cast(index, "int32"))
             # Probabilities only when a sigmoid/softmax is left in place (use_logits=False).
             probabilities = not self.use_logits and bool(self._logit_layers)
