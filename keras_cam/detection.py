@@ -164,35 +164,39 @@ class DetectionTarget(RowsTarget):
             raise ValueError(_formats_message(outputs))
         return ops.cast(boxes, "float32"), ops.cast(logits, "float32")
 
-    def references(self, boxes: Any, logits: Any, rows: Any = None) -> Tuple[Any, Any, Any]:
-        """The reference boxes (N, K, 4), labels (N, K) int32 and validity (N, K) float32 of one batch: the
-        given rows, or the model's own top `max_boxes` boxes (greedy class-wise suppression at `iou`, kept
-        when their probability sigmoid(logit) >= `min_score`), never differentiated."""
+    def references(self, boxes: Any, logits: Any, rows: Any = None) -> Tuple[Any, Any, Any, Any]:
+        """The reference boxes (N, K, 4), labels (N, K) int32, validity (N, K) float32 and logits (N, K) of one
+        batch: the given rows (logits: the best-overlapping prediction's), or the model's own top `max_boxes`
+        boxes (greedy class-wise suppression at `iou`, kept when their probability sigmoid(logit) >=
+        `min_score`), never differentiated."""
         ops = keras.ops
         boxes, logits = ops.stop_gradient(boxes), ops.stop_gradient(logits)
         predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")  # (N, A)
         if rows is not None:
             ref, labels, valid = rows[..., :4], ops.cast(rows[..., 4], "int32"), rows[..., 5]
             # A box given without a label takes the label the model predicts for its best-overlapping box.
-            best = ops.argmax(_pairwise_iou(ref, boxes), axis=-1)  # (N, K)
-            own = ops.take_along_axis(predicted, ops.cast(best, "int32"), axis=1)
-            return ref, ops.where(labels < 0, own, labels), valid
+            best = ops.cast(ops.argmax(_pairwise_iou(ref, boxes), axis=-1), "int32")  # (N, K)
+            own = ops.take_along_axis(predicted, best, axis=1)
+            return ref, ops.where(labels < 0, own, labels), valid, \
+                ops.take_along_axis(ops.max(logits, axis=-1), best, axis=1)
         confidence = ops.max(logits, axis=-1)  # (N, A)
         count = int(boxes.shape[1])
         threshold = float(np.log(self.min_score / (1 - self.min_score))) if self.min_score > 0 else -np.inf
-        picked, labels, valid = [], [], []
+        picked, labels, valid, confidences = [], [], [], []
         for _ in range(self.max_boxes):
             pick = ops.one_hot(ops.argmax(confidence, axis=-1), count)  # (N, A)
             best = ops.sum(confidence * pick, axis=-1)
             box = ops.einsum("na,nad->nd", pick, boxes)
             label = ops.cast(ops.sum(ops.cast(predicted, "float32") * pick, axis=-1), "int32")
             picked.append(box)
+            confidences.append(best)
             labels.append(label)
             valid.append(ops.cast((best > threshold) & (best > _SUPPRESSED / 2), "float32"))
             overlap = _pairwise_iou(box[:, None, :], boxes)[:, 0, :]
             same = (overlap >= self.iou) & (predicted == label[:, None])
             confidence = ops.where(same | (pick > 0), _SUPPRESSED, confidence)
-        return ops.stack(picked, axis=1), ops.stack(labels, axis=1), ops.stack(valid, axis=1)
+        return (ops.stack(picked, axis=1), ops.stack(labels, axis=1), ops.stack(valid, axis=1),
+                ops.stack(confidences, axis=1))
 
     def score(self, outputs: Any, index: Any = None) -> Any:
         """(N, K) scores (N, for one given box per image) of raw `outputs`; `index` holds the given rows
@@ -209,7 +213,7 @@ class DetectionTarget(RowsTarget):
                 raise ValueError("Per-image boxes follow the images through the gradient methods' compiled calls "
                                  "and EigenCAM's; methods that score masked copies in passes of their own "
                                  "(Score-CAM, AblationCAM) need one image per call.")
-        ref, labels, valid = self.references(boxes, logits, rows)
+        ref, labels, valid, _ = self.references(boxes, logits, rows)
         num_classes = int(logits.shape[-1])
         predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
         match = (_pairwise_iou(ref, ops.stop_gradient(boxes)) >= self.iou) \
@@ -220,7 +224,9 @@ class DetectionTarget(RowsTarget):
 
     def boxes(self, model: Any, images: Any) -> List[Dict[str, np.ndarray]]:
         """The reference boxes this target explains, per image: `{"boxes": (K_i, 4), "labels": (K_i,),
-        "scores": (K_i,)}` (scores: the summed logit of each box, as explained), in the order of the maps.
+        "scores": (K_i,), "probabilities": (K_i,)}` in the order of the maps (scores: the summed logits of
+        each box, as explained; probabilities: sigmoid of the box's own logit, or of the best-overlapping
+        prediction's for given boxes).
 
         Example:
 
@@ -235,11 +241,13 @@ class DetectionTarget(RowsTarget):
         outputs = model(x, training=False)
         boxes, logits = bound.decode(outputs)
         rows = None if bound._rows is None else keras.ops.convert_to_tensor(bound._rows)
-        ref, labels, valid = (keras.ops.convert_to_numpy(t) for t in bound.references(boxes, logits, rows))
+        ref, labels, valid, best = (keras.ops.convert_to_numpy(t) for t in bound.references(boxes, logits, rows))
+        probabilities = 1 / (1 + np.exp(-best.astype(np.float64)))
         scores = keras.ops.convert_to_numpy(bound.score(outputs, rows)).reshape(len(x), -1)
         keep = valid > 0
         return [{"boxes": ref[i][keep[i]], "labels": labels[i][keep[i]].astype(np.int64),
-                 "scores": scores[i][keep[i]]} for i in range(len(x))]
+                 "scores": scores[i][keep[i]], "probabilities": probabilities[i][keep[i]].astype(np.float32)}
+                for i in range(len(x))]
 
 
 def _anchors(model: Any, size: Tuple[int, int]) -> Optional[np.ndarray]:

@@ -287,3 +287,77 @@ def test_basnet_is_explained_from_one_line():  # a minute of tracing on JAX: Ten
 @pytest.mark.backends
 def test_detectors_get_their_encoders_last_stage(models):
     assert kc.GradCAM(models["retinanet"]).layer_refs[0].path == "retina_net_backbone/backbone/stack2_block0_out"
+
+
+@pytest.fixture(scope="module")
+def trained_detector():
+    from keras_cam.demo.boxes import build_box_detector, train_box_detector
+
+    keras.utils.set_random_seed(0)
+    x, y, _, b = kc.datasets.make_shapes(2000, size=48, seed=0, return_boxes=True)
+    model = build_box_detector((48, 48, 3), 3)
+    train_box_detector(model, x, y, b, epochs=12)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.backends
+def test_a_trained_detectors_box_maps_point_at_the_box_and_follow_it(trained_detector):
+    from keras_cam.demo.boxes import box_pointing_game
+
+    model = trained_detector
+    x, y, _, b = kc.datasets.make_shapes(100, size=48, seed=1, return_boxes=True)
+    explainer = kc.GradCAM(model, layer="features")
+    maps = explainer(x, targets=kc.targets.detection(b, y))
+    assert box_pointing_game(maps, b).mean() >= 0.9
+    own = explainer(x, targets=kc.targets.detection(max_boxes=1, min_score=0.5))[:, 0]
+    assert box_pointing_game(own, b).mean() >= 0.9
+    # The object moves (the whole image rolls by 10 px right, 6 px down): its box's map moves with it.
+    keep = np.flatnonzero((b[:, 2] + 10 <= 48) & (b[:, 3] + 6 <= 48))[:20]
+    moved = np.roll(x[keep], (6, 10), axis=(1, 2))
+    shifted = b[keep] + [10, 6, 10, 6]
+    after = explainer(moved, targets=kc.targets.detection(shifted, y[keep]))
+    assert box_pointing_game(after, shifted).mean() >= 0.9
+
+    def centroid(m):
+        yy, xx = np.mgrid[:48, :48]
+        return np.stack([(m * xx).sum((1, 2)), (m * yy).sum((1, 2))], -1) / m.sum((1, 2))[:, None]
+
+    shift = np.median(centroid(after) - centroid(maps[keep]), axis=0)
+    np.testing.assert_allclose(shift, [10, 6], atol=2.0)
+
+
+def test_overlay_draws_the_boxes_and_checks_them():
+    image = np.zeros((32, 32, 3), np.float32)
+    plain = kc.overlay(image, np.zeros((4, 4)), alpha=0.0)
+    drawn = kc.overlay(image, np.zeros((4, 4)), alpha=0.0, boxes=[[4, 6, 20, 30]], labels=[1], scores=[0.9])
+    changed = (drawn != plain).any(-1)
+    assert changed[10:30, 4].all() and changed[10:30, 19].all() and changed[29, 4:20].all()  # the sides
+    assert not changed[30:].any() and not changed[:, 20:].any() or not changed[12:, 20:].any()
+    assert not (drawn[20:28, 6:18] != plain[20:28, 6:18]).any()  # inside the box: untouched
+    with pytest.raises(ValueError, match="one per box"):
+        kc.overlay(image, np.zeros((4, 4)), boxes=[[4, 6, 20, 30]], labels=[1, 2])
+    with pytest.raises(ValueError, match=r"\(K, 4\)"):
+        kc.overlay(image, np.zeros((4, 4)), boxes=np.ones((2, 2, 4)))
+
+
+def test_cli_explains_a_detector_box_by_box(tmp_path, capsys):
+    from keras_cam import cli
+    from keras_cam.demo.boxes import build_box_detector
+
+    keras.utils.set_random_seed(0)
+    path = str(tmp_path / "detector.keras")
+    build_box_detector((32, 32, 3), 3).save(path)
+    images_, _, _ = kc.datasets.make_shapes(2, size=32, seed=1)
+    pngs = [str(kc.save_image(tmp_path / f"img{i}.png", img)) for i, img in enumerate(images_)]
+    out = tmp_path / "out"
+    assert cli.main(["explain", path, *pngs, "--box", "0", "--min-score", "0", "--layer", "features",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(": box 0 [") == 2 and (out / "img0_gradcam_box0.png").exists()
+    assert cli.main(["explain", path, pngs[0], "--box", "all", "--min-score", "0", "--out", str(out)]) == 0
+    assert len(list(out.glob("img0_gradcam_box*.png"))) == 20  # every box, up to 20
+    assert cli.main(["explain", path, pngs[0], "--box", "0", "--min-score", "0.999999", "--out", str(out)]) == 0
+    assert "no box #0 with probability >= 0.999999" in capsys.readouterr().out
+    assert cli.main(["explain", path, pngs[0], "--box", "-1"]) == 2
+    assert "expected a box rank >= 0 or 'all'" in capsys.readouterr().err

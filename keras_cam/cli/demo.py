@@ -14,15 +14,18 @@ DESCRIPTION = (
     "held-out images after every epoch (snapshots/, with evolution.png/.gif), overlays per class, correct"
     " and wrong predictions and a comparison of every explainer (methods.md, methods.png). --data "
     "signals: a Conv1D network on make_signals; --data volumes: a Conv3D network on make_volumes "
-    "(snapshots/ and class_<name>.png). Needs no download; a minute or two on 2 CPU cores."
+    "(snapshots/ and class_<name>.png); --data boxes: a centre-point detector on shapes with boxes, each "
+    "box explained with kc.targets.detection, its pointing game in summary.json (boxes.png). Needs no "
+    "download; a minute or two on 2 CPU cores."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from keras_cam.demo import DEFAULT_EPOCHS, LAYOUT_DATA
 
-    parser.add_argument("--data", choices=("shapes",) + LAYOUT_DATA, default="shapes",
-                        help="what is learnt: shapes (images, default), signals (1-D), volumes (3-D)")
+    parser.add_argument("--data", choices=("shapes",) + LAYOUT_DATA + ("boxes",), default="shapes",
+                        help="what is learnt: shapes (images, default), signals (1-D), volumes (3-D), boxes "
+                             "(a small detector, explained box by box)")
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"training epochs (default: {DEFAULT_EPOCHS} for shapes, else 8)")
@@ -36,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
     # A progress bar on a terminal; one line per epoch when the output goes to a file or a pipe.
     verbose = 1 if sys.stdout.isatty() else 2
-    if args.data == "shapes":
+    if args.data == "boxes":
+        from keras_cam.demo.boxes import DEFAULT_EPOCHS as BOX_EPOCHS, run_box_demo
+
+        run_box_demo(out_dir=args.out, epochs=args.epochs or BOX_EPOCHS, seed=args.seed, verbose=verbose)
+    elif args.data == "shapes":
         run_demo(out_dir=args.out, epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed,
                  compare=not args.no_compare, verbose=verbose)
     else:

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from keras_cam._validation import close_matches, to_numpy
+from keras_cam.visualize.boxes import draw_boxes
 from keras_cam.visualize.images import as_rgb, to_uint8
 
 __all__ = ["colormap_code", "colormap_names", "overlay"]
@@ -72,7 +73,8 @@ def _refuse_signals_and_volumes(image: Any, heatmap: Any) -> None:
                          "image.")
 
 
-def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, int] = "jet") -> np.ndarray:
+def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, int] = "jet", boxes: Any = None,
+            labels: Any = None, scores: Any = None) -> np.ndarray:
     """Blends a colored heatmap over an image.
 
     The heatmap is clipped to [0, 1], resized to the image with bilinear interpolation when sizes differ,
@@ -87,6 +89,8 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
         alpha: the heatmap's weight, in [0, 1]: 0 returns the image, 1 the colored heatmap.
         colormap: an OpenCV colormap name, case-insensitive ("jet", "viridis", "inferno", "turbo", "hot",
             ...; see `colormap_names()`), or a `cv2.COLORMAP_*` value.
+        boxes: boxes to draw over the blend, (K, 4) x0, y0, x1, y1 in the image's pixels (e.g. those of
+            `kc.targets.detection`), each captioned with its entry of `labels` (ints or names) and `scores`.
 
     Returns:
         uint8 (H, W, 3) RGB.
@@ -120,4 +124,5 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
         hm = cv2.resize(hm, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
     colored = cv2.cvtColor(cv2.applyColorMap(to_uint8(np.clip(hm, 0.0, 1.0)), code), cv2.COLOR_BGR2RGB)
     blended = float(alpha) * colored.astype(np.float32) + (1.0 - float(alpha)) * img.astype(np.float32)
-    return np.round(blended).astype(np.uint8)
+    blended = np.round(blended).astype(np.uint8)
+    return blended if boxes is None else draw_boxes(blended, boxes, labels, scores)
