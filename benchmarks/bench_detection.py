@@ -17,7 +17,8 @@ One warm-up call each (compilation), then interleaved rounds; medians. The helpe
 `run_interleaved`, ...) are bench_explainers.py's.
 
 Usage:
-    PYTHONPATH=. KERAS_BACKEND=tensorflow python benchmarks/bench_detection.py --batch 4 --save benchmarks/results/detection_tensorflow.md
+    PYTHONPATH=. KERAS_BACKEND=tensorflow python benchmarks/bench_detection.py --batch 4 \
+        --save benchmarks/results/detection_tensorflow.md
 """
 from __future__ import annotations
 

@@ -296,7 +296,8 @@ def _as_rows(boxes: Any, labels: Any) -> np.ndarray:
     for i, (b, lab) in enumerate(zip(per_image, per_label)):
         if len(lab) != len(b):
             raise ValueError(f"Image {i} has {len(b)} boxes but {len(lab)} labels; pass one label per box.")
-        if labels is not None and lab.size and (lab.dtype.kind not in "iuf" or np.any(lab != np.round(lab)) or np.any(lab < 0)):
+        if labels is not None and lab.size and (lab.dtype.kind not in "iuf" or np.any(lab != np.round(lab))
+                                                or np.any(lab < 0)):
             raise ValueError(f"`labels` must be integer class indices >= 0; image {i} has {lab.tolist()}.")
         if b.size and (not np.all(np.isfinite(b)) or np.any(b[:, 2] <= b[:, 0]) or np.any(b[:, 3] <= b[:, 1])):
             raise ValueError(f"Image {i} has a box that is not x0, y0, x1, y1 with x1 > x0 and y1 > y0 (finite): "

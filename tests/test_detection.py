@@ -213,6 +213,13 @@ def test_a_detector_in_the_generic_format_and_bad_input_say_what_to_do():
         kc.GradCAM(model, layer="features")(imgs, targets=kc.targets.detection(np.ones((3, 1, 4)) * [0, 0, 1, 1]))
     with pytest.raises(ValueError, match="`iou`"):
         kc.targets.detection(iou=0)
+    # Input-gradient methods give one map per image: one box per image, never K summed silently.
+    one = kc.targets.detection(np.array([[1.0, 1, 8, 8], [2, 2, 9, 9]]), [1, 0], iou=0.01)
+    assert kc.Saliency(model)(imgs, targets=one).shape == (2, 16, 16)
+    with pytest.raises(ValueError, match="Saliency explains one box per image"):
+        kc.Saliency(model)(imgs, targets=kc.targets.detection(boxes, [[1], []]))
+    with pytest.raises(ValueError, match="aug_smooth flips the images"):
+        kc.GradCAM(model, layer="features").explain(imgs, targets=one, aug_smooth=True)
 
 
 def deeplab() -> keras.Model:
@@ -300,8 +307,7 @@ def trained_detector():
     return model
 
 
-@pytest.mark.slow
-@pytest.mark.backends
+@pytest.mark.slow  # training takes a minute on TensorFlow and several on PyTorch and JAX: TensorFlow in CI
 def test_a_trained_detectors_box_maps_point_at_the_box_and_follow_it(trained_detector):
     from keras_cam.demo.boxes import box_pointing_game
 
