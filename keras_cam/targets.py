@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple, Union
 import keras
 import numpy as np
 
+from keras_cam._rows import RowsTarget
+
 Targets = Union[None, int, np.integer, "np.ndarray", list, tuple, Callable[[Any], Any]]
 
 PREDICTED = -1
@@ -34,7 +36,7 @@ def resolve_targets(targets: Targets, n: int, num_classes: Optional[int],
         binary: with K == 1, whether the unit is a binary classifier (indices 0, 1) or a regression output
             (index 0 only).
     """
-    if isinstance(targets, SegmentationTarget):
+    if isinstance(targets, RowsTarget):
         return targets.resolve(n)
     if callable(targets):
         return targets
@@ -129,7 +131,7 @@ def class_scores(outputs: Any, index: Any, probabilities: bool = False, binary: 
 def callable_index(fn: Callable[[Any], Any], n: int) -> np.ndarray:
     """What a callable target takes into compiled functions in place of class indices, chunked with the
     images: a segmentation target's per-image masks (N, H, W), else `-1` (N,) (nothing)."""
-    rows = fn.take_rows() if isinstance(fn, SegmentationTarget) else None
+    rows = fn.take_rows() if isinstance(fn, RowsTarget) else None
     return np.full((n,), PREDICTED, dtype=np.int32) if rows is None else rows
 
 
@@ -138,8 +140,9 @@ def callable_scores(fn: Callable[[Any], Any], outputs: Any, index: Any = None) -
 
     `index` is the chunk of what `callable_index` gave (segmentation targets read per-image masks in it).
     """
-    scores = fn.score(outputs, index) if isinstance(fn, SegmentationTarget) else fn(outputs)
-    if isinstance(scores, (list, tuple, dict)) or len(getattr(scores, "shape", ())) != 1:
+    scores = fn.score(outputs, index) if isinstance(fn, RowsTarget) else fn(outputs)
+    rank = 2 if getattr(fn, "several", False) else 1  # a detection target scores K boxes per image, (N, K)
+    if isinstance(scores, (list, tuple, dict)) or len(getattr(scores, "shape", ())) != rank:
         raise ValueError(
             "A callable `targets` must return one score per image, shape (N,); got "
             f"{getattr(scores, 'shape', type(scores).__name__)}."
@@ -220,7 +223,7 @@ def output(name_or_index: Union[int, str], class_index: Optional[int] = None) ->
     return OutputTarget(name_or_index, class_index)
 
 
-class SegmentationTarget:
+class SegmentationTarget(RowsTarget):
     """Scores one class of a per-pixel output (N, *spatial, K): its logits summed over a mask (see
     `segmentation`).
 
@@ -384,3 +387,6 @@ def segmentation(class_index: int, mask: Any = None) -> SegmentationTarget:
     ```
     """
     return SegmentationTarget(class_index, mask)
+
+
+from keras_cam.detection import DetectionTarget, detection  # noqa: E402  (it builds on RowsTarget)

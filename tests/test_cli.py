@@ -159,7 +159,7 @@ def test_cli_help_exits_zero(capsys):
     for argv in (["--help"], ["demo", "--help"]):
         assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "--epochs" in out and "--no-compare" in out and "{shapes,signals,volumes,shortcut}" in out
+    assert "--epochs" in out and "--no-compare" in out and "{shapes,signals,volumes,shortcut,boxes}" in out
 
 
 def test_cli_usage_errors_exit_two_with_one_line(capsys):

@@ -8,6 +8,7 @@ from typing import Any, List, Optional, Sequence, Union
 import keras
 
 from keras_cam import layout
+from keras_cam.capture.dense import dense_layer
 from keras_cam.capture.tokens import auto_token_layer, is_token_shape
 from keras_cam._validation import close_matches
 from keras_cam.capture.graph import LayerRef, graph_tensors, iter_layers, static_output_shape, sublayers
@@ -97,6 +98,9 @@ def find_layer(
     refs = list(iter_layers(model))
     rank = spatial_rank(model, sample)
     if layer is None:
+        dense = dense_layer(model, refs, lambda: spatial_layers(model, rank))  # keras-hub dense models
+        if dense is not None:
+            return dense
         spatial = spatial_layers(model, rank)
         if not spatial and rank == 2:
             token = auto_token_layer(refs)  # a vision transformer: no feature map, but tokens

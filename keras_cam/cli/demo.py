@@ -16,16 +16,19 @@ DESCRIPTION = (
     "signals: a Conv1D network on make_signals; --data volumes: a Conv3D network on make_volumes "
     "(snapshots/ and class_<name>.png). --data shortcut: the shapes CNN trained with a corner mark on most "
     "circle images; its held-out maps are audited (report/index.html) and the named cluster is scored "
-    "against the marked images. Needs no download; a minute or two on 2 CPU cores."
+    "against the marked images. --data boxes: a centre-point detector on shapes with boxes, each box "
+    "explained with kc.targets.detection, its pointing game in summary.json (boxes.png). Needs no "
+    "download; a minute or two on 2 CPU cores."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from keras_cam.demo import DEFAULT_EPOCHS, LAYOUT_DATA
 
-    parser.add_argument("--data", choices=("shapes",) + LAYOUT_DATA + ("shortcut",), default="shapes",
+    parser.add_argument("--data", choices=("shapes",) + LAYOUT_DATA + ("shortcut", "boxes"), default="shapes",
                         help="what is learnt: shapes (images, default), signals (1-D), volumes (3-D); "
-                             "shortcut: shapes with a planted corner mark, found by kc.audit")
+                             "shortcut: shapes with a planted corner mark, found by kc.audit; boxes: a small "
+                             "detector, explained box by box")
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"training epochs (default: {DEFAULT_EPOCHS} for shapes, else 8)")
@@ -42,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if args.data == "shortcut":
         run_shortcut_demo(out_dir=args.out, epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed,
                           verbose=verbose)
+    elif args.data == "boxes":
+        from keras_cam.demo.boxes import DEFAULT_EPOCHS as BOX_EPOCHS, run_box_demo
+
+        run_box_demo(out_dir=args.out, epochs=args.epochs or BOX_EPOCHS, seed=args.seed, verbose=verbose)
     elif args.data == "shapes":
         run_demo(out_dir=args.out, epochs=args.epochs or DEFAULT_EPOCHS, seed=args.seed,
                  compare=not args.no_compare, verbose=verbose)

@@ -12,6 +12,7 @@ import time
 import warnings
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
+from keras_cam.cli._boxes import box_choice, write_box_overlays
 from keras_cam.cli._common import (PROG, SCALES, check_pixels, input_size, load_model, name_or_index,
                                    native_stderr_captured, one_line, positive_int, scale, integer)
 
@@ -46,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LRP composite for --method lrp (default epsilon_plus_flat; see "
                              "kc.lrp.available_composites())")
     parser.add_argument("--target", type=integer, default=None, help="class index (default: the predicted class)")
+    parser.add_argument("--box", type=box_choice, default=None, metavar="K|all",
+                        help="a detector: explain the model's K-th most confident box (0: the first), or all "
+                             "its boxes above --min-score, one overlay each with the box drawn")
+    parser.add_argument("--min-score", type=float, default=0.5, metavar="P",
+                        help="with --box: the boxes' smallest probability (default 0.5)")
     parser.add_argument("--output", type=name_or_index, default=None, metavar="NAME|INDEX",
                         help="the output to explain, for models with several (an integer is its index)")
     parser.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"),
@@ -185,7 +191,7 @@ def _check_store_options(args: argparse.Namespace) -> None:
                              "an overlay under --out)")
         return
     options = (("--save-raw", args.save_raw), ("--size", args.size), ("--alpha", args.alpha != ALPHA),
-               ("--colormap", args.colormap != COLORMAP))
+               ("--colormap", args.colormap != COLORMAP), ("--box", args.box is not None))
     ignored = [name for name, used in options if used]
     if ignored:
         raise ValueError(f"{', '.join(ignored)} cannot be used with --store (the maps are in the store, "
@@ -318,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--composite is an option of --method lrp, not of --method {args.method}.")
             options["composite"] = args.composite
         explainer = get_explainer(args.method, model, **options)
-        _check_outputs(explainer, args)
+        if args.box is None:  # a detector's outputs are boxes and logits, read by --box's target
+            _check_outputs(explainer, args)
         targets = args.target if args.output is None else output_target(args.output, class_index=args.target)
         if args.store is not None:
             return _into_store(args, explainer, targets, paths, skipped, before, started)
@@ -331,6 +338,10 @@ def run(args: argparse.Namespace) -> int:
             if not read:
                 continue
             pictures = np.stack([picture for _, picture in read])
+            if args.box is not None:
+                explained += write_box_overlays(explainer, args, [batch[i] for i, _ in read], pictures,
+                                                scale(pictures, args.scale), [stems[batch[i]] for i, _ in read])
+                continue
             try:
                 result = explainer.compute(scale(pictures, args.scale), targets=targets)
             except ValueError as e:

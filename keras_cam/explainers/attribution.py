@@ -42,6 +42,8 @@ class InputGradientExplainer(BaseCAM):
     (an image with R copies and K targets is R x K rows).
     """
 
+    several_box_targets = False  # one input gradient per image: one box per image
+
     uses_layer = False  # (no `name`: a base, not a method of its own)
     #: Host arrays (built per chunk by `host_inputs`) that the compiled function takes before the inputs.
     host_arrays = 0

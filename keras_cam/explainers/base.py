@@ -128,6 +128,8 @@ class BaseCAM(LabelsMixin):
     #: Where on the layer the activations are taken: its "output" (or its "input", for CAM).
     capture_on: str = "output"
     accepts_callable_targets: bool = True
+    #: Whether a target that scores K boxes per image gives K maps per image (the CAM pipeline does).
+    several_box_targets: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -293,6 +295,11 @@ class BaseCAM(LabelsMixin):
         self._resolve_on_first_call(inputs)
         if isinstance(targets, OutputTarget):
             targets = targets.bind(capture.output_names(self.model))
+        if hasattr(targets, "bind_model"):  # a detection target decodes boxes for this model and input size
+            targets = targets.bind_model(self.model, self._input_size(inputs))
+            if targets.several and not self.several_box_targets:
+                raise ValueError(f"{type(self).__name__} explains one box per image: pass one box per image, "
+                                 "kc.targets.detection(boxes (N, 4), labels (N,)), or use a CAM method for K.")
         resolved = resolve_targets(targets, inputs.n, self.num_classes, binary=self._binary_unit())
         self._call_size = self._input_size(inputs)  # token grids are laid out for it when traced
         return inputs, resolved
@@ -395,6 +402,9 @@ class BaseCAM(LabelsMixin):
                                      "int or one int per image, not a callable.")
                 scores = callable_scores(targets, outputs, index)
                 return scores, (scores, keras.ops.zeros_like(scores, dtype="int32") + PREDICTED)
+            if not self.needs_grads and (isinstance(outputs, (list, tuple, dict)) or len(outputs.shape) != 2):
+                # target-free (EigenCAM) on detectors and segmenters: no class to report
+                return None, (keras.ops.zeros(index.shape), keras.ops.cast(index, "int32"))
             # Probabilities only when a sigmoid/softmax is left in place (use_logits=False).
             probabilities = not self.use_logits and bool(self._logit_layers)
             scores, idx = class_scores(outputs, index, probabilities=probabilities, binary=self._binary_unit())

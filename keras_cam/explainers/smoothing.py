@@ -27,6 +27,9 @@ def augmented(explainer: Any, images: Any, targets: Any, upsample: bool, normali
     the module docstring)."""
     inputs = explainer._prepare_inputs(images)
     n = inputs.n
+    if hasattr(targets, "bind_model"):  # a detection target: boxes are not flipped with the images
+        raise ValueError("aug_smooth flips the images, so the boxes of kc.targets.detection would no longer "
+                         "match them; explain boxes without aug_smooth.")
     if isinstance(targets, SegmentationTarget) and targets.kind == "per_image":
         raise ValueError("aug_smooth flips the images, so per-image target masks would no longer match them; "
                          "pass one mask for every image, or explain without aug_smooth.")

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from keras_cam._validation import close_matches, to_numpy
+from keras_cam.visualize.boxes import draw_boxes
 from keras_cam.visualize.images import as_rgb, to_uint8
 
 __all__ = ["colormap_code", "colormap_names", "overlay"]
@@ -90,7 +91,7 @@ def _refuse_signals_and_volumes(image: Any, heatmap: Any) -> None:
 
 
 def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, int] = "jet",
-            signed: bool = False) -> np.ndarray:
+            signed: bool = False, boxes: Any = None, labels: Any = None, scores: Any = None) -> np.ndarray:
     """Blends a colored heatmap over an image.
 
     The heatmap is clipped to [0, 1], resized to the image with bilinear interpolation when sizes differ,
@@ -108,6 +109,8 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
         signed: the heatmap is signed (e.g. LRP relevance): it is divided by its largest |value|, so 0 is the
             colormap's middle (white with "bwr"), positive values red and negative blue, and each pixel's
             weight is `alpha * |value|`, so where the relevance is 0 the image shows through.
+        boxes: boxes to draw over the blend, (K, 4) x0, y0, x1, y1 in the image's pixels (e.g. those of
+            `kc.targets.detection`), each captioned with its entry of `labels` (ints or names) and `scores`.
 
     Returns:
         uint8 (H, W, 3) RGB.
@@ -147,4 +150,5 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
         hm = (hm + 1.0) / 2.0
     colored = cv2.cvtColor(cv2.applyColorMap(to_uint8(np.clip(hm, 0.0, 1.0)), code), cv2.COLOR_BGR2RGB)
     blended = weight * colored.astype(np.float32) + (1.0 - weight) * img.astype(np.float32)
-    return np.round(blended).astype(np.uint8)
+    blended = np.round(blended).astype(np.uint8)
+    return blended if boxes is None else draw_boxes(blended, boxes, labels, scores)

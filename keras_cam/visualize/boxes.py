@@ -1,0 +1,44 @@
+"""Boxes drawn over an overlay: `kc.overlay(..., boxes=, labels=, scores=)`."""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from keras_cam._validation import to_numpy
+
+#: Box colours (RGB), one per label in turn: white first (no label), then high-contrast hues.
+_COLORS = ((255, 255, 255), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
+
+
+def draw_boxes(image: np.ndarray, boxes: Any, labels: Optional[Sequence[Any]] = None,
+               scores: Optional[Sequence[Any]] = None) -> np.ndarray:
+    """A copy of uint8 RGB `image` (H, W, 3) with boxes `(K, 4)` (x0, y0, x1, y1 in its pixels) drawn,
+    each captioned with its label (an int or a name) and score when given."""
+    try:
+        b = np.array(to_numpy(boxes), dtype=np.float64).reshape(-1, 4) if np.size(to_numpy(boxes)) else \
+            np.zeros((0, 4))
+    except (TypeError, ValueError):
+        raise ValueError(f"`boxes` must be a (K, 4) array of x0, y0, x1, y1 in the image's pixels, got "
+                         f"{type(boxes).__name__}.") from None
+    if np.ndim(to_numpy(boxes)) not in (1, 2) or not np.all(np.isfinite(b)):
+        raise ValueError(f"`boxes` must be a (K, 4) array of finite x0, y0, x1, y1 in the image's pixels, got "
+                         f"shape {np.shape(to_numpy(boxes))}.")
+    for name, values in (("labels", labels), ("scores", scores)):
+        if values is not None and len(values) != len(b):
+            raise ValueError(f"`{name}` has {len(values)} entries for {len(b)} boxes; give one per box.")
+    out = np.ascontiguousarray(image).copy()
+    thickness = max(1, round(min(out.shape[:2]) / 128))
+    for k, (x0, y0, x1, y1) in enumerate(np.round(b).astype(int)):
+        label = None if labels is None else labels[k]
+        color = _COLORS[0] if label is None or not isinstance(label, (int, np.integer)) \
+            else _COLORS[1 + int(label) % (len(_COLORS) - 1)]
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), color, thickness)
+        caption = " ".join(s for s in (None if label is None else str(label),
+                                       None if scores is None else f"{float(scores[k]):.2f}") if s)
+        if caption:
+            scale = max(0.3, min(out.shape[:2]) / 400)
+            cv2.putText(out, caption, (x0 + 1, max(y0 - 2, 8)), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1,
+                        cv2.LINE_AA)
+    return out
