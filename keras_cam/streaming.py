@@ -472,6 +472,8 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
                                      f"{found if len(found) > 1 else found[0]} per example, but the earlier "
                                      f"batches had {shapes if len(shapes) > 1 else shapes[0]}: every batch "
                                      "must have the same shape (resize the images to one size).")
+                if shapes is None:  # the first batch, as given: errors name its own rows, not the padded ones
+                    explainer.check_inputs(batch.x)
                 shapes, padded_rows = found, max(padded_rows, n)
                 batch_targets = _targets_for(targets, batch, n)
                 if isinstance(batch_targets, np.ndarray):

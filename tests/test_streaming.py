@@ -290,3 +290,13 @@ def test_memory_stays_bounded_over_thousands_of_images(explainer, tmp_path):
                                overlays_dir=tmp_path / "overlays")
     assert len(store) == 4096 and len(os.listdir(tmp_path / "overlays")) == 4096
     assert _rss_mb() - before < 200
+
+
+def test_a_channel_mismatch_names_the_images_passed_not_the_padded_batch():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    for n, batch in ((3, 4), (5, None)):
+        with pytest.raises(ValueError, match=rf"images have channels 1 but the model expects 3 .*images shape "
+                                             rf"\({n}, 16, 16, 1\)"):
+            kc.explain_dataset(kc.GradCAM(model), np.zeros((n, 16, 16, 1), "float32"), batch_size=batch, verbose=0)
