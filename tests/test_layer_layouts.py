@@ -284,3 +284,18 @@ def test_attach_cam_head_on_a_channels_first_relu_reads_it_channels_first():
     assert model(x).shape == (2, 4)
     cams = kc.class_activation_maps(model, x, targets=[0, 1])
     assert cams.shape == (2, SIZE, SIZE) and np.ptp(cams) > 0.1
+
+
+@pytest.mark.backends
+def test_tokens_reshaped_to_their_grid_are_channels_last_and_other_reshapes_unknown():
+    inputs = keras.Input((SIZE, SIZE, 3))
+    tokens = keras.layers.Reshape((SIZE * SIZE, 3), name="tokens")(inputs)
+    tokens = keras.layers.Dense(6, name="mix")(tokens)                      # (N, L, D)
+    grid = keras.layers.Reshape((SIZE, SIZE, 6), name="grid")(tokens)       # D stays last: channels_last
+    scrambled = keras.layers.Reshape((6, SIZE, SIZE), name="scrambled")(tokens)  # D no longer on an axis
+    out = keras.layers.Dense(2)(keras.layers.Concatenate()([keras.layers.Flatten()(grid),
+                                                            keras.layers.Flatten()(scrambled)]))
+    model = keras.Model(inputs, out)
+    traced = capture.graph_layouts(model)
+    assert traced[id(model.get_layer("grid"))] is False
+    assert traced[id(model.get_layer("scrambled"))] is None

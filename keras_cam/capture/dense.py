@@ -69,7 +69,10 @@ def dense_layer(model: Any, refs: Optional[List[LayerRef]] = None,
     grids = []
     for r in (spatial() if spatial is not None else []):
         shape = static_output_shape(r.layer)
-        place = layout.layer_layout(r.layer, len(shape))
+        try:
+            place = layout.layer_layout(r, len(shape))  # the ref's traced layout (a BatchNormalization has none)
+        except layout.LayoutError:
+            continue
         grid, channels = place.spatial_shape(shape), shape[place.channel_axis]
         if None not in grid and channels is not None:
             grids.append((r, int(np.prod(grid)), -int(channels)))

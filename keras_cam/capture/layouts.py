@@ -61,10 +61,8 @@ def _propagate(op: Any, inputs: Sequence[Tuple[Optional[bool], Optional[tuple]]]
     axes = getattr(op, "axes", None) if type(op).__name__ == "Transpose" else None
     if axes is not None and len(same) == 1 and same[0][0] is not None:
         return _moved_channels(tuple(axes), same[0][0], rank)
-    if isinstance(op, keras.layers.Reshape):  # keeps the layout only when it keeps the shape
-        if len(same) == 1 and same[0][1][1:] == tuple(out_shape[1:]):
-            return same[0][0]
-        return None
+    if isinstance(op, keras.layers.Reshape):
+        return _reshaped(inputs, tuple(out_shape))
     if type(op).__name__ == "Transpose":  # all axes reversed, the batch axis too: no layout of ours
         return None
     known = {cf for cf, _ in same if cf is not None}
@@ -75,6 +73,23 @@ def _propagate(op: Any, inputs: Sequence[Tuple[Optional[bool], Optional[tuple]]]
     if len(known) == 1:
         return known.pop()
     return None  # no input of the same rank with a known layout, or inputs that disagree
+
+
+def _reshaped(inputs: Sequence[Tuple[Optional[bool], Optional[tuple]]], out: tuple) -> Optional[bool]:
+    """The layout after a `Reshape`: kept when the shape is; channels_last when the last axis (the channels of
+    a channels_last input, or the features of tokens `(N, L, D)`) is kept and only the axes before it are
+    regrouped (tokens laid out on their grid, as keras-hub's SegFormer does); likewise channels_first when
+    axis 1 of a channels_first input is kept. Anything else moves data between axes: unknown."""
+    if len(inputs) != 1 or inputs[0][1] is None:
+        return None
+    cf, shape = inputs[0]
+    if tuple(shape[1:]) == out[1:]:
+        return cf
+    if shape[-1] == out[-1] and shape[-1] is not None and (cf is False or (cf is None and len(shape) == 3)):
+        return False
+    if cf is True and shape[1] == out[1] and shape[1] is not None:
+        return True
+    return None
 
 
 def _batch_norm_format(layer: Any, rank: int) -> Optional[bool]:

@@ -78,7 +78,8 @@ class LRP(InputGradientExplainer):
         if isinstance(layer, (list, tuple)) and not layer:
             raise ValueError("`layer` is an empty list; pass a layer, a list of layers, or None (the input).")
         specs = [] if layer is None else list(layer) if isinstance(layer, (list, tuple)) else [layer]
-        self._relevance_refs: List[capture.LayerRef] = [capture.find_layer(model, s) for s in specs]
+        self._relevance_refs: List[capture.LayerRef] = [self._with_data_format(capture.find_layer(model, s))
+                                                        for s in specs]
         self.relevance_layers = tuple(r.path for r in self._relevance_refs)
         self._plan: Optional[propagation.Plan] = None
 
@@ -199,6 +200,6 @@ class LRP(InputGradientExplainer):
                 raise ValueError(f"Layer '{ref.path}' did not run in the forward pass; pass a layer the model uses.")
             g = ops.cast(g, "float32")
             if len(g.shape) == len(x.shape):
-                g = layout.layer_layout(ref.layer, len(g.shape)).to_channels_last(g)
+                g = layout.layer_layout(ref, len(g.shape)).to_channels_last(g)
             out.append(g)
         return out, scores, idx
