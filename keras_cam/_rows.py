@@ -16,8 +16,16 @@ class RowsTarget:
     def resolve(self, n: int) -> "RowsTarget":
         return self
 
+    #: This call's per-image data, set by `resolve` (None when the target carries none).
+    _rows: Optional[np.ndarray] = None
+
     def take_rows(self) -> Optional[np.ndarray]:
-        return None
+        """The per-image data of this call (once), or None."""
+        rows, self._rows = self._rows, None
+        return rows
+
+    def __call__(self, outputs: Any) -> Any:
+        return self.score(outputs)
 
     def score(self, outputs: Any, index: Any = None) -> Any:
         raise NotImplementedError

@@ -120,13 +120,6 @@ class DetectionTarget(RowsTarget):
         call._rows = self._given
         return call
 
-    def take_rows(self) -> Optional[np.ndarray]:
-        rows, self._rows = self._rows, None
-        return rows
-
-    def __call__(self, outputs: Any) -> Any:
-        return self.score(outputs)
-
     # -- scores ----------------------------------------------------------------------------------------------
 
     def decode(self, outputs: Any) -> Tuple[Any, Any]:

@@ -275,14 +275,6 @@ class SegmentationTarget(RowsTarget):
         call.kind, call.mask_shape, call._key, call._rows = self.kind, self.mask_shape, self._key, self._mask
         return call
 
-    def take_rows(self) -> Optional[np.ndarray]:
-        """The per-image masks (N, H, W) float32 of this call (once), or None."""
-        rows, self._rows = self._rows, None
-        return rows
-
-    def __call__(self, outputs: Any) -> Any:
-        return self.score(outputs)
-
     def score(self, outputs: Any, index: Any = None) -> Any:
         """(N,) scores of `outputs` (N, *spatial, K); `index` holds per-image masks inside explainers."""
         ops = keras.ops

@@ -34,15 +34,20 @@ def current_scope() -> Any:
 
 
 @contextlib.contextmanager
-def adopt(scope: Any) -> Iterator[None]:
-    """Within the block, the calling thread sees (and adds to) the patches of `scope` (`current_scope()` of
-    another thread): for helper threads that run one call's work, such as `tf.distribute` replica threads."""
-    before = getattr(_LOCAL, "scope", None)
-    _LOCAL.scope = scope
+def _thread_setting(name: str, value: Any) -> Iterator[None]:
+    """The calling thread's `name` setting is `value` within the block, restored after."""
+    before = getattr(_LOCAL, name, None)
+    setattr(_LOCAL, name, value)
     try:
         yield
     finally:
-        _LOCAL.scope = before
+        setattr(_LOCAL, name, before)
+
+
+def adopt(scope: Any) -> contextlib.AbstractContextManager:
+    """Within the block, the calling thread sees (and adds to) the patches of `scope` (`current_scope()` of
+    another thread): for helper threads that run one call's work, such as `tf.distribute` replica threads."""
+    return _thread_setting("scope", scope)
 
 
 class _Dispatcher:
@@ -188,16 +193,10 @@ def check_one_tensor(layers: List[keras.layers.Layer], outputs: List[Any]) -> No
 _EXPLAIN_ONCE = "Explain a layer that runs once per forward pass (e.g. one after the branches join)."
 
 
-@contextlib.contextmanager
-def repeated_layer_advice(advice: str) -> Iterator[None]:
+def repeated_layer_advice(advice: str) -> contextlib.AbstractContextManager:
     """Within the block (in the calling thread), `check_ran_once` ends its message with `advice` instead of
     asking for another layer: for methods that take no layer of the user's (FullGrad's bias layers)."""
-    before = getattr(_LOCAL, "advice", None)
-    _LOCAL.advice = advice
-    try:
-        yield
-    finally:
-        _LOCAL.advice = before
+    return _thread_setting("advice", advice)
 
 
 def check_ran_once(layers: List[keras.layers.Layer], calls: List[int]) -> None:
