@@ -73,6 +73,8 @@ def _explainer(name, model, layer):
     cls = registry.lookup(name)
     if name == "cam":
         pytest.skip("CAM explains a CAMHead's input")
+    if name == "lrp":  # relevance passes the custom layer unchanged (it only scales)
+        return kc.get_explainer(name, model, rules={"scale": kc.lrp.Pass()})
     if not getattr(cls, "uses_layer", True):
         return kc.get_explainer(name, model)
     return kc.get_explainer(name, model, layer=layer)
