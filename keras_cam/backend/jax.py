@@ -100,7 +100,9 @@ def compile(fn: Callable, model, split: bool = False) -> Callable:
         sharded = per_device.get(mask)
         if sharded is None:
             sharded = per_device[mask] = jax.jit(_shard_map(body, distribution, mask))
-        return _devices.cut(sharded(values, *args), rows)
+        # Cut on the host: slicing rows of an array sharded over the devices is itself a cross-device
+        # program (a gather), which hung the same way; fetching each device's rows needs none.
+        return _devices.cut(jax.device_get(sharded(values, *args)), rows)
 
     return call
 
