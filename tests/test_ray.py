@@ -164,5 +164,6 @@ def test_ray_on_a_folder_mixing_grayscale_and_color(files, local_ray, tmp_path):
     out = ds.map_batches(Explainer, fn_constructor_kwargs={"model": path}, batch_size=4,
                          compute=ray.data.ActorPoolStrategy(size=1)).drop_columns(["image"]).take_all()
     rows = {os.path.basename(row["path"]): row for row in out}
+    assert sorted(rows) == sorted(os.path.basename(p) for p in pngs)  # every image, grayscale ones included
     got = {k: np.stack([rows[os.path.basename(p)][k] for p in pngs]) for k in ("heatmap", "target", "score")}
     _same(got, kc.explain_dataset(kc.GradCAM(model), pngs, verbose=0))

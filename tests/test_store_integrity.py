@@ -255,6 +255,7 @@ def test_an_unreadable_preprocess_warns_on_resume(explainer, tmp_path):
     _interrupted(explainer, folder, path, after=1, batch_size=B, preprocess=Opaque())
     with pytest.warns(UserWarning, match="resuming the store .* with preprocess that cannot be compared"):
         kc.explain_dataset(explainer, folder, store=path, batch_size=B, verbose=0, preprocess=Opaque())
+    assert len(kc.open_store(path)) == N  # warned, then resumed to the end
 
 
 @pytest.mark.backends

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from keras_cam.auditing import clustering, statistics
+from keras_cam.auditing.clustering import _sklearn, embed, spectral_clusters
+from keras_cam.auditing.statistics import ChunkStatistics, class_summary, masks_from_boxes
 from keras_cam.auditing.findings import cluster_findings, merge_strategies, rank
 
 __all__ = ["AuditReport", "audit"]
@@ -109,7 +110,7 @@ def _regions(masks: Any, boxes: Any, source: _Source):
             raise ValueError(f"`boxes` must be ({source.n}, 4) rows (x0, y0, x1, y1) in map pixels, got shape "
                              f"{b.shape}.")
         b = np.round(b).astype(np.int64)
-        return lambda s, e: statistics.masks_from_boxes(b[s:e], source.spatial)
+        return lambda s, e: masks_from_boxes(b[s:e], source.spatial)
     return None
 
 
@@ -262,7 +263,7 @@ def audit(
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
             also = "'auto' or " if name == "neighbors" else ""
             raise ValueError(f"`{name}` must be {also}an integer >= 2, got {value!r}.")
-    clustering._sklearn()
+    _sklearn()
     if embedding == "auto":
         embedding = "umap" if importlib.util.find_spec("umap") is not None else "tsne"
     source = _Source(maps)
@@ -272,7 +273,7 @@ def audit(
     if images is not None and len(images) != source.n:
         raise ValueError(f"`images` must hold one input per map ({source.n}), got {len(images)}.")
 
-    stats = statistics.ChunkStatistics(source.n, source.spatial, len(names))
+    stats = ChunkStatistics(source.n, source.spatial, len(names))
     for start, chunk in source.chunks():
         stop = start + len(chunk)
         stats.add(start, chunk, labels[start:stop], region_of(start, stop) if region_of else None)
@@ -289,7 +290,7 @@ def audit(
         entry: Dict[str, Any] = {"name": name, "index": c, "count": int(stats.counts[c]),
                                  "mean_map": means[c], "clusters": 0, "eigenvalues": np.zeros(0),
                                  "least_typical": np.zeros(0, np.int64), "descriptions": []}
-        entry.update(statistics.class_summary(stats, np.flatnonzero(labels == c)))
+        entry.update(class_summary(stats, np.flatnonzero(labels == c)))
         if members.size:
             unit = stats.features[members].astype(np.float32)
             unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)  # in place: one copy
@@ -297,14 +298,14 @@ def audit(
             atypical[members] = 1.0 - unit @ centre / max(float(np.linalg.norm(centre)), 1e-12)
             entry["least_typical"] = members[np.argsort(-atypical[members], kind="stable")[:ATYPICAL]]
             k = int(np.clip(round(np.sqrt(members.size)), 3, 10)) if neighbors == "auto" else neighbors
-            result = clustering.spectral_clusters(unit, clusters, max_clusters, k, seed)
+            result = spectral_clusters(unit, clusters, max_clusters, k, seed)
             merged = merge_strategies(stats, members, result.labels)
             assigned[members] = merged
             entry.update(clusters=int(merged.max()) + 1, spectral_clusters=int(result.labels.max()) + 1,
                          eigenvalues=result.eigenvalues)
             shown = members if members.size <= EMBED_MAX else np.sort(rng.choice(members, EMBED_MAX, False))
             where = np.searchsorted(members, shown)
-            placed[shown] = clustering.embed(result.reduced[where], embedding, result.embedding[where], seed)
+            placed[shown] = embed(result.reduced[where], embedding, result.embedding[where], seed)
             entry["descriptions"] = cluster_findings(stats, members, merged, c, name)
             found += entry["descriptions"]
         per_class.append(entry)
