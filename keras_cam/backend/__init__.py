@@ -29,11 +29,15 @@ Everything else in keras-cam is written in `keras.ops` and numpy. A backend modu
   inputs put with its data layout. Optional: a backend without it (PyTorch) runs on one device.
 - `release_memory()`: called when compiled functions are dropped, to release what the backend keeps for
   them beyond the functions themselves.
+- `decompose(fn, x)`: optional; `fn` (a batched LAPACK decomposition such as `keras.ops.eigh`) on the
+  batch of matrices `x`. JAX maps it over the matrices one at a time while tracing a call split over
+  several devices (see `keras_cam/backend/jax.py`); the others call `fn(x)`.
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any, Callable
 
 import keras
 
@@ -49,3 +53,10 @@ def get() -> ModuleType:
             f"'{name}'. Set KERAS_BACKEND=tensorflow, jax or torch before importing keras."
         )
     return importlib.import_module(f"keras_cam.backend.{_MODULES[name]}")
+
+
+def decompose(fn: Callable[[Any], Any], x: Any) -> Any:
+    """`fn(x)` for a batched matrix decomposition (eigh, svd) inside a compiled function, run the way the
+    active backend can run it safely (see `decompose` in this module's docstring)."""
+    impl = getattr(get(), "decompose", None)
+    return fn(x) if impl is None else impl(fn, x)

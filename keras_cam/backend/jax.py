@@ -6,6 +6,7 @@ activation (docs/architecture.md, "The backend seam").
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, List, Sequence, Tuple
 
 import jax
@@ -107,8 +108,32 @@ def compile(fn: Callable, model, split: bool = False) -> Callable:
     return call
 
 
+# Set while a function split over several devices is traced (this thread only: tracing is synchronous).
+_tracing_split = threading.local()
+
+
+def decompose(fn: Callable[[Any], Any], x: Any) -> Any:
+    """A batched decomposition (eigh, svd) of the matrices `x`, one matrix per LAPACK call when the function
+    is split over several devices. jaxlib's CPU LAPACK kernels spread a batch over XLA's intra-op thread
+    pool and wait for it; with every device's part running at once on that same pool, all its threads could
+    wait for work queued behind themselves, and the call never returned. A batch of one runs inline."""
+    if not getattr(_tracing_split, "active", False):
+        return fn(x)
+    return jax.lax.map(lambda m: keras.tree.map_structure(lambda o: o[0], fn(m[None])), x)
+
+
 def _shard_map(body: Callable, distribution: Any, mask: Sequence[bool]) -> Callable:
     """`body(values, *args)` run per device on its rows of the split arguments (`mask`), outputs by rows."""
+    inner = body
+
+    def body(values, *args):
+        before = getattr(_tracing_split, "active", False)
+        _tracing_split.active = True
+        try:
+            return inner(values, *args)
+        finally:
+            _tracing_split.active = before
+
     spec = jax.sharding.PartitionSpec
     axis = distribution.batch_dim_name
     in_specs = (spec(),) + tuple(spec(axis) if split else spec() for split in mask)

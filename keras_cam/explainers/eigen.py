@@ -8,6 +8,7 @@ from typing import Any, Optional
 import keras
 import numpy as np
 
+from keras_cam import backend as seam
 from keras_cam._validation import check_number
 from keras_cam.explainers.base import BaseCAM
 from keras_cam.explainers.maps import first_component, positions, signed_projection
@@ -103,6 +104,6 @@ class KPCACAM(PrincipalComponentCAM):
         rows = ops.mean(k, axis=2, keepdims=True)
         k = k - rows - ops.transpose(rows, (0, 2, 1)) + ops.mean(rows, axis=1, keepdims=True)
         k = 0.5 * (k + ops.transpose(k, (0, 2, 1)))  # exactly symmetric for eigh
-        values, vectors = ops.eigh(k)  # ascending
+        values, vectors = seam.decompose(ops.eigh, k)  # ascending
         projection = vectors[:, :, -1] * ops.sqrt(ops.maximum(values[:, -1:], 0.0))
         return signed_projection(projection, x, activations.shape[1:-1])

@@ -7,6 +7,7 @@ from typing import Any, Optional, Tuple
 import keras
 import numpy as np
 
+from keras_cam import backend as seam
 from keras_cam import layout
 from keras_cam.capture.graph import LayerRef
 from keras_cam.capture.tokens import Reshape, tokens_to_grid
@@ -64,7 +65,7 @@ def signed_projection(projection: Any, x: Any, spatial: tuple) -> Any:
 def first_component(features: Any) -> Any:
     """The projection of each location of (N, *spatial, C) on the first principal direction, (N, *spatial)."""
     x = positions(features)
-    _, _, vt = keras.ops.svd(x, full_matrices=False)
+    _, _, vt = seam.decompose(lambda m: keras.ops.svd(m, full_matrices=False), x)
     return signed_projection(keras.ops.einsum("npc,nc->np", x, vt[:, 0, :]), x, features.shape[1:-1])
 
 
