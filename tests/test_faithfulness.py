@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cam import faithfulness
+from keras_cam.metrics import faithfulness
 
 
 def region_model():
