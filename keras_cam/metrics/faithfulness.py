@@ -14,10 +14,8 @@ import cv2
 import keras
 import numpy as np
 
-from keras_cam import capture
-from keras_cam._batching import check_batch_size, compiled_forward, run_batched, signature
-from keras_cam._validation import as_image_batch
-from keras_cam.metrics.scoring import heatmaps_at
+from keras_cam._batching import check_batch_size
+from keras_cam.metrics.scoring import channels_last_inputs, heatmaps_at, predict_outputs
 
 Baseline = Union[float, str, np.ndarray]
 
@@ -65,27 +63,17 @@ def _curves(
     batch_size: int,
     insert: bool,
 ) -> Tuple[np.ndarray, np.ndarray]:
-    x = as_image_batch(images)
-    layout = capture.input_layout(model, x.ndim)
-    if layout.channels_first:  # perturb positions channels_last; the model gets its own layout back
-        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    x, first = channels_last_inputs(model, images)  # perturbed channels_last; the model gets its own layout
     n, spatial = x.shape[0], x.shape[1:-1]
     positions = int(np.prod(spatial))
     hm = heatmaps_at(heatmaps, n, spatial)
     if int(steps) < 1:
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
     base = _baseline_images(x, baseline)
-
-    rows = check_batch_size(batch_size)
+    check_batch_size(batch_size)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(np.moveaxis(batch, -1, 1)) if layout.channels_first else batch
-        size = min(rows, len(batch))
-        forward = compiled_forward(model, signature([batch], size))
-        (out,) = run_batched(lambda chunk: forward(keras.ops.convert_to_tensor(chunk)), [batch], size)
-        if out.ndim != 2:
-            raise ValueError(f"Deletion/insertion need a classifier with outputs (N, classes), got {out.shape}.")
-        return out
+        return predict_outputs(model, batch, first, batch_size)
 
     if targets is None:
         targets = predict(x).argmax(-1)
