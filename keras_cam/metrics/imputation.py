@@ -3,9 +3,9 @@ Methods"): remove the most (MoRF) or least (LeRF) relevant pixels and fill them 
 from their neighbours, so that the removal itself leaks no information about which pixels were removed (the
 flaw of blacking them out, as deletion does).
 
-Like deletion and insertion (`keras_cam.metrics.faithfulness`, whose heatmap check this reuses), every
-perturbed image goes through the model's forward pass compiled once per model and chunk shape; classes are
-read as the explainers read them (`keras_cam.metrics.scoring`).
+Like deletion and insertion (`keras_cam.metrics.faithfulness`), every perturbed image goes through the
+model's forward pass compiled once per model and chunk shape, and heatmaps are checked and resized the same
+way (`keras_cam.metrics.scoring`); classes are read as the explainers read them.
 """
 from __future__ import annotations
 

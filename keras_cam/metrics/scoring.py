@@ -1,9 +1,11 @@
 """What the model-based scores share: inputs channels last, the model's outputs through the shared compiled
-forward pass, and each example's class score read as the explainers read classes.
+forward pass, heatmaps at the inputs' size, and each example's class score read as the explainers read
+classes.
 
 A sigmoid unit is binary (class 1 its probability, class 0 one minus it); a single unit without sigmoid is a
-regression output, scored as it is (`keras_cam.targets.class_scores`). Used by `imputation` (ROAD) and
-`confidence` (average drop, increase in confidence).
+regression output, scored as it is (`keras_cam.targets.class_scores`). Used by `faithfulness` (deletion,
+insertion; they read the outputs' columns as they are), `imputation` (ROAD) and `confidence` (average drop,
+increase in confidence).
 """
 from __future__ import annotations
 
