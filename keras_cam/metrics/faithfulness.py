@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 from keras_cam._batching import check_batch_size
-from keras_cam.metrics.scoring import channels_last_inputs, heatmaps_at, predict_outputs
+from keras_cam.metrics.scoring import (ClassScorer, channels_last_inputs, heatmaps_at, model_layout,
+                                       predict_outputs)
 
 Baseline = Union[float, str, np.ndarray]
 
@@ -71,16 +72,9 @@ def _curves(
         raise ValueError(f"`steps` must be >= 1, got {steps}.")
     base = _baseline_images(x, baseline)
     check_batch_size(batch_size)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return predict_outputs(model, batch, first, batch_size)
-
-    if targets is None:
-        targets = predict(x).argmax(-1)
-    t = np.broadcast_to(np.asarray(targets, np.int64), (n,))
     fractions = np.linspace(0.0, 1.0, int(steps) + 1)
     counts = np.round(fractions * positions).astype(int)
-    curves = np.empty((n, len(fractions)), np.float32)
+    outputs = []
     for i in range(n):
         order = np.argsort(-hm[i].ravel(), kind="stable")
         rank = np.empty(positions, np.int64)
@@ -91,10 +85,14 @@ def _curves(
             batch = np.where(changed, x[i], base[i])
         else:
             batch = np.where(changed, base[i], x[i])
-        scores = predict(batch.astype(np.float32))
-        if not 0 <= t[i] < scores.shape[1]:
-            raise ValueError(f"Target index {t[i]} is out of range for {scores.shape[1]} classes.")
-        curves[i] = scores[:, t[i]]
+        outputs.append(predict_outputs(model, batch.astype(np.float32), first, batch_size))
+    outputs = np.stack(outputs)  # (N, steps + 1, K)
+    # The intact images are the curves' first (deletion) or last (insertion) step: no pass of their own.
+    # Classes are read as the explainers read them: on a sigmoid unit, class 0 scores 1 - p (not p).
+    scorer = ClassScorer(model, model_layout(x[:1], first), outputs[:, -1 if insert else 0], targets)
+    # Scores read once for every image (eager backend ops cost a compilation per shape on JAX).
+    scores, _ = scorer(outputs.reshape(-1, outputs.shape[-1]), np.repeat(scorer.targets, len(fractions)))
+    curves = scores.reshape(n, len(fractions))
     return fractions, curves
 
 
@@ -122,7 +120,8 @@ def deletion_auc(model: keras.Model, images: Any, heatmaps: Any, targets: Any = 
     Works on images, signals and volumes, channels last or first: "pixels" are the spatial positions.
 
     Args:
-        model: a classifier; scores are its outputs for the target class (probabilities for softmax models).
+        model: a classifier; scores are its outputs for the target class (probabilities for softmax models;
+            on a sigmoid unit, class 1 scores p and class 0 scores 1 - p, as the explainers read it).
         images: (N, H, W, C) images as the model expects them; or (N, T, C) signals, (N, D, H, W, C) volumes.
         heatmaps: (N, h, w) maps, or (N, t), (N, d, h, w) (resized to the inputs by linear interpolation when
             sizes differ).
