@@ -12,10 +12,13 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 
-def check_int(name: str, value: Any, minimum: int) -> int:
-    """`value` as an int >= `minimum` (bools refused), or one clear `ValueError` naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+def check_int(name: str, value: Any, minimum: int, maximum: Optional[int] = None) -> int:
+    """`value` as an int >= `minimum` (and <= `maximum` when given; bools refused), or one clear `ValueError`
+    naming `name`. The package's one int check."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum \
+            or (maximum is not None and value > maximum):
+        bounds = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"`{name}` must be an integer {bounds}, got {value!r}.")
     return int(value)
 
 
@@ -43,6 +46,29 @@ def to_numpy(x: Any) -> np.ndarray:
 
 #: Names of the spatial axes by spatial rank, for messages.
 SPATIAL_AXES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+def check_boxes(boxes: Any, name: str, rows: str = "N") -> np.ndarray:
+    """A new float64 (`rows`, 4) array of half-open boxes `(x0, y0, x1, y1)`, finite, with x0 <= x1 and
+    y0 <= y1, or one clear `ValueError` naming `name` (the package's one box check)."""
+    try:
+        b = np.array(to_numpy(boxes), dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"`{name}` must be a numeric array of shape ({rows}, 4); could not convert it: "
+                         f"{e}") from None
+    if b.ndim != 2 or b.shape[1] != 4:
+        hint = f" For one box, add a batch axis: {name}[None]." if b.shape == (4,) else ""
+        raise ValueError(f"`{name}` must have shape ({rows}, 4), rows (x0, y0, x1, y1); got shape {b.shape}."
+                         + hint)
+    if not np.all(np.isfinite(b)):
+        raise ValueError(f"`{name}` rows {np.flatnonzero(~np.isfinite(b).all(axis=1))[:10].tolist()} contain "
+                         "NaN or infinite values.")
+    bad = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
+    if bad.size:
+        raise ValueError(f"`{name}` rows {bad[:10].tolist()} end before they start (e.g. "
+                         f"{b[bad[0]].tolist()}); boxes are (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, "
+                         "not (x, y, width, height).")
+    return b
+
+
 _SHAPES = {1: "(N, T, C)", 2: "(N, H, W, C)", 3: "(N, D, H, W, C)"}
 
 

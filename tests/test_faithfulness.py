@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_cam import faithfulness
+from keras_cam.metrics import faithfulness
 
 
 def region_model():
@@ -97,3 +97,23 @@ def test_blur_baseline_is_opencvs_gaussian_blur_in_2d():
     images = np.random.default_rng(0).random((2, 20, 24, 3)).astype(np.float32)
     expected = np.stack([cv2.GaussianBlur(img, (0, 0), 2.4) for img in images])
     np.testing.assert_allclose(faithfulness._blur(images, 2.4), expected, atol=1e-5)
+
+
+@pytest.mark.backends
+def test_a_sigmoid_unit_is_binary_class_0_scores_one_minus_p():
+    """As the explainers read a sigmoid unit: class 1 is p, class 0 is 1 - p (not p twice, nor an error)."""
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(1, activation="sigmoid")])
+    w = np.zeros((64, 1), np.float32)
+    w[:16, 0] = 0.5  # the first two rows raise p
+    model.layers[-1].set_weights([w, np.array([-2.0], np.float32)])
+    images = np.ones((2, 8, 8, 1), np.float32)
+    heatmaps = np.random.default_rng(0).random((2, 8, 8))
+    p = keras.ops.convert_to_numpy(model(images))[:, 0]
+    for curve in (faithfulness.deletion_curve, faithfulness.insertion_curve):
+        _, one = curve(model, images, heatmaps, targets=1, steps=4, baseline=0.0)
+        _, zero = curve(model, images, heatmaps, targets=0, steps=4, baseline=0.0)
+        np.testing.assert_allclose(one + zero, 1.0, atol=1e-6)
+        _, predicted = curve(model, images, heatmaps, steps=4, baseline=0.0)  # p > 0.5: class 1 predicted
+        np.testing.assert_allclose(predicted, one if p.min() > 0.5 else zero, atol=1e-6)
+    np.testing.assert_allclose(faithfulness.deletion_curve(model, images, heatmaps, targets=1, steps=4)[1][:, 0], p,
+                               atol=1e-6)  # nothing deleted yet: the intact score

@@ -340,3 +340,26 @@ def test_metrics_module_does_not_import_keras():
             "print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_old_module_paths_give_the_same_scores():
+    """`keras_cam.faithfulness`, `keras_cam.road` and `keras_cam.sanity` are kept for code written before the
+    scores moved into the `keras_cam.metrics` package: the same objects, under the old names."""
+    import importlib
+
+    import keras_cam as kc
+
+    faithfulness = importlib.import_module("keras_cam.faithfulness")
+    road = importlib.import_module("keras_cam.road")
+    sanity = importlib.import_module("keras_cam.sanity")
+    assert faithfulness is importlib.import_module("keras_cam.metrics.faithfulness")
+    assert sanity is importlib.import_module("keras_cam.metrics.sanity")
+    assert faithfulness.deletion_auc is kc.metrics.deletion_auc
+    assert faithfulness.insertion_auc is kc.metrics.insertion_auc
+    assert sanity.sanity_check is kc.metrics.sanity_check and sanity.spearman is kc.metrics.spearman
+    imputation = importlib.import_module("keras_cam.metrics.imputation")
+    confidence = importlib.import_module("keras_cam.metrics.confidence")
+    for name in road.__all__:
+        assert getattr(road, name) in (getattr(imputation, name, None), getattr(confidence, name, None)), name
+    assert road.road is kc.metrics.road and road.average_drop is kc.metrics.average_drop
+    assert road.increase_in_confidence is kc.metrics.increase_in_confidence

@@ -7,7 +7,7 @@ import pytest
 
 import keras_cam as kc
 from keras_cam._resample import resize_linear
-from keras_cam.road import noisy_linear_imputation
+from keras_cam.metrics.imputation import noisy_linear_imputation
 from tests.models import bright_square_model, squares
 
 

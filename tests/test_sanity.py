@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_cam as kc
-from keras_cam.sanity import randomized_copy, spearman
+from keras_cam.metrics.sanity import randomized_copy, spearman
 from tests.models import conv, numpy_weights, random_images
 
 

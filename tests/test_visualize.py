@@ -87,6 +87,8 @@ def test_overlay_colormaps_by_name_or_value():
     (dict(image=np.zeros((4, 4, 2))), r"\(H, W, 3\)"),
     (dict(heatmap=np.zeros((2, 4, 4))), "one 2-D map"),
     (dict(heatmap=np.full((4, 4), np.nan)), "NaN"),
+    (dict(boxes=[[3, 0, 1, 2]]), r"`boxes` rows \[0\] end before they start.*not \(x, y, width, height\)"),
+    (dict(boxes=[[0, 0, 1, np.inf]]), r"`boxes` rows \[0\] contain NaN or infinite"),
 ])
 def test_overlay_errors(kwargs, message):
     args = dict(image=np.zeros((4, 4, 3), np.float32), heatmap=np.zeros((4, 4)))
@@ -663,3 +665,12 @@ def test_overlay_2d_messages_unchanged():
         kc.overlay(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)))
     with pytest.raises(ValueError, match="kc.volume_montage"):
         kc.overlay(np.zeros((4, 4, 2)), np.zeros((4, 4, 2)))
+
+
+def test_overlay_takes_one_box_as_a_row_and_no_boxes():
+    image = np.zeros((16, 16, 3), np.float32)
+    plain = kc.overlay(image, np.zeros((4, 4)), alpha=0.0)
+    one = kc.overlay(image, np.zeros((4, 4)), alpha=0.0, boxes=np.array([2, 3, 10, 12]))
+    np.testing.assert_array_equal(one, kc.overlay(image, np.zeros((4, 4)), alpha=0.0, boxes=[[2, 3, 10, 12]]))
+    assert (one != plain).any(-1)[3:12, 2].all() and not (one != plain).any(-1)[:, 11:].any()
+    np.testing.assert_array_equal(kc.overlay(image, np.zeros((4, 4)), alpha=0.0, boxes=[]), plain)

@@ -15,12 +15,13 @@ The argument checks at the top are shared by the signal and volume generators of
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from keras_cam._validation import close_matches
+from keras_cam._validation import check_int
+from keras_cam.datasets._common import balanced_labels, check_amount, check_classes
 
 __all__ = ["SHAPES", "make_multilabel_shapes", "make_shapes"]
 
@@ -44,58 +45,15 @@ _AREA_SINGLE = (0.08, 0.18)
 _AREA_MULTI = (0.04, 0.08)  # per object; up to six of them must fit without overlapping
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
-    return int(value)
-
-
-def _check_amount(name: str, value: object, meaning: str) -> float:
-    """A finite number >= 0, such as a clutter or noise strength; `meaning` explains the scale."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-            or not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a number >= 0 ({meaning}), got {value!r}.")
-    return float(value)
-
-
-def _check_classes(classes: Sequence[str], names: Tuple[str, ...], what: str) -> Tuple[str, ...]:
-    """2 or more distinct names from `names`; `what` names the family in messages ("shape", "motif")."""
-    if isinstance(classes, str):
-        raise ValueError(f"`classes` must be a sequence of {what} names, e.g. {names[:2]!r}, "
-                         f"not the string {classes!r}.")
-    classes = tuple(classes)
-    for c in classes:
-        if c not in names:
-            near = close_matches(str(c), names)
-            hint = f" Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""
-            raise ValueError(f"Unknown {what} class {c!r} in `classes`; valid names: {', '.join(names)}."
-                             + hint)
-    if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise ValueError(f"`classes` must hold 2 or more distinct names from {', '.join(names)}; "
-                         f"got {classes}.")
-    return classes
-
-
-def _streams(seed: int, count: int) -> Tuple[np.random.Generator, ...]:
-    """`count` independent generators for one seed, so that what one part of a sample draws does not shift
-    the others (e.g. more distractors leave the objects as they are)."""
-    return tuple(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(count))
-
-
-def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
-    """Shuffled int64 labels in 0..k-1 whose counts differ by at most one."""
-    return rng.permutation(np.arange(n) % k).astype(np.int64)
-
-
 def _check(n: object, size: object, seed: object, classes: Sequence[str], clutter: object,
            distractors: object, rotation: object) -> Tuple[int, int, Tuple[str, ...]]:
     """Validates the arguments shared by both shape generators; returns `(n, size, classes)`."""
-    n = _check_int("n", n, 1)
-    size = _check_int("size", size, 16)
-    _check_int("seed", seed, 0)
-    classes = _check_classes(classes, SHAPES, "shape")
-    _check_amount("clutter", clutter, "0 = clean gradient, 1 = default")
-    _check_int("distractors", distractors, 0)
+    n = check_int("n", n, 1)
+    size = check_int("size", size, 16)
+    check_int("seed", seed, 0)
+    classes = check_classes(classes, SHAPES, "shape")
+    check_amount("clutter", clutter, "0 = clean gradient, 1 = default")
+    check_int("distractors", distractors, 0)
     if isinstance(rotation, bool) or not isinstance(rotation, (int, float, np.number)) \
             or not 0 <= rotation <= 180:
         raise ValueError("`rotation` must be a number of degrees in [0, 180] (0 = upright, 180 = any "
@@ -267,7 +225,7 @@ def make_shapes(
         raise ValueError(f"`return_boxes` must be True or False, got {return_boxes!r}.")
     mark = None if shortcut is None else _check_shortcut(shortcut, len(classes), size)
     rng = np.random.default_rng(seed)
-    labels = _balanced_labels(rng, n, len(classes))
+    labels = balanced_labels(rng, n, len(classes))
     images = np.empty((n, size, size, 3), np.float32)
     masks = np.empty((n, size, size), bool)
     for i, label in enumerate(labels):
@@ -293,9 +251,7 @@ def _check_shortcut(shortcut: object, num_classes: int, size: int) -> Dict[str, 
         raise ValueError("`shortcut` must be a dict with keys among " + ", ".join(keys) + ", e.g. "
                          f"dict(class_index=0, share=0.8); got {shortcut!r}.")
     index = shortcut.get("class_index", 0)
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < num_classes:
-        raise ValueError(f"`shortcut['class_index']` must be a class index in 0..{num_classes - 1}, "
-                         f"got {index!r}.")
+    index = check_int("shortcut['class_index']", index, 0, num_classes - 1)
     share = shortcut.get("share", 0.8)
     if isinstance(share, bool) or not isinstance(share, (int, float, np.number)) or not 0 <= share <= 1:
         raise ValueError(f"`shortcut['share']` must be a number in [0, 1] (the share of class "
@@ -305,8 +261,7 @@ def _check_shortcut(shortcut: object, num_classes: int, size: int) -> Dict[str, 
         raise ValueError(f"`shortcut['corner']` must be one of {', '.join(_CORNERS)}, got {corner!r}.")
     side = shortcut.get("size")
     side = max(4, size // 10) if side is None else side
-    if isinstance(side, bool) or not isinstance(side, (int, np.integer)) or not 2 <= side <= size // 3:
-        raise ValueError(f"`shortcut['size']` must be an integer in 2..{size // 3} (pixels), got {side!r}.")
+    side = check_int("shortcut['size']", side, 2, size // 3)  # pixels
     return dict(class_index=int(index), share=float(share), corner=corner, side=int(side))
 
 
@@ -377,10 +332,7 @@ def make_multilabel_shapes(
     True
     """
     n, size, classes = _check(n, size, seed, classes, clutter, distractors, rotation)
-    if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) \
-            or not 1 <= max_objects <= len(classes):
-        raise ValueError(f"`max_objects` must be an integer in 1..{len(classes)} (one object per class at "
-                         f"most), got {max_objects!r}.")
+    max_objects = check_int("max_objects", max_objects, 1, len(classes))  # one object per class at most
     rng = np.random.default_rng(seed)
     c = len(classes)
     images = np.empty((n, size, size, 3), np.float32)

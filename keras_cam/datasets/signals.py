@@ -16,7 +16,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from keras_cam.datasets.shapes import _balanced_labels, _check_amount, _check_classes, _check_int, _streams
+from keras_cam._validation import check_int
+from keras_cam.datasets._common import balanced_labels, check_amount, check_classes, streams
 
 __all__ = ["SIGNALS", "make_signals"]
 
@@ -120,15 +121,15 @@ def make_signals(
     >>> bool(((clean[..., 0] != 0) == masks).all())  # without noise, only the motif is left
     True
     """
-    n = _check_int("n", n, 1)
-    length = _check_int("length", length, _MIN_LENGTH)
-    _check_int("seed", seed, 0)
-    classes = _check_classes(classes, SIGNALS, "motif")
-    noise = _check_amount("noise", noise, "0 = no background, 1 = default")
-    distractors = _check_int("distractors", distractors, 0)
+    n = check_int("n", n, 1)
+    length = check_int("length", length, _MIN_LENGTH)
+    check_int("seed", seed, 0)
+    classes = check_classes(classes, SIGNALS, "motif")
+    noise = check_amount("noise", noise, "0 = no background, 1 = default")
+    distractors = check_int("distractors", distractors, 0)
 
-    motif_rng, noise_rng, distractor_rng = _streams(seed, 3)
-    labels = _balanced_labels(motif_rng, n, len(classes))
+    motif_rng, noise_rng, distractor_rng = streams(seed, 3)
+    labels = balanced_labels(motif_rng, n, len(classes))
     signals = _background(noise_rng, n, length, noise)
     masks = np.zeros((n, length), bool)
     for i, label in enumerate(labels):

@@ -14,7 +14,8 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from keras_cam.datasets.shapes import _balanced_labels, _check_amount, _check_classes, _check_int, _streams
+from keras_cam._validation import check_int
+from keras_cam.datasets._common import balanced_labels, check_amount, check_classes, streams
 
 __all__ = ["SOLIDS", "make_volumes"]
 
@@ -114,15 +115,15 @@ def make_volumes(
     >>> bool(0.03 < masks.mean() < 0.06)  # the pointing game's chance level
     True
     """
-    n = _check_int("n", n, 1)
-    size = _check_int("size", size, _MIN_SIZE)
-    _check_int("seed", seed, 0)
-    classes = _check_classes(classes, SOLIDS, "solid")
-    clutter = _check_amount("clutter", clutter, "0 = uniform background, 1 = default")
-    distractors = _check_int("distractors", distractors, 0)
+    n = check_int("n", n, 1)
+    size = check_int("size", size, _MIN_SIZE)
+    check_int("seed", seed, 0)
+    classes = check_classes(classes, SOLIDS, "solid")
+    clutter = check_amount("clutter", clutter, "0 = uniform background, 1 = default")
+    distractors = check_int("distractors", distractors, 0)
 
-    solid_rng, clutter_rng, distractor_rng = _streams(seed, 3)
-    labels = _balanced_labels(solid_rng, n, len(classes))
+    solid_rng, clutter_rng, distractor_rng = streams(seed, 3)
+    labels = balanced_labels(solid_rng, n, len(classes))
     grid = np.indices((size,) * 3, dtype=np.float64)
     volumes = np.empty((n, size, size, size), np.float32)
     masks = np.empty((n, size, size, size), bool)

@@ -101,8 +101,8 @@ class Explainer:
         import keras
 
         from keras_cam._batching import check_batch_size
-        from keras_cam.cli._common import SCALES, load_model
-        from keras_cam.cli._common import scale as scale_pixels
+        from keras_cam.loading import SCALES, load_model
+        from keras_cam.loading import scale as scale_pixels
         from keras_cam.explainers import get_explainer
         from keras_cam._inputs import image_input
 

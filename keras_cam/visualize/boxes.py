@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
-from keras_cam._validation import to_numpy
+from keras_cam._validation import check_boxes, to_numpy
 
 #: Box colours (RGB), one per label in turn: white first (no label), then high-contrast hues.
 _COLORS = ((255, 255, 255), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 255, 0), (255, 128, 0))
@@ -16,15 +16,12 @@ def draw_boxes(image: np.ndarray, boxes: Any, labels: Optional[Sequence[Any]] = 
                scores: Optional[Sequence[Any]] = None) -> np.ndarray:
     """A copy of uint8 RGB `image` (H, W, 3) with boxes `(K, 4)` (x0, y0, x1, y1 in its pixels) drawn,
     each captioned with its label (an int or a name) and score when given."""
-    try:
-        b = np.array(to_numpy(boxes), dtype=np.float64).reshape(-1, 4) if np.size(to_numpy(boxes)) else \
-            np.zeros((0, 4))
-    except (TypeError, ValueError):
-        raise ValueError(f"`boxes` must be a (K, 4) array of x0, y0, x1, y1 in the image's pixels, got "
-                         f"{type(boxes).__name__}.") from None
-    if np.ndim(to_numpy(boxes)) not in (1, 2) or not np.all(np.isfinite(b)):
-        raise ValueError(f"`boxes` must be a (K, 4) array of finite x0, y0, x1, y1 in the image's pixels, got "
-                         f"shape {np.shape(to_numpy(boxes))}.")
+    raw = to_numpy(boxes)
+    if np.size(raw) == 0:
+        raw = np.zeros((0, 4))
+    elif np.ndim(raw) == 1:  # one box
+        raw = np.reshape(raw, (1, -1))
+    b = check_boxes(raw, "boxes", rows="K")
     for name, values in (("labels", labels), ("scores", scores)):
         if values is not None and len(values) != len(b):
             raise ValueError(f"`{name}` has {len(values)} entries for {len(b)} boxes; give one per box.")

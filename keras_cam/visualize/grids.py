@@ -8,10 +8,10 @@ import cv2
 import keras
 import numpy as np
 
-from keras_cam._validation import to_numpy
+from keras_cam._validation import check_int, to_numpy
 from keras_cam.visualize.images import as_rgb
 from keras_cam.visualize.overlays import colormap_code
-from keras_cam.visualize.signals import _band, _draw_lines
+from keras_cam.visualize.drawing import band, draw_lines
 
 __all__ = ["feature_map_grid", "image_grid", "kernel_grid"]
 
@@ -104,12 +104,6 @@ def _upscale(tile: np.ndarray, scale: int) -> np.ndarray:
     return tile if scale == 1 else np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
 
 
-def _check_scale(scale: Any) -> int:
-    if not isinstance(scale, (int, np.integer)) or isinstance(scale, bool) or scale < 1:
-        raise ValueError(f"`scale` must be an integer >= 1, got {scale!r}.")
-    return int(scale)
-
-
 def feature_map_grid(
     maps: Any,
     cols: Optional[int] = None,
@@ -164,7 +158,7 @@ def feature_map_grid(
                          f"got shape {maps.shape}.{hint}")
     if not np.all(np.isfinite(maps)):
         raise ValueError("`maps` contain NaN or infinite values.")
-    scale = _check_scale(scale)
+    scale = check_int("scale", scale, 1)
     channels = np.moveaxis(maps, -1, 0)
     spatial = tuple(range(1, channels.ndim))
     low = channels.min(axis=spatial, keepdims=True)
@@ -185,8 +179,8 @@ def _signal_tile(channel: np.ndarray, colormap: Optional[Union[str, int]], scale
     if colormap is None:
         tile = np.full((height, width, 3), 48, np.uint8)
     else:
-        tile = _band(channel, width, height, colormap_code(colormap), _SIGNAL_TILE_ALPHA)
-    _draw_lines(tile, channel[:, None].astype(np.float64), height, (255, 255, 255), 1)
+        tile = band(channel, width, height, colormap_code(colormap), _SIGNAL_TILE_ALPHA)
+    draw_lines(tile, channel[:, None].astype(np.float64), height, (255, 255, 255), 1)
     return tile
 
 
@@ -235,7 +229,7 @@ def kernel_grid(
         raise ValueError(f"Layer '{layer.name}' is not built, so it has no kernels yet; call the model once.")
     kernel = to_numpy(keras.ops.convert_to_numpy(layer.kernel)).astype(np.float32)  # (kh, kw, in, out)
     kh, kw, n_in, n_out = kernel.shape
-    scale = max(1, math.ceil(24 / max(kh, kw))) if scale is None else _check_scale(scale)
+    scale = max(1, math.ceil(24 / max(kh, kw))) if scale is None else check_int("scale", scale, 1)
 
     def normalized(k: np.ndarray) -> np.ndarray:
         peak = float(np.max(np.abs(k)))

@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_cam._validation import close_matches, to_numpy
 from keras_cam.visualize.boxes import draw_boxes
+from keras_cam.visualize.drawing import check_alpha
 from keras_cam.visualize.images import as_rgb, to_uint8
 
 __all__ = ["colormap_code", "colormap_names", "overlay"]
@@ -124,8 +125,7 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.4, colormap: Union[str, i
     >>> overlay(image, heatmap, alpha=1.0)[0, 0].tolist()   # jet at 1.0: dark red
     [128, 0, 0]
     """
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"`alpha` (the heatmap's weight) must be a number in [0, 1], got {alpha!r}.")
+    alpha = check_alpha(alpha)
     _refuse_signals_and_volumes(image, heatmap)
     img = as_rgb(image)
     try:

@@ -1,4 +1,4 @@
-"""Scores for heatmaps.
+"""Scores of heatmaps against the truth: masks (pointing games) and boxes (localization).
 
 - `pointing_game`, `pointing_game_per_image`, `energy_pointing_game`: does the map point at the object?
   They need object masks, e.g. those of `keras_cam.datasets.make_shapes`. They are pure numpy (plus OpenCV
@@ -7,41 +7,19 @@
   They take 1-D (N, T), 2-D (N, H, W) and 3-D (N, D, H, W) maps.
 - `boxes_from_heatmaps`, `box_iou`, `localization_accuracy`: does the map's box match the object's (the CAM
   paper's weakly supervised localization)? Also numpy and OpenCV only.
-- `deletion_auc`, `insertion_auc` and their curves: does the map rank first the pixels the model relies on?
-  They run the model, so they live in `keras_cam.faithfulness` and are found here on first use; so do `road`
-  (Remove And Debias), `average_drop` and `increase_in_confidence` (`keras_cam.road`) and `sanity_check`,
-  `spearman` (`keras_cam.sanity`: does the map change when the model's weights are randomized?).
-- Every explainer compared with all of these: `kc.compare_methods` (in `keras_cam.comparison`).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Tuple
 
 import cv2
 import numpy as np
 
 from keras_cam._resample import resize_linear
-from keras_cam._validation import to_numpy
-
-# Scores that run the model, name -> module: resolved on first use (PEP 562), so that scoring heatmaps
-# against masks does not import Keras and a backend.
-_MODEL_SCORES = {
-    **dict.fromkeys(("deletion_auc", "deletion_curve", "insertion_auc", "insertion_curve"),
-                    "keras_cam.faithfulness"),
-    **dict.fromkeys(("road", "average_drop", "increase_in_confidence", "confidence_scores"),
-                    "keras_cam.road"),
-    **dict.fromkeys(("sanity_check", "spearman"), "keras_cam.sanity"),
-}
+from keras_cam._validation import check_boxes, check_int, to_numpy
 
 __all__ = ["box_iou", "boxes_from_heatmaps", "energy_pointing_game", "localization_accuracy", "pointing_game",
-           "pointing_game_per_image", *_MODEL_SCORES]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MODEL_SCORES:
-        return getattr(importlib.import_module(_MODEL_SCORES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+           "pointing_game_per_image"]
 
 
 _LAYOUTS = "(N, T), (N, H, W) or (N, D, H, W)"
@@ -140,8 +118,7 @@ def pointing_game_per_image(heatmaps: Any, masks: Any, tolerance: int = 0) -> np
     >>> pointing_game_per_image(np.eye(16)[[5, 9]], signal_masks).tolist()  # peaks at samples 5 and 9
     [True, False]
     """
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, np.integer)) or tolerance < 0:
-        raise ValueError(f"`tolerance` must be an integer >= 0 (pixels), got {tolerance!r}.")
+    tolerance = check_int("tolerance", tolerance, 0)  # pixels
     hm, mk = _check(heatmaps, masks)
     t = int(tolerance)
     hits = np.empty(len(hm), bool)
@@ -206,24 +183,6 @@ def energy_pointing_game(heatmaps: Any, masks: Any) -> float:
     inside = (hm * mk).sum(axis=axes)
     share = np.divide(inside, total, out=np.zeros_like(total), where=total > 0)
     return float(share.mean())
-
-
-def _check_boxes(boxes: Any, name: str) -> np.ndarray:
-    """A new float64 (N, 4) array of half-open boxes `(x0, y0, x1, y1)` with x0 <= x1 and y0 <= y1."""
-    b = _as_float(boxes, name, "(N, 4)").astype(np.float64)
-    if b.ndim != 2 or b.shape[1] != 4:
-        hint = f" For one box, add a batch axis: {name}[None]." if b.shape == (4,) else ""
-        raise ValueError(f"`{name}` must have shape (N, 4), rows (x0, y0, x1, y1); got shape {b.shape}."
-                         + hint)
-    if not np.all(np.isfinite(b)):
-        raise ValueError(f"`{name}` rows {np.flatnonzero(~np.isfinite(b).all(axis=1))[:10].tolist()} contain "
-                         "NaN or infinite values.")
-    bad = np.flatnonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]))
-    if bad.size:
-        raise ValueError(f"`{name}` rows {bad[:10].tolist()} end before they start (e.g. "
-                         f"{b[bad[0]].tolist()}); boxes are (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1, "
-                         "not (x, y, width, height).")
-    return b
 
 
 def boxes_from_heatmaps(heatmaps: Any, threshold: float = 0.2) -> np.ndarray:
@@ -299,7 +258,7 @@ def box_iou(boxes_a: Any, boxes_b: Any) -> np.ndarray:
     >>> box_iou([[0, 0, 4, 4], [0, 0, 2, 2]], [[2, 0, 6, 4], [5, 5, 6, 6]]).tolist()  # 8 / 24, disjoint
     [0.3333333333333333, 0.0]
     """
-    a, b = _check_boxes(boxes_a, "boxes_a"), _check_boxes(boxes_b, "boxes_b")
+    a, b = check_boxes(boxes_a, "boxes_a"), check_boxes(boxes_b, "boxes_b")
     if len(a) != len(b):
         raise ValueError(f"Got {len(a)} boxes in `boxes_a` and {len(b)} in `boxes_b`; IoUs are taken pair by "
                          "pair, so give as many of each.")
