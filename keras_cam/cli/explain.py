@@ -26,10 +26,10 @@ DESCRIPTION = (
     "written twice. Prints the explained class and its "
     "score per image and a closing summary. Images are checked before any work: missing, unreadable or "
     "corrupt files and images above --max-pixels are reported on stderr ('keras-cam: skipped PATH: reason') "
-    "and skipped, as are files that fail to decode later. With --store, the images go through "
-    "kc.explain_dataset instead, into a zarr store (heatmaps, classes, scores and paths, read back with "
-    "kc.open_store) with a progress bar, overlays only with --overlays DIR; a run that stopped resumes where "
-    "it did. Exit status: 0 when every image was explained, 1 when some were skipped, 2 when none could be "
+    "and skipped, as are files that fail to decode later. With --store, the same run writes into a zarr "
+    "store (heatmaps, classes, scores and paths, read back with kc.open_store) with a progress bar, the "
+    "overlays (and --save-raw's .npy) only with --overlays DIR; a run that stopped resumes where it did. "
+    "Exit status: 0 when every image was explained, 1 when some were skipped, 2 when none could be "
     "explained or on a usage or model error."
 )
 
@@ -72,9 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the heatmaps (float16), classes, scores and file paths into a zarr store "
                              "at PATH (a folder, e.g. maps.zarr; needs pip install \"keras-cam[zarr]\") "
                              "batch by batch, instead of one overlay per image; resumes a store of the same "
-                             "model, settings and files (by size and modification time), refuses others")
+                             "model, settings, --size and files (by size and modification time), refuses "
+                             "others")
     parser.add_argument("--overlays", default=None, metavar="DIR",
-                        help="with --store: also write one overlay PNG per image into DIR")
+                        help="with --store: also write one overlay PNG per image into DIR (with --alpha, "
+                             "--colormap, --save-raw, --box as without --store)")
     parser.add_argument("--no-resume", action="store_true",
                         help="with --store: start the store over instead of resuming it")
     parser.add_argument("--unsafe", action="store_true",
