@@ -190,7 +190,7 @@ class StoreSink(Sink):
             warnings.warn(f"keras-cam: resuming the store '{self.writer.path}' with {' and '.join(unchecked)} "
                           "that cannot be compared with the ones it was made with (a callable whose code or "
                           "state keras-cam cannot read): make sure they are the same, or pass resume=False.",
-                          stacklevel=4)
+                          stacklevel=3)
 
     @property
     def rows(self) -> int:
@@ -252,7 +252,7 @@ class ResumeCheck:
         if self.writer.digest is None:  # a store written before the hashes
             warnings.warn(f"keras-cam: the store '{self.writer.path}' does not record what its data was, so "
                           "the data cannot be compared with it: make sure it is the same, or pass "
-                          "resume=False.", stacklevel=4)
+                          "resume=False.", stacklevel=5)
         elif self.writer.digest != self.at_finished:
             what = ("the image files of its finished batches changed since (other sizes or modification "
                     "times: other pixels under the same names?)" if self.kind == "files" else

@@ -291,6 +291,33 @@ def test_explain_store_takes_every_picture_option(tmp_path, capsys):
     assert "the model accepts any image size; pass --size H W" in capsys.readouterr().err
 
 
+def test_explain_store_with_box_stores_every_box_map_and_draws_them(tmp_path, capsys):
+    """--box with --store: the store's rows are the (K, H, W) maps of the boxes, the .npy beside each
+    box's picture is its row; the same maps as without --store, whatever the batch size."""
+    pytest.importorskip("zarr")
+    from keras_cam.demo.boxes import build_box_detector
+
+    keras.utils.set_random_seed(0)
+    path = str(tmp_path / "detector.keras")
+    build_box_detector((32, 32, 3), 3).save(path)
+    images, _, _ = kc.datasets.make_shapes(3, size=32, seed=1)
+    pngs = [str(kc.save_image(tmp_path / f"img{i}.png", img)) for i, img in enumerate(images)]
+    box = ["--box", "all", "--min-score", "0", "--layer", "features", "--save-raw"]
+    assert cli.main(["explain", path, *pngs, *box, "--out", str(tmp_path / "out"), "--batch-size", "3"]) == 0
+    store, overlays = str(tmp_path / "boxes.zarr"), tmp_path / "overlays"
+    assert cli.main(["explain", path, *pngs, *box, "--store", store, "--overlays", str(overlays),
+                     "--batch-size", "2"]) == 0
+    assert _lines(capsys.readouterr().out)[-1].endswith(f"-> {store} (3 maps)")
+    written = kc.open_store(store)
+    assert written["heatmaps"].shape == (3, 20, 32, 32) and written["scores"].shape == (3, 20)
+    for i in range(3):
+        for k in (0, 7, 19):
+            raw = np.load(overlays / f"img{i}_gradcam_box{k}.npy")
+            np.testing.assert_array_equal(raw.astype(np.float16), written["heatmaps"][i, k])
+            np.testing.assert_allclose(raw, np.load(tmp_path / "out" / f"img{i}_gradcam_box{k}.npy"), atol=1e-5)
+            assert kc.visualize.read_image(overlays / f"img{i}_gradcam_box{k}.png").shape == (32, 32, 3)
+
+
 def test_explain_store_errors_are_one_line_exit_2(saved, tmp_path, capsys, monkeypatch):
     pytest.importorskip("zarr")
     root, path, pngs, _ = saved

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import re
@@ -84,8 +85,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "you trust)")
 
 
-#: Held while a decoder's messages are kept off file descriptor 2 (`_decode`), and while a skip is printed.
-_STDERR = threading.Lock()
+#: Held while a decoder's messages are kept off file descriptor 2 (`_decode`, in the reader thread), and
+#: by every write to sys.stderr meanwhile (`_LockedStream`): those must reach the terminal.
+_STDERR = threading.RLock()
+
+
+class _LockedStream:
+    """sys.stderr, written under `_STDERR` (warnings and skips of the loop's thread wait for a decode)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with _STDERR:
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        with _STDERR:
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _skip(path: str, reason: str) -> None:
@@ -146,8 +166,7 @@ def _checked(paths: Sequence[str], max_pixels: int) -> List[str]:
 
 def _decode(path: str, size: Tuple[int, int], max_pixels: Optional[int]) -> Any:
     """Reads one image for the pipeline; a decoder's own complaint (libpng, libjpeg, on file descriptor 2)
-    is kept off the terminal and added to the skip reason. Under `_STDERR`: the loop's thread prints skips
-    meanwhile, and those must reach the terminal."""
+    is kept off the terminal and added to the skip reason."""
     from keras_cam.visualize import ImageFileError, read_image
 
     with _STDERR, native_stderr_captured() as log:
@@ -305,8 +324,9 @@ def _explain(args: argparse.Namespace, model, files: List[str], paths: List[str]
         extra = {"size": list(size)} if args.size else None
         store = StoreSink(explainer, source, args.store, targets, args.batch_size, args.batch_size, "float16",
                           not args.no_resume, preprocess, extra)
-    skipped = Pipeline(explainer, source, targets, sinks, store, args.batch_size, args.batch_size,
-                       verbose=int(store is not None), on_skip=_skip).run()
+    with contextlib.redirect_stderr(_LockedStream(sys.stderr)):
+        skipped = Pipeline(explainer, source, targets, sinks, store, args.batch_size, args.batch_size,
+                           verbose=int(store is not None), on_skip=_skip).run()
     if store is None:
         return counted.explained, len(skipped), None
     written = open_store(store.writer.path)
