@@ -300,8 +300,8 @@ def explain_dataset(explainer: BaseCAM, data: Any, targets: Any = None, store: O
         raise ValueError(f"`explainer` must be a keras-cam explainer (e.g. kc.GradCAM(model)), got "
                          f"{type(explainer).__name__}.")
     size = DEFAULT_BATCH_SIZE if batch_size is None else check_batch_size(batch_size)
-    source = data_source(explainer, data, size, preprocess, max_pixels, keep_pictures=overlays_dir is not None,
-                         exclude=overlays_dir)
+    source = data_source(explainer, data, size, preprocess, max_pixels,
+                         keep_pictures=overlays_dir is not None, exclude=overlays_dir)
     targets = check_targets(targets, source)
     sinks: List[Sink] = []
     if store is None:

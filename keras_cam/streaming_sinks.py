@@ -184,13 +184,14 @@ class StoreSink(Sink):
             made["preprocess"] = describe(preprocess)
         made.update(extra or {})
         self.writer, self.size = StoreWriter(path, made, resume, dtype), size
-        self.check = ResumeCheck(self.writer, source.kind, labels=isinstance(targets, str) and targets == "labels")
+        labels = isinstance(targets, str) and targets == "labels"
+        self.check = ResumeCheck(self.writer, source.kind, labels=labels)
         unchecked = [k for k in ("preprocess", "targets") if str(made.get(k, "")).endswith(UNCHECKED)]
         if self.writer.batches_done and unchecked:
-            warnings.warn(f"keras-cam: resuming the store '{self.writer.path}' with {' and '.join(unchecked)} "
-                          "that cannot be compared with the ones it was made with (a callable whose code or "
-                          "state keras-cam cannot read): make sure they are the same, or pass resume=False.",
-                          stacklevel=3)
+            warnings.warn(f"keras-cam: resuming the store '{self.writer.path}' with "
+                          f"{' and '.join(unchecked)} that cannot be compared with the ones it was made with "
+                          "(a callable whose code or state keras-cam cannot read): make sure they are the "
+                          "same, or pass resume=False.", stacklevel=3)
 
     @property
     def rows(self) -> int:

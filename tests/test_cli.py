@@ -262,7 +262,8 @@ def test_explain_store_takes_every_picture_option(tmp_path, capsys):
     model.save(path)
     images, _, _ = kc.datasets.make_shapes(3, size=40, seed=2)
     pngs = [str(kc.save_image(tmp_path / f"in{i}.png", img)) for i, img in enumerate(images)]
-    style = ["--size", "32", "28", "--alpha", "0.8", "--colormap", "viridis", "--save-raw", "--batch-size", "2"]
+    style = ["--size", "32", "28", "--alpha", "0.8", "--colormap", "viridis", "--save-raw",
+             "--batch-size", "2"]
     assert cli.main(["explain", path, *pngs, *style, "--out", str(tmp_path / "out")]) == 0
     store, overlays = str(tmp_path / "maps.zarr"), tmp_path / "overlays"
     assert cli.main(["explain", path, *pngs, *style, "--store", store, "--overlays", str(overlays)]) == 0
@@ -279,11 +280,12 @@ def test_explain_store_takes_every_picture_option(tmp_path, capsys):
         np.testing.assert_array_equal(raw, np.load(tmp_path / "out" / f"in{i}_gradcam.npy"))
         picture = kc.visualize.read_image(overlays / f"in{i}_gradcam.png")
         assert picture.shape == (32, 28, 3)
-        np.testing.assert_array_equal(picture, kc.visualize.read_image(tmp_path / "out" / f"in{i}_gradcam.png"))
+        without = kc.visualize.read_image(tmp_path / "out" / f"in{i}_gradcam.png")
+        np.testing.assert_array_equal(picture, without)
         # alpha and colormap as given: the overlay is the one `kc.overlay` makes with them (8-bit PNG)
         own = kc.overlay(kc.visualize.read_image(pngs[i], (32, 28)), raw, alpha=0.8, colormap="viridis")
-        np.testing.assert_allclose(picture, np.asarray(own, np.float32) / (255.0 if own.dtype == np.uint8 else 1),
-                                   atol=1 / 255 + 1e-6)
+        own = np.asarray(own, np.float32) / (255.0 if own.dtype == np.uint8 else 1.0)
+        np.testing.assert_allclose(picture, own, atol=1 / 255 + 1e-6)
     # The store records --size: another size starts no resume, and any-size models need --size.
     assert cli.main(["explain", path, *pngs, *style[:1], "24", "24", "--store", store]) == 2
     assert "size is [32, 28] in the store and [24, 24] now" in capsys.readouterr().err
@@ -314,7 +316,8 @@ def test_explain_store_with_box_stores_every_box_map_and_draws_them(tmp_path, ca
         for k in (0, 7, 19):
             raw = np.load(overlays / f"img{i}_gradcam_box{k}.npy")
             np.testing.assert_array_equal(raw.astype(np.float16), written["heatmaps"][i, k])
-            np.testing.assert_allclose(raw, np.load(tmp_path / "out" / f"img{i}_gradcam_box{k}.npy"), atol=1e-5)
+            without = np.load(tmp_path / "out" / f"img{i}_gradcam_box{k}.npy")
+            np.testing.assert_allclose(raw, without, atol=1e-5)
             assert kc.visualize.read_image(overlays / f"img{i}_gradcam_box{k}.png").shape == (32, 32, 3)
 
 

@@ -78,8 +78,9 @@ class BoxSink:
                 if args.save_raw:
                     np.save(out + ".npy", image_maps[k])
                 shown = ", ".join(f"{v:.1f}" for v in box)
-                self._print(f"{printable(path)}: box {k} [{shown}] class {label} probability {probability:.3f} "
-                            f"score {float(boxes['scores'][k]):.4f} -> {printable(out)}.png")
+                self._print(f"{printable(path)}: box {k} [{shown}] class {label} "
+                            f"probability {probability:.3f} score {float(boxes['scores'][k]):.4f} "
+                            f"-> {printable(out)}.png")
             self.explained += 1
 
     def _print(self, line: str) -> None:

@@ -212,8 +212,8 @@ def _check_store_options(args: argparse.Namespace) -> None:
                ("--colormap", args.colormap != COLORMAP))
     pictures = [name for name, used in options if used]
     if pictures and args.overlays is None:
-        raise ValueError(f"with --store, {', '.join(pictures)} go with --overlays DIR (they shape the pictures; "
-                         "the maps themselves are in the store): add --overlays DIR")
+        raise ValueError(f"with --store, {', '.join(pictures)} go with --overlays DIR (they shape the "
+                         "pictures; the maps themselves are in the store): add --overlays DIR")
 
 
 def _stored_rows(path: str) -> int:
@@ -269,7 +269,9 @@ def _explainer(args: argparse.Namespace, model: Any) -> Tuple[Any, Any]:
     if args.box is not None:  # a detector's outputs are boxes and logits, read by --box's target
         return explainer, box_target(args)
     _check_outputs(explainer, args)
-    return explainer, args.target if args.output is None else output_target(args.output, class_index=args.target)
+    if args.output is None:
+        return explainer, args.target
+    return explainer, output_target(args.output, class_index=args.target)
 
 
 class _Lines:
@@ -304,7 +306,8 @@ def _sinks(args: argparse.Namespace, explainer, files: List[str]) -> Tuple[list,
     return [OverlaySink(explainer, folder, stems, args.alpha, args.colormap, args.save_raw, lines)], lines
 
 
-def _explain(args: argparse.Namespace, model, files: List[str], paths: List[str]) -> Tuple[int, int, Any]:  # noqa: ANN001
+def _explain(args: argparse.Namespace, model: Any, files: List[str], paths: List[str]
+             ) -> Tuple[int, int, Any]:
     """The checked files through the dataset pipeline (`keras_cam.streaming.Pipeline`), into --out's
     overlays or the store of --store: (explained, skipped, the store or None)."""
     from keras_cam.store import open_store
@@ -316,7 +319,8 @@ def _explain(args: argparse.Namespace, model, files: List[str], paths: List[str]
     explainer, targets = _explainer(args, model)
     preprocess = _scaling(args.scale)
     source = data_source(explainer, paths, args.batch_size, preprocess, args.max_pixels,
-                         keep_pictures=args.store is None or args.overlays is not None, hw=size, decode=_decode)
+                         keep_pictures=args.store is None or args.overlays is not None, hw=size,
+                         decode=_decode)
     targets = check_targets(targets, source)
     sinks, counted = _sinks(args, explainer, files)
     store = None
