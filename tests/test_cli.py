@@ -249,6 +249,78 @@ def test_explain_into_a_store_equals_the_overlay_path_and_resumes(saved, tmp_pat
     assert kc.open_store(store).settings["method"] == "gradcam++"
 
 
+@pytest.mark.backends
+def test_explain_store_takes_every_picture_option(tmp_path, capsys):
+    """--size, --alpha, --colormap and --save-raw with --store: the store's rows are the maps of images
+    resized to --size, and the pictures under --overlays are those the run without --store writes."""
+    pytest.importorskip("zarr")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((None, None, 3)),  # any size: --size is needed, with --store too
+                              keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+                              kc.CAMHead(3, name="head")])
+    path = str(tmp_path / "any.keras")
+    model.save(path)
+    images, _, _ = kc.datasets.make_shapes(3, size=40, seed=2)
+    pngs = [str(kc.save_image(tmp_path / f"in{i}.png", img)) for i, img in enumerate(images)]
+    style = ["--size", "32", "28", "--alpha", "0.8", "--colormap", "viridis", "--save-raw",
+             "--batch-size", "2"]
+    assert cli.main(["explain", path, *pngs, *style, "--out", str(tmp_path / "out")]) == 0
+    store, overlays = str(tmp_path / "maps.zarr"), tmp_path / "overlays"
+    assert cli.main(["explain", path, *pngs, *style, "--store", store, "--overlays", str(overlays)]) == 0
+    assert _lines(capsys.readouterr().out)[-1].endswith(f"-> {store} (3 maps)")
+    written = kc.open_store(store)
+    assert written["heatmaps"].shape == (3, 32, 28) and written.settings["size"] == [32, 28]
+    expected = kc.GradCAM(model).compute(np.stack([kc.visualize.read_image(p, (32, 28)) for p in pngs]))
+    np.testing.assert_allclose(written["heatmaps"][:], expected.heatmaps, atol=1e-3)  # float16
+    np.testing.assert_array_equal(written["targets"][:], expected.targets)
+    for i in range(3):
+        raw = np.load(overlays / f"in{i}_gradcam.npy")
+        assert raw.shape == (32, 28)
+        np.testing.assert_array_equal(raw.astype(np.float16), written["heatmaps"][i])  # the store's row
+        np.testing.assert_array_equal(raw, np.load(tmp_path / "out" / f"in{i}_gradcam.npy"))
+        picture = kc.visualize.read_image(overlays / f"in{i}_gradcam.png")
+        assert picture.shape == (32, 28, 3)
+        without = kc.visualize.read_image(tmp_path / "out" / f"in{i}_gradcam.png")
+        np.testing.assert_array_equal(picture, without)
+        # alpha and colormap as given: the overlay is the one `kc.overlay` makes with them (8-bit PNG)
+        own = kc.overlay(kc.visualize.read_image(pngs[i], (32, 28)), raw, alpha=0.8, colormap="viridis")
+        own = np.asarray(own, np.float32) / (255.0 if own.dtype == np.uint8 else 1.0)
+        np.testing.assert_allclose(picture, own, atol=1 / 255 + 1e-6)
+    # The store records --size: another size starts no resume, and any-size models need --size.
+    assert cli.main(["explain", path, *pngs, *style[:1], "24", "24", "--store", store]) == 2
+    assert "size is [32, 28] in the store and [24, 24] now" in capsys.readouterr().err
+    assert cli.main(["explain", path, pngs[0], "--store", str(tmp_path / "other.zarr")]) == 2
+    assert "the model accepts any image size; pass --size H W" in capsys.readouterr().err
+
+
+def test_explain_store_with_box_stores_every_box_map_and_draws_them(tmp_path, capsys):
+    """--box with --store: the store's rows are the (K, H, W) maps of the boxes, the .npy beside each
+    box's picture is its row; the same maps as without --store, whatever the batch size."""
+    pytest.importorskip("zarr")
+    from keras_cam.demo.boxes import build_box_detector
+
+    keras.utils.set_random_seed(0)
+    path = str(tmp_path / "detector.keras")
+    build_box_detector((32, 32, 3), 3).save(path)
+    images, _, _ = kc.datasets.make_shapes(3, size=32, seed=1)
+    pngs = [str(kc.save_image(tmp_path / f"img{i}.png", img)) for i, img in enumerate(images)]
+    box = ["--box", "all", "--min-score", "0", "--layer", "features", "--save-raw"]
+    assert cli.main(["explain", path, *pngs, *box, "--out", str(tmp_path / "out"), "--batch-size", "3"]) == 0
+    store, overlays = str(tmp_path / "boxes.zarr"), tmp_path / "overlays"
+    assert cli.main(["explain", path, *pngs, *box, "--store", store, "--overlays", str(overlays),
+                     "--batch-size", "2"]) == 0
+    assert _lines(capsys.readouterr().out)[-1].endswith(f"-> {store} (3 maps)")
+    written = kc.open_store(store)
+    assert written["heatmaps"].shape == (3, 20, 32, 32) and written["scores"].shape == (3, 20)
+    for i in range(3):
+        for k in (0, 7, 19):
+            raw = np.load(overlays / f"img{i}_gradcam_box{k}.npy")
+            np.testing.assert_array_equal(raw.astype(np.float16), written["heatmaps"][i, k])
+            without = np.load(tmp_path / "out" / f"img{i}_gradcam_box{k}.npy")
+            np.testing.assert_allclose(raw, without, atol=1e-5)
+            assert kc.visualize.read_image(overlays / f"img{i}_gradcam_box{k}.png").shape == (32, 32, 3)
+
+
 def test_explain_store_errors_are_one_line_exit_2(saved, tmp_path, capsys, monkeypatch):
     pytest.importorskip("zarr")
     root, path, pngs, _ = saved
@@ -258,7 +330,8 @@ def test_explain_store_errors_are_one_line_exit_2(saved, tmp_path, capsys, monke
         (["--store", str(blocker / "maps.zarr")], f"cannot write the store '{blocker / 'maps.zarr'}'"),
         (["--store", str(blocker)], f"'{blocker}' exists and is not a zarr store; pass a new --store path"),
         (["--overlays", str(tmp_path / "o")], "--overlays and --no-resume go with --store PATH"),
-        (["--store", str(tmp_path / "s.zarr"), "--save-raw"], "--save-raw cannot be used with --store"),
+        (["--store", str(tmp_path / "s.zarr"), "--save-raw", "--alpha", "0.7"],
+         "with --store, --save-raw, --alpha go with --overlays DIR"),
     ]
     for extra, message in cases:
         assert cli.main(["explain", path, pngs[0], *extra]) == 2

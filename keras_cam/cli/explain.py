@@ -8,11 +8,11 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import time
-import warnings
-from typing import Any, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-from keras_cam.cli._boxes import box_choice, write_box_overlays
+from keras_cam.cli._boxes import box_choice
 from keras_cam.cli._common import (PROG, SCALES, check_pixels, input_size, load_model, name_or_index,
                                    native_stderr_captured, one_line, positive_int, scale, integer)
 
@@ -27,10 +27,10 @@ DESCRIPTION = (
     "written twice. Prints the explained class and its "
     "score per image and a closing summary. Images are checked before any work: missing, unreadable or "
     "corrupt files and images above --max-pixels are reported on stderr ('keras-cam: skipped PATH: reason') "
-    "and skipped, as are files that fail to decode later. With --store, the images go through "
-    "kc.explain_dataset instead, into a zarr store (heatmaps, classes, scores and paths, read back with "
-    "kc.open_store) with a progress bar, overlays only with --overlays DIR; a run that stopped resumes where "
-    "it did. Exit status: 0 when every image was explained, 1 when some were skipped, 2 when none could be "
+    "and skipped, as are files that fail to decode later. With --store, the same run writes into a zarr "
+    "store (heatmaps, classes, scores and paths, read back with kc.open_store) with a progress bar, the "
+    "overlays (and --save-raw's .npy) only with --overlays DIR; a run that stopped resumes where it did. "
+    "Exit status: 0 when every image was explained, 1 when some were skipped, 2 when none could be "
     "explained or on a usage or model error."
 )
 
@@ -73,9 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the heatmaps (float16), classes, scores and file paths into a zarr store "
                              "at PATH (a folder, e.g. maps.zarr; needs pip install \"keras-cam[zarr]\") "
                              "batch by batch, instead of one overlay per image; resumes a store of the same "
-                             "model, settings and files (by size and modification time), refuses others")
+                             "model, settings, --size and files (by size and modification time), refuses "
+                             "others")
     parser.add_argument("--overlays", default=None, metavar="DIR",
-                        help="with --store: also write one overlay PNG per image into DIR")
+                        help="with --store: also write one overlay PNG per image into DIR (with --alpha, "
+                             "--colormap, --save-raw, --box as without --store)")
     parser.add_argument("--no-resume", action="store_true",
                         help="with --store: start the store over instead of resuming it")
     parser.add_argument("--unsafe", action="store_true",
@@ -83,10 +85,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "you trust)")
 
 
+#: Held while a decoder's messages are kept off file descriptor 2 (`_decode`, in the reader thread), and
+#: by every write to sys.stderr meanwhile (`_LockedStream`): those must reach the terminal.
+_STDERR = threading.RLock()
+
+
+class _LockedStream:
+    """sys.stderr, written under `_STDERR` (warnings and skips of the loop's thread wait for a decode)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with _STDERR:
+            return self._stream.write(text)
+
+    def flush(self) -> None:
+        with _STDERR:
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _skip(path: str, reason: str) -> None:
     from keras_cam.streaming import printable
 
-    print(f"{PROG}: skipped {printable(path)}: {reason}", file=sys.stderr, flush=True)
+    with _STDERR:
+        print(f"{PROG}: skipped {printable(path)}: {reason}", file=sys.stderr, flush=True)
 
 
 def _image_files(items: Sequence[str], out: str) -> Tuple[List[str], int]:
@@ -138,26 +164,18 @@ def _checked(paths: Sequence[str], max_pixels: int) -> List[str]:
     return passed
 
 
-def _read_images(paths: Sequence[str], size: Tuple[int, int], max_pixels: int) -> List[Tuple[int, object]]:
-    """(position, picture) of the images that decode; the others are reported as skipped."""
-    import cv2
-
-    from keras_cam.streaming import skip_reason
+def _decode(path: str, size: Tuple[int, int], max_pixels: Optional[int]) -> Any:
+    """Reads one image for the pipeline; a decoder's own complaint (libpng, libjpeg, on file descriptor 2)
+    is kept off the terminal and added to the skip reason."""
     from keras_cam.visualize import ImageFileError, read_image
 
-    pictures = []
-    for i, path in enumerate(paths):
-        # The decoders' own complaints (libpng, libjpeg) go to file descriptor 2: keep them off the terminal.
-        with native_stderr_captured() as log:
-            try:
-                pictures.append((i, read_image(path, size, max_pixels=max_pixels)))
-                continue
-            except ImageFileError as e:  # the words of explain_dataset (--store), and the decoder's detail
-                reason = skip_reason(e) + (_native_detail(log) if "OpenCV" in e.reason else "")
-            except (ValueError, OSError, MemoryError, cv2.error) as e:
-                reason = skip_reason(e)
-        _skip(path, reason)
-    return pictures
+    with _STDERR, native_stderr_captured() as log:
+        try:
+            return read_image(path, size, max_pixels=max_pixels)
+        except ImageFileError as e:  # the words of explain_dataset, and the decoder's detail
+            if "OpenCV" in e.reason:
+                e.reason += _native_detail(log)
+            raise
 
 
 def _check_outputs(explainer, args: argparse.Namespace) -> None:
@@ -190,13 +208,12 @@ def _check_store_options(args: argparse.Namespace) -> None:
             raise ValueError("--overlays and --no-resume go with --store PATH (without it, every image gets "
                              "an overlay under --out)")
         return
-    options = (("--save-raw", args.save_raw), ("--size", args.size), ("--alpha", args.alpha != ALPHA),
-               ("--colormap", args.colormap != COLORMAP), ("--box", args.box is not None))
-    ignored = [name for name, used in options if used]
-    if ignored:
-        raise ValueError(f"{', '.join(ignored)} cannot be used with --store (the maps are in the store, "
-                         "images are resized to the model's input size, overlays use the default alpha and "
-                         "colormap); leave them out")
+    options = (("--save-raw", args.save_raw), ("--alpha", args.alpha != ALPHA),
+               ("--colormap", args.colormap != COLORMAP))
+    pictures = [name for name, used in options if used]
+    if pictures and args.overlays is None:
+        raise ValueError(f"with --store, {', '.join(pictures)} go with --overlays DIR (they shape the "
+                         "pictures; the maps themselves are in the store): add --overlays DIR")
 
 
 def _stored_rows(path: str) -> int:
@@ -211,17 +228,6 @@ def _stored_rows(path: str) -> int:
         return 0
 
 
-def _fixed_size(model, max_pixels: int) -> None:
-    from keras_cam._inputs import image_input
-
-    try:
-        image_input(model)
-    except ValueError:
-        raise ValueError("--store resizes the images to the model's input size, and this model accepts "
-                         "any size (or several inputs); explain without --store, with --size H W") from None
-    input_size(model, None, max_pixels)  # within --max-pixels
-
-
 def _scaling(mode: str) -> Optional[Any]:
     """--scale as `explain_dataset`'s `preprocess`, named after its mode: the store's settings record the
     name, so a store made with another --scale is refused instead of resumed."""
@@ -232,59 +238,12 @@ def _scaling(mode: str) -> Optional[Any]:
     return scaled
 
 
-@contextlib.contextmanager
-def _skips_reported() -> Iterator[None]:
-    """`explain_dataset` warns about each file it cannot decode: print those as the other skips are."""
-    with warnings.catch_warnings():
-        shown = warnings.showwarning
-        warnings.filterwarnings("always", message=f"{PROG}: skipped ")
-
-        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-            if str(message).startswith(f"{PROG}: skipped "):
-                print(str(message), file=sys.stderr, flush=True)
-            else:
-                shown(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = show
-        yield
-
-
 def _in_cli_terms(error: ValueError) -> str:
     """The library's advice, with the command line's options for its arguments."""
     text = one_line(error)
     for old, new in (("resume=False", "--no-resume"), ("`store` path", "--store path")):
         text = text.replace(old, new)
     return text
-
-
-def _into_store(args: argparse.Namespace, explainer, targets: Any, paths: List[str], skipped: int,
-                before: int, started: float) -> int:
-    """--store: the files through `kc.explain_dataset` into a zarr store; a summary line."""
-    from keras_cam.streaming import explain_dataset
-
-    with _skips_reported():
-        try:
-            store = explain_dataset(explainer, paths, targets=targets, store=args.store,
-                                    overlays_dir=args.overlays, batch_size=args.batch_size,
-                                    resume=not args.no_resume, preprocess=_scaling(args.scale),
-                                    max_pixels=args.max_pixels)
-        except ImportError as e:
-            raise ValueError(f"--store: {one_line(e)}") from None
-        except ValueError as e:
-            raise ValueError(_several_outputs(args, e) or _in_cli_terms(e)) from None
-        except OSError as e:  # zarr's own errors name a file inside the store
-            inside = os.path.abspath(e.filename or "").startswith(os.path.abspath(args.store))
-            if not inside:
-                raise
-            raise ValueError(f"cannot write the store '{args.store}': {e.strerror or one_line(e)}; pass "
-                             "another --store path") from None
-    explained = len(store) - (0 if args.no_resume else before)
-    skipped += len(store.skipped)
-    seconds = time.perf_counter() - started
-    plural = "" if explained == 1 else "s"
-    print(f"explained {explained} image{plural}, skipped {skipped}, in {seconds:.1f} s "
-          f"({explained / max(seconds, 1e-9):.1f} images/s) -> {args.store} ({len(store)} maps)")
-    return 0 if not skipped else 1 if len(store) else 2
 
 
 def _several_outputs(args: argparse.Namespace, error: ValueError) -> Optional[str]:
@@ -295,14 +254,90 @@ def _several_outputs(args: argparse.Namespace, error: ValueError) -> Optional[st
     return None
 
 
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from keras_cam import visualize
+def _explainer(args: argparse.Namespace, model: Any) -> Tuple[Any, Any]:
+    """The explainer of --method, --layer and --composite, and the targets of --target, --output or --box."""
+    from keras_cam.cli._boxes import box_target
     from keras_cam.explainers import get_explainer, lookup
-    from keras_cam.streaming import printable
     from keras_cam.targets import output as output_target
 
+    options = {"layer": args.layer} if args.layer else {}
+    if args.composite is not None:
+        if getattr(lookup(args.method), "name", None) != "lrp":
+            raise ValueError(f"--composite is an option of --method lrp, not of --method {args.method}.")
+        options["composite"] = args.composite
+    explainer = get_explainer(args.method, model, **options)
+    if args.box is not None:  # a detector's outputs are boxes and logits, read by --box's target
+        return explainer, box_target(args)
+    _check_outputs(explainer, args)
+    if args.output is None:
+        return explainer, args.target
+    return explainer, output_target(args.output, class_index=args.target)
+
+
+class _Lines:
+    """Counts the images written to --out and prints one line for each."""
+
+    def __init__(self, explainer, args: argparse.Namespace) -> None:  # noqa: ANN001
+        self.explainer, self.args, self.explained = explainer, args, 0
+
+    def __call__(self, path: str, written: str, target: Any, score: float) -> None:
+        from keras_cam.streaming import printable
+
+        described = _describe_target(self.explainer, self.args, target, score)
+        print(f"{printable(path)}: {described} -> {printable(written)}", flush=True)
+        self.explained += 1
+
+
+def _sinks(args: argparse.Namespace, explainer, files: List[str]) -> Tuple[list, Any]:  # noqa: ANN001
+    """The overlays (or --box's pictures) under --out, or --overlays with --store; and what counts them."""
+    from keras_cam.cli._boxes import BoxSink
+    from keras_cam.streaming import file_stems
+    from keras_cam.streaming_sinks import OverlaySink
+
+    folder = args.out if args.store is None else args.overlays
+    if folder is None:
+        return [], None
+    # Names from every input, skipped or not: where an output goes does not depend on which files fail.
+    stems = file_stems(explainer, files, folder)
+    if args.box is not None:
+        sink = BoxSink(explainer, args, stems, report=args.store is None)
+        return [sink], sink
+    lines = _Lines(explainer, args) if args.store is None else None  # with --store: a progress bar
+    return [OverlaySink(explainer, folder, stems, args.alpha, args.colormap, args.save_raw, lines)], lines
+
+
+def _explain(args: argparse.Namespace, model: Any, files: List[str], paths: List[str]
+             ) -> Tuple[int, int, Any]:
+    """The checked files through the dataset pipeline (`keras_cam.streaming.Pipeline`), into --out's
+    overlays or the store of --store: (explained, skipped, the store or None)."""
+    from keras_cam.store import open_store
+    from keras_cam.streaming import Pipeline
+    from keras_cam.streaming_sinks import StoreSink
+    from keras_cam.streaming_sources import check_targets, data_source
+
+    size = input_size(model, args.size, args.max_pixels)  # within --max-pixels, before any work
+    explainer, targets = _explainer(args, model)
+    preprocess = _scaling(args.scale)
+    source = data_source(explainer, paths, args.batch_size, preprocess, args.max_pixels,
+                         keep_pictures=args.store is None or args.overlays is not None, hw=size,
+                         decode=_decode)
+    targets = check_targets(targets, source)
+    sinks, counted = _sinks(args, explainer, files)
+    store = None
+    if args.store is not None:  # a store made with another --size is not resumed
+        extra = {"size": list(size)} if args.size else None
+        store = StoreSink(explainer, source, args.store, targets, args.batch_size, args.batch_size, "float16",
+                          not args.no_resume, preprocess, extra)
+    with contextlib.redirect_stderr(_LockedStream(sys.stderr)):
+        skipped = Pipeline(explainer, source, targets, sinks, store, args.batch_size, args.batch_size,
+                           verbose=int(store is not None), on_skip=_skip).run()
+    if store is None:
+        return counted.explained, len(skipped), None
+    written = open_store(store.writer.path)
+    return len(written), len(written.skipped), written
+
+
+def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     _check_store_options(args)
     before = None if args.store is None else _stored_rows(args.store)  # also: is zarr there
@@ -311,54 +346,31 @@ def run(args: argparse.Namespace) -> int:
     candidates, skipped = _image_files(args.images, args.out if args.store is None else args.overlays)
     paths = _checked(candidates, args.max_pixels)  # before the model is loaded and anything is written
     skipped += len(candidates) - len(paths)
-    explained = 0
+    explained, store = 0, None
     if paths:
         model = load_model(args.model, args.unsafe)
-        if args.store is None:
-            size = input_size(model, args.size, args.max_pixels)
-        else:
-            _fixed_size(model, args.max_pixels)
-        options = {"layer": args.layer} if args.layer else {}
-        if args.composite is not None:
-            if getattr(lookup(args.method), "name", None) != "lrp":
-                raise ValueError(f"--composite is an option of --method lrp, not of --method {args.method}.")
-            options["composite"] = args.composite
-        explainer = get_explainer(args.method, model, **options)
-        if args.box is None:  # a detector's outputs are boxes and logits, read by --box's target
-            _check_outputs(explainer, args)
-        targets = args.target if args.output is None else output_target(args.output, class_index=args.target)
-        if args.store is not None:
-            return _into_store(args, explainer, targets, paths, skipped, before, started)
-        # Names from every input, skipped or not: where an output goes does not depend on which files fail.
-        stems = dict(zip(candidates, _output_stems(candidates, args.out, explainer.name.replace("+", "p"))))
-        for start in range(0, len(paths), args.batch_size):
-            batch = paths[start : start + args.batch_size]
-            read = _read_images(batch, size, args.max_pixels)
-            skipped += len(batch) - len(read)
-            if not read:
-                continue
-            pictures = np.stack([picture for _, picture in read])
-            if args.box is not None:
-                explained += write_box_overlays(explainer, args, [batch[i] for i, _ in read], pictures,
-                                                scale(pictures, args.scale), [stems[batch[i]] for i, _ in read])
-                continue
-            try:
-                result = explainer.compute(scale(pictures, args.scale), targets=targets)
-            except ValueError as e:
-                several = _several_outputs(args, e)
-                if several:
-                    raise ValueError(several) from None
+        try:
+            explained, more, store = _explain(args, model, candidates, paths)
+        except ImportError as e:
+            if args.store is None:
                 raise
-            for (i, _), picture, heatmap, target, score in zip(read, pictures, result.heatmaps,
-                                                               result.targets, result.scores):
-                stem = stems[batch[i]]
-                overlay = visualize.overlay(picture, heatmap, alpha=args.alpha, colormap=args.colormap)
-                visualize.save_image(stem + ".png", overlay)
-                if args.save_raw:
-                    np.save(stem + ".npy", heatmap)
-                print(f"{printable(batch[i])}: {_describe_target(explainer, args, target, float(score))} -> "
-                      f"{printable(stem)}.png")
-                explained += 1
+            raise ValueError(f"--store: {one_line(e)}") from None
+        except ValueError as e:
+            raise ValueError(_several_outputs(args, e) or _in_cli_terms(e)) from None
+        except OSError as e:  # zarr's own errors name a file inside the store
+            inside = args.store and os.path.abspath(e.filename or "").startswith(os.path.abspath(args.store))
+            if not inside:
+                raise
+            raise ValueError(f"cannot write the store '{args.store}': {e.strerror or one_line(e)}; pass "
+                             "another --store path") from None
+        skipped += more
+    seconds = time.perf_counter() - started
     plural = "" if explained == 1 else "s"
-    print(f"explained {explained} image{plural}, skipped {skipped}, in {time.perf_counter() - started:.1f} s")
-    return 0 if not skipped else 1 if explained else 2
+    if store is None:
+        print(f"explained {explained} image{plural}, skipped {skipped}, in {seconds:.1f} s")
+        return 0 if not skipped else 1 if explained else 2
+    explained -= 0 if args.no_resume else before
+    plural = "" if explained == 1 else "s"
+    print(f"explained {explained} image{plural}, skipped {skipped}, in {seconds:.1f} s "
+          f"({explained / max(seconds, 1e-9):.1f} images/s) -> {args.store} ({len(store)} maps)")
+    return 0 if not skipped else 1 if len(store) else 2
