@@ -8,8 +8,8 @@
 - zennit (demo CNN only): `zennit.attribution.Gradient` with the same composite (and its BatchNorm canonizer)
   on a pure-PyTorch twin of the Keras model with the same weights, eager, on the same CPU threads.
 
-Models: the demo's CNN (`kc.demo.build_demo_model`: four conv-BN-ReLU blocks, a CAMHead) and a
-`keras.applications` model (weights=None). Each contender gets one warm-up call, then rounds that time every
+Models: the demo's CNN (`kc.demo.build_demo_model`: four conv-BN-ReLU blocks, a CAMHead) and
+`keras.applications` models (weights=None; MobileNetV2 and ResNet50 by default, `--app`). Each contender gets one warm-up call, then rounds that time every
 contender once, in turn; medians are reported.
 
 Usage:
@@ -139,7 +139,8 @@ def bench(label: str, model, x: np.ndarray, t: np.ndarray, composites, args, log
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--app", default="MobileNetV2", help="a keras.applications model (weights=None)")
+    p.add_argument("--app", default="MobileNetV2,ResNet50",
+                   help="keras.applications models (weights=None), comma-separated")
     p.add_argument("--app-size", type=int, default=96, help="its image height and width")
     p.add_argument("--app-batch", type=int, default=4)
     p.add_argument("--demo-batch", type=int, default=16)
@@ -172,10 +173,11 @@ def main(argv=None) -> int:
     t = rng.integers(0, 3, args.demo_batch).astype(np.int32)
     bench("demo CNN", demo, x, t, composites, args, log, twin=torch_twin(demo))
 
-    app = getattr(keras.applications, args.app)(weights=None, input_shape=(args.app_size, args.app_size, 3))
-    x = rng.uniform(-1, 1, (args.app_batch, args.app_size, args.app_size, 3)).astype(np.float32)
-    t = rng.integers(0, app.output_shape[-1], args.app_batch).astype(np.int32)
-    bench(f"{args.app} (weights=None)", app, x, t, composites, args, log)
+    for name in filter(None, args.app.split(",")):
+        app = getattr(keras.applications, name)(weights=None, input_shape=(args.app_size, args.app_size, 3))
+        x = rng.uniform(-1, 1, (args.app_batch, args.app_size, args.app_size, 3)).astype(np.float32)
+        t = rng.integers(0, app.output_shape[-1], args.app_batch).astype(np.int32)
+        bench(f"{name} (weights=None)", app, x, t, composites, args, log)
 
     log("`ours / fwd+bwd`: LRP's cost as a multiple of the model's own compiled forward + backward to the "
         "input. `zennit / ours`: > 1 means keras-cam is faster. zennit runs eagerly in PyTorch on the same CPU.",

@@ -6,7 +6,8 @@ briefly on `make_shapes`; then each held-out image is explained for its true cla
 folded into the convolutions). The example prints the validation accuracy and, for Grad-CAM, every LRP
 composite and random maps, the pointing games, deletion and insertion AUCs and ROAD scores against the true
 masks (`lrp_shapes.md`), and writes `lrp_shapes.png`: images, Grad-CAM overlays, and the signed LRP relevance
-(`kc.overlay(..., colormap="bwr", signed=True)`: red for, blue against the class, zero transparent).
+(`kc.overlay(..., colormap="bwr", signed=True)`: red for, blue against the class, zero transparent). The
+README's picture is the demo's own (`keras-cam demo` writes `lrp.png` the same way).
 
     python examples/lrp_shapes.py --out /tmp/lrp_shapes
 

@@ -33,6 +33,8 @@ def test_brief_training_localizes_shapes():
 
 
 def test_run_demo_writes_summary_and_pictures(tmp_path):
+    import cv2
+
     summary = run_demo(str(tmp_path), epochs=1, n_train=96, n_val=24, size=32, verbose=0)
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written == summary
@@ -54,6 +56,17 @@ def test_run_demo_writes_summary_and_pictures(tmp_path):
     for name in compared:
         assert f"| {name} | {rows[name]['pointing_game']:.3f} |" in table
     assert ("correct.png" in summary["files"]) == (summary["accuracy"] > 0)
+    # The LRP picture: images, Grad-CAM and signed relevance, 6 images of 3 tiles of 96 px (32 px x 3).
+    assert summary["lrp"]["composite"] == "epsilon_plus_flat" and summary["lrp"]["picture"] == "lrp.png"
+    assert "lrp.png" in summary["files"] and 0.0 <= summary["lrp"]["pointing_game"] <= 1.0
+    lrp_picture = cv2.cvtColor(cv2.imread(str(tmp_path / "lrp.png")), cv2.COLOR_BGR2RGB)
+    assert lrp_picture.shape == (2 * 96 + 3, 9 * 96 + 8 * 3, 3)
+    for row, col in [(r, c) for r in range(2) for c in (2, 5, 8)]:  # each image's LRP tile
+        tile = lrp_picture[99 * row: 99 * row + 96, 99 * col: 99 * col + 96].astype(int)
+        # Shown up to the 99th percentile of |relevance|: about 1 % of it is pure red (for the class) or
+        # pure blue (against it), "bwr" at full weight.
+        pure = (np.abs(tile - [255, 0, 0]).max(-1) <= 2) | (np.abs(tile - [0, 0, 255]).max(-1) <= 2)
+        assert pure.mean() >= 0.005, (row, col, pure.mean())
     assert ("wrong.png" in summary["files"]) == (summary["wrong_predictions"] > 0)
     with pytest.raises(ValueError, match="`epochs` must be an integer >= 1"):
         run_demo(str(tmp_path), epochs=0)
@@ -78,6 +91,8 @@ def test_full_demo_meets_its_targets(tmp_path, capsys):
     # The maps form during training: the snapshot images' pointing game ends well above its first epoch.
     per_epoch = summary["pointing_game_per_epoch"]
     assert len(per_epoch) == summary["epochs"] and per_epoch[-1] >= 0.75
+    # LRP's relevance lies on the shapes' edges: its hottest pixel is on the object far above chance.
+    assert summary["lrp"]["pointing_game"] > 2 * summary["chance_pointing_game"], summary["lrp"]
     # Every method localizes on the trained model and is more faithful than random maps (insertion).
     rows = {row["method"]: row for row in summary["methods"]}
     random = rows.pop("random (reference)")

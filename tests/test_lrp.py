@@ -446,6 +446,52 @@ def test_signed_overlay_is_red_positive_blue_negative_and_transparent_at_zero():
     assert "bwr" in kc.visualize.colormap_names()
 
 
+def test_signed_signal_band_is_red_positive_blue_negative_white_at_zero():
+    signal = np.sin(np.linspace(0, 4 * np.pi, 300))
+    relevance = np.r_[np.full(100, 3.0), np.zeros(100), np.full(50, -3.0), np.full(50, -1.5)]
+    before = relevance.copy()
+    picture = kc.overlay_signal(signal, relevance, alpha=1.0, colormap="bwr", signed=True)
+    np.testing.assert_array_equal(relevance, before)  # not modified
+    # Row 0 lies above the line's lane margin: the band alone, one column per sample (T = 300).
+    # (0 is entry 128 of the 256-entry "bwr" table, one step past its middle: white to 1 in 255.)
+    expected = [[255, 0, 0], [255, 255, 255], [0, 0, 255], [128, 128, 255]]  # -1.5 / 3: half-way to blue
+    assert np.abs(picture[0, [50, 150, 225, 275]].astype(int) - expected).max() <= 1
+    half = kc.overlay_signal(signal, relevance, alpha=0.5, colormap="bwr", signed=True)
+    expected = [[128, 0, 0], [128, 128, 128], [0, 0, 128]]
+    assert np.abs(half[0, [50, 150, 225]].astype(int) - expected).max() <= 1
+    # The line is black on the white of zero by default; white on the unsigned band, as before.
+    assert picture[:, 150].max(-1).min() < 64  # anti-aliased: dark where the line crosses the column
+    unsigned = kc.overlay_signal(signal, np.clip(relevance, 0, 1), alpha=1.0, colormap="bwr")
+    assert unsigned[0, [50, 150]].tolist() == [[255, 0, 0], [0, 0, 255]]
+    assert unsigned[:, 150].min(-1).max() > 192
+    with pytest.raises(ValueError, match="`signed` must be True or False"):
+        kc.overlay_signal(signal, relevance, signed="yes")
+
+
+def test_signed_volume_montage_is_red_positive_blue_negative_and_scaled_over_the_volume():
+    volume = np.full((4, 4, 4), 0.5, np.float32)
+    relevance = np.zeros((4, 4, 4), np.float32)
+    relevance[1] = [[2.0, -2.0, 0.0, 1.0]] * 4
+    relevance[2] = 1.0  # half the volume's largest |value|: half-way to red on every slice's voxel
+    before = relevance.copy()
+    kwargs = dict(alpha=1.0, colormap="bwr", signed=True, labels=False, scale=1, margin=0)
+    picture = kc.volume_montage(volume, relevance, slices=[1, 2], cols=2, **kwargs)
+    np.testing.assert_array_equal(relevance, before)
+    # As kc.overlay(..., signed=True): red positive, blue negative, the slice's grey where the map is 0.
+    assert picture[0, :4].tolist() == [[255, 0, 0], [0, 0, 255], [128, 128, 128], [192, 128, 128]]
+    assert np.all(picture[:, 4:] == [192, 128, 128])  # not rescaled per slice (kc.overlay's would be red)
+    np.testing.assert_array_equal(picture[:, :4], kc.overlay(volume[1], relevance[1], **kwargs_2d()))
+    # slices=None starts at the slice of the largest (most positive) value, axis 2 slices (D, H).
+    chosen = kc.volume_montage(volume, relevance, count=1, axis=0, **kwargs)
+    assert chosen[0, 0].tolist() == [255, 0, 0]
+    with pytest.raises(ValueError, match="`signed` must be True or False"):
+        kc.volume_montage(volume, relevance, signed=1)
+
+
+def kwargs_2d():
+    return dict(alpha=1.0, colormap="bwr", signed=True)
+
+
 class SubclassedNet(keras.Model):
     def __init__(self):
         super().__init__()

@@ -16,13 +16,14 @@ import numpy as np
 from keras_cam import datasets, metrics, visualize
 from keras_cam.callbacks import CAMSnapshot
 from keras_cam.comparison import DEFAULT_METRICS, RANDOM, compare_methods
-from keras_cam.explainers import class_activation_maps
+from keras_cam.explainers import GradCAM, LRP, class_activation_maps
 from keras_cam.layers import CAMHead
 
 DEFAULT_EPOCHS = 10
 CLASSES = ("circle", "square", "triangle")
 _TILES = 16  # images per grid
 _SNAPSHOTS = 8  # held-out images watched during training
+LRP_COMPOSITE = "epsilon_plus_flat"  # the demo's LRP picture (lrp.png, the README's)
 
 
 def build_demo_model(
@@ -121,19 +122,17 @@ def run_demo(
     """Trains `build_demo_model` on `make_shapes`, prints accuracy and pointing game, writes pictures.
 
     Writes to `out_dir`:
-    - `snapshots/epoch_NNN.png`, `snapshots/evolution.png` and `.gif`: a `CAMSnapshot` attached to the
-      training shows the CAMs of 8 held-out images after every epoch; with their masks it puts the pointing
-      game of those images in the training logs (`pointing_game_per_epoch` in the summary);
+    - `snapshots/epoch_NNN.png`, `evolution.png` and `.gif`: a `CAMSnapshot`'s CAMs of 8 held-out images
+      after every epoch, their pointing game in the training logs (the summary's `pointing_game_per_epoch`);
     - `class_<name>.png` (CAM overlays of validation images of each class, for their true class),
-      `correct.png` and `wrong.png` (overlays for the predicted class; `wrong.png` is skipped when every
-      prediction is right, noted in the summary);
-    - with `compare`, `methods.md` and `methods.png`: every explainer on `n_compare` held-out images, scored
-      with `kc.metrics.compare_methods` (pointing game, energy pointing game, deletion and insertion AUC,
-      time per image), and their heatmaps side by side;
+      `correct.png` and `wrong.png` (for the predicted class; no `wrong.png` when every prediction is right);
+    - `lrp.png`: six images, their Grad-CAM and their signed LRP relevance (`epsilon_plus_flat`, "bwr": red
+      for the class, blue against it); the LRP pointing games go in the summary (`lrp`);
+    - with `compare`, `methods.md` and `methods.png`: every explainer (LRP too) on `n_compare` held-out
+      images, scored with `kc.metrics.compare_methods`, and their heatmaps side by side;
     - `summary.json`.
 
-    The demo owns its process, so it seeds every generator with `keras.utils.set_random_seed(seed)`: two
-    runs with the same seed on the same backend and machine train the same model.
+    Every generator is seeded (`keras.utils.set_random_seed(seed)`): a seed trains the same model again.
 
     Args:
         out_dir: output folder (created if needed).
@@ -150,14 +149,14 @@ def run_demo(
 
     Returns:
         The summary dict written to `summary.json` (`accuracy`, `pointing_game`, `energy_pointing_game`,
-        `chance_pointing_game`, `epochs`, `seed`, `backend`, `keras_version`, `seconds`, `files`, ...).
+        `chance_pointing_game`, `lrp`, `methods`, `epochs`, `seed`, `backend`, `seconds`, `files`, ...).
 
     Example:
 
     ```python
     from keras_cam.demo import run_demo
-    summary = run_demo("demo_out")   # about a minute on 2 CPU cores
-    print(summary["pointing_game"])
+    summary = run_demo("demo_out")   # a few minutes on 2 CPU cores
+    print(summary["pointing_game"], summary["lrp"]["pointing_game"])
     ```
     """
     check_demo_args(epochs=epochs, seed=seed, n_train=n_train, n_val=n_val, batch_size=batch_size,
@@ -165,93 +164,129 @@ def run_demo(
     start = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
     os.makedirs(out_dir, exist_ok=True)
-
     keras.utils.set_random_seed(seed)
     classes = tuple(classes)
-    x_train, y_train, _ = datasets.make_shapes(n_train, size=size, seed=seed, classes=classes)
+    train = datasets.make_shapes(n_train, size=size, seed=seed, classes=classes)[:2]
     # A different seed stream for the held-out images, so they are never training images.
-    x_val, y_val, m_val = datasets.make_shapes(n_val, size=size, seed=seed + 10_000, classes=classes)
-
+    val = datasets.make_shapes(n_val, size=size, seed=seed + 10_000, classes=classes)
     model = build_demo_model((size, size, 3), len(classes))
     say(f"Training a {model.count_params():,}-parameter CNN with a CAMHead on {n_train} synthetic shapes "
         f"({', '.join(classes)}), {epochs} epochs, {keras.backend.backend()} backend.")
     # Watch the maps form: the CAMs of a few held-out images after each epoch, scored against their masks
     # (the callback never changes training: the same seed trains the same weights without it).
-    per_epoch, watched = train_watched(model, (x_train, y_train), (x_val, y_val, m_val), classes, out_dir,
-                                       _SNAPSHOTS, epochs, batch_size, verbose)
+    per_epoch, watched = train_watched(model, train, val, classes, out_dir, _SNAPSHOTS, epochs, batch_size,
+                                       verbose)
     say(f"pointing game of the {watched} snapshot images, epoch by epoch: "
         + " ".join(f"{v:.2f}" for v in per_epoch))
+    pictures = _DemoPictures(out_dir, model, val, classes, say)
+    summary = pictures.cams()
+    pictures.files += [f"snapshots/{n}" for n in _snapshot_names(epochs)]
+    summary.update(pointing_game_per_epoch=per_epoch, **pictures.predictions())
+    summary["lrp"] = pictures.lrp()
+    summary["methods"] = pictures.methods(min(n_compare, n_val)) if compare else None
+    return write_summary(out_dir, summary, pictures.files, start, say, epochs=epochs, seed=seed,
+                         n_train=n_train, n_val=n_val, size=size, classes=list(classes))
 
-    probs = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=128, verbose=0))
-    pred = probs.argmax(axis=-1)
-    accuracy = float(np.mean(pred == y_val))
-    # The pointing game asks whether the map of the *true* class peaks on the object.
-    cams = class_activation_maps(model, x_val, targets=y_val)
-    pointing = float(metrics.pointing_game(cams, m_val))
-    energy = float(metrics.energy_pointing_game(cams, m_val))
-    chance = float(np.mean(m_val))  # a uniformly random point lands in the mask this often
-    say(f"validation accuracy: {accuracy:.2f}")
-    say(f"pointing game: {pointing:.2f} (chance {chance:.2f})")
-    say(f"energy pointing game: {energy:.2f} (chance {chance:.2f})")
 
-    files = []
+def _snapshot_names(epochs: int) -> list:
+    return [f"epoch_{e:03d}.png" for e in range(1, epochs + 1)] + ["evolution.png", "evolution.gif"]
 
-    def write(filename: str, image: np.ndarray) -> None:
-        path = os.path.join(out_dir, filename)
-        visualize.save_image(path, image)
-        files.append(filename)
 
-    for c, name in enumerate(classes):
-        idx = np.flatnonzero(y_val == c)[:_TILES]
-        if idx.size:
-            labels = [f"{name} {probs[i, c]:.2f}" for i in idx]
-            write(f"class_{name}.png", _overlay_grid(x_val[idx], cams[idx], labels))
-    files += [f"snapshots/epoch_{e:03d}.png" for e in range(1, epochs + 1)]
-    files += ["snapshots/evolution.png", "snapshots/evolution.gif"]
-    right, wrong = np.flatnonzero(pred == y_val), np.flatnonzero(pred != y_val)
-    if right.size:
-        idx = right[:_TILES]
-        write("correct.png", _overlay_grid(x_val[idx], cams[idx], [classes[pred[i]] for i in idx]))
-    if wrong.size:
-        idx = wrong[:_TILES]
-        # What the model looked at when it was wrong: the map of the class it predicted.
-        wrong_cams = class_activation_maps(model, x_val[idx], targets=pred[idx])
-        labels = [f"{classes[y_val[i]]}->{classes[pred[i]]}" for i in idx]
-        write("wrong.png", _overlay_grid(x_val[idx], wrong_cams, labels))
-    else:
-        say("every validation image was classified correctly: no wrong.png")
-        stale = os.path.join(out_dir, "wrong.png")
-        if os.path.isfile(stale):  # left by an earlier run; it would contradict this summary
-            os.remove(stale)
+class _DemoPictures:
+    """The trained demo model's scores and pictures on the held-out images, written to `out_dir` and listed
+    in `files` in the order they are written."""
 
-    methods = None
-    if compare:
-        idx = np.arange(min(n_compare, n_val))
-        say(f"Comparing every explainer on {idx.size} held-out images (their true class)...")
+    def __init__(self, out_dir: str, model: keras.Model, val: Tuple[np.ndarray, np.ndarray, np.ndarray],
+                 classes: Sequence[str], say: Callable):
+        self.out_dir, self.model, self.classes, self.say = out_dir, model, classes, say
+        self.x, self.y, self.masks = val
+        self.files: list = []
+
+    def write(self, filename: str, image: np.ndarray) -> None:
+        visualize.save_image(os.path.join(self.out_dir, filename), image)
+        self.files.append(filename)
+
+    def cams(self) -> Dict[str, Any]:
+        """Accuracy, the pointing games of the CAMs (true class) and `class_<name>.png`."""
+        self.probs = keras.ops.convert_to_numpy(self.model.predict(self.x, batch_size=128, verbose=0))
+        self.pred = self.probs.argmax(axis=-1)
+        accuracy = float(np.mean(self.pred == self.y))
+        # The pointing game asks whether the map of the *true* class peaks on the object.
+        self.maps = class_activation_maps(self.model, self.x, targets=self.y)
+        pointing = float(metrics.pointing_game(self.maps, self.masks))
+        energy = float(metrics.energy_pointing_game(self.maps, self.masks))
+        chance = float(np.mean(self.masks))  # a uniformly random point lands in the mask this often
+        self.say(f"validation accuracy: {accuracy:.2f}")
+        self.say(f"pointing game: {pointing:.2f} (chance {chance:.2f})")
+        self.say(f"energy pointing game: {energy:.2f} (chance {chance:.2f})")
+        for c, name in enumerate(self.classes):
+            idx = np.flatnonzero(self.y == c)[:_TILES]
+            if idx.size:
+                labels = [f"{name} {self.probs[i, c]:.2f}" for i in idx]
+                self.write(f"class_{name}.png", _overlay_grid(self.x[idx], self.maps[idx], labels))
+        return {"accuracy": round(accuracy, 4), "pointing_game": round(pointing, 4),
+                "energy_pointing_game": round(energy, 4), "chance_pointing_game": round(chance, 4)}
+
+    def predictions(self) -> Dict[str, Any]:
+        """`correct.png` and `wrong.png`: CAMs of the predicted class (no `wrong.png` when none is wrong)."""
+        right, wrong = np.flatnonzero(self.pred == self.y), np.flatnonzero(self.pred != self.y)
+        if right.size:
+            idx = right[:_TILES]
+            labels = [self.classes[self.pred[i]] for i in idx]
+            self.write("correct.png", _overlay_grid(self.x[idx], self.maps[idx], labels))
+        stale = os.path.join(self.out_dir, "wrong.png")
+        if wrong.size:
+            idx = wrong[:_TILES]
+            # What the model looked at when it was wrong: the map of the class it predicted.
+            wrong_maps = class_activation_maps(self.model, self.x[idx], targets=self.pred[idx])
+            labels = [f"{self.classes[self.y[i]]}->{self.classes[self.pred[i]]}" for i in idx]
+            self.write("wrong.png", _overlay_grid(self.x[idx], wrong_maps, labels))
+        else:
+            self.say("every validation image was classified correctly: no wrong.png")
+            if os.path.isfile(stale):  # left by an earlier run; it would contradict this summary
+                os.remove(stale)
+        note = None if wrong.size else "every validation image was classified correctly; no wrong.png"
+        return {"wrong_predictions": int(wrong.size), "note": note}
+
+    def lrp(self) -> Dict[str, Any]:
+        """`lrp.png`: images of each class in turn, their Grad-CAM and their signed LRP relevance (red for the
+        class, blue against it); the LRP pointing games over every held-out image (true class)."""
+        signed = LRP(self.model, composite=LRP_COMPOSITE).explain(self.x, targets=self.y, normalize=False)
+        maps = np.maximum(signed, 0.0)  # what speaks for the class, as LRP's own maps
+        pointing = float(metrics.pointing_game(maps, self.masks))
+        energy = float(metrics.energy_pointing_game(maps, self.masks))
+        self.say(f"LRP ({LRP_COMPOSITE}) pointing game: {pointing:.2f}, energy pointing game: {energy:.2f}")
+        idx = balanced(self.y, len(self.classes), 6)
+        gradcam = GradCAM(self.model)(self.x[idx], targets=self.y[idx])
+        tiles = []
+        for j, i in enumerate(idx):
+            # A few pixels carry most relevance: shown up to the 99th percentile of |relevance| (clipped
+            # beyond), or the edges alone would show.
+            top = float(np.percentile(np.abs(signed[i]), 99))
+            shown = np.clip(signed[i] / top, -1.0, 1.0) if top > 0 else signed[i]
+            lrp = visualize.overlay(self.x[i], shown, alpha=1.0, colormap="bwr", signed=True)
+            gc = visualize.overlay(self.x[i], gradcam[j], alpha=0.5)
+            tiles += [_upscale(t, 3) for t in (visualize.to_uint8(self.x[i]), gc, lrp)]
+        labels = [f"{self.classes[self.y[i]]}" if k == 0 else ("Grad-CAM" if k == 1 else "LRP")
+                  for i in idx for k in range(3)]
+        self.write("lrp.png", visualize.image_grid(tiles, cols=9, margin=3, labels=labels))
+        return {"composite": LRP_COMPOSITE, "pointing_game": round(pointing, 4),
+                "energy_pointing_game": round(energy, 4), "picture": "lrp.png"}
+
+    def methods(self, n: int) -> list:
+        """Every explainer on the first `n` held-out images: scored (`methods.md`), drawn (`methods.png`)."""
+        self.say(f"Comparing every explainer on {n} held-out images (their true class)...")
         # The sanity check explains 8 images again on a randomized copy: seconds, not minutes.
-        comparison = compare_methods(model, x_val[idx], targets=y_val[idx], masks=m_val[idx],
+        comparison = compare_methods(self.model, self.x[:n], targets=self.y[:n], masks=self.masks[:n],
                                      metrics=DEFAULT_METRICS + ("sanity",), sanity_images=8)
         table = comparison.to_markdown()
-        say(table)
-        with open(os.path.join(out_dir, "methods.md"), "w") as f:
-            f.write(_methods_page(table, idx.size, size, keras.backend.backend()))
-        files.append("methods.md")
-        write("methods.png", _methods_grid(x_val, comparison.heatmaps, classes, y_val))
-        methods = [{k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v)
-                    for k, v in row.items()} for row in comparison.rows]
-
-    summary = {
-        "accuracy": round(accuracy, 4),
-        "pointing_game": round(pointing, 4),
-        "energy_pointing_game": round(energy, 4),
-        "chance_pointing_game": round(chance, 4),
-        "pointing_game_per_epoch": per_epoch,
-        "methods": methods,
-        "wrong_predictions": int(wrong.size),
-        "note": None if wrong.size else "every validation image was classified correctly; no wrong.png",
-    }
-    return write_summary(out_dir, summary, files, start, say, epochs=epochs, seed=seed, n_train=n_train,
-                         n_val=n_val, size=size, classes=list(classes))
+        self.say(table)
+        with open(os.path.join(self.out_dir, "methods.md"), "w") as f:
+            f.write(_methods_page(table, n, self.x.shape[1], keras.backend.backend()))
+        self.files.append("methods.md")
+        self.write("methods.png", _methods_grid(self.x, comparison.heatmaps, self.classes, self.y))
+        return [{k: (round(float(v), 4) if isinstance(v, (float, np.floating)) else v)
+                 for k, v in row.items()} for row in comparison.rows]
 
 
 def write_summary(out_dir: str, summary: Dict[str, Any], files: list, start: float, say: Callable,

@@ -30,10 +30,11 @@ from keras_cam import capture
 from keras_cam._validation import close_matches
 from keras_cam.capture.hooks import activation_name, patched
 from keras_cam.lrp.composites import CONV, DENSE, Composite
-from keras_cam.lrp.rules import VANISH_ON_NONNEGATIVE, Norm, Pass, Rule
+from keras_cam.lrp.rules import KEEP_ON_NONNEGATIVE, VANISH_ON_NONNEGATIVE, Norm, Pass, Rule, _identity
 
 ops = keras.ops
 sg = ops.stop_gradient
+standardize_dtype = keras.backend.standardize_dtype
 L = keras.layers
 
 #: Layers whose own gradient moves relevance correctly: each output value is one input value (or a sum of
@@ -169,27 +170,34 @@ def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any
     `nonnegative` inputs (after a ReLU) the terms of their negative part are exactly 0 and are skipped."""
     # float32 throughout (a float16 stabilizer of 1e-6 is 0): the result goes back to the input's dtype.
     dtype = xs[0].dtype
-    xs = [ops.cast(x, "float32") for x in xs]
-    kernels = [None if k is None else ops.cast(k, "float32") for k in kernels]
-    bias = None if bias is None else ops.cast(bias, "float32")
+    xs = [_float32(x) for x in xs]
+    kernels = [None if k is None else _float32(k) for k in kernels]
+    bias = None if bias is None else _float32(bias)
     inner = fn
 
     def fn(ps, k, b):
-        return ops.cast(inner(ps, k, b), "float32")
+        return _float32(inner(ps, k, b))
 
     outputs = []
     for term in rule.terms():
         if nonnegative and term.inputs in VANISH_ON_NONNEGATIVE:
             outputs.append(0.0)  # min(x, 0) = 0, and such terms carry no bias
             continue
+        # max(x, 0) is x itself on a non-negative input: no pass over it.
+        modify = _identity if nonnegative and term.inputs in KEEP_ON_NONNEGATIVE else term.inputs
         k, b = term.params(kernels, bias)
-        outputs.append(fn([_through(term.inputs(x), x) for x in xs], k, b))
+        outputs.append(fn([_through(modify(x), x) for x in xs], k, b))
     z = outputs[rule.identity] if rule.identity is not None else fn(xs, kernels, bias)
     out = sg(z)
     for t, c in zip(outputs, rule.multipliers(outputs, z)):
         if c is not None and not isinstance(t, float):
             out = out + (t - sg(t)) * sg(c)
-    return ops.cast(out, dtype)
+    return out if standardize_dtype(dtype) == "float32" else ops.cast(out, dtype)
+
+
+def _float32(x: Any) -> Any:
+    """`x` in float32; as it is when it already is (no cast op in an eager backend's loop)."""
+    return x if standardize_dtype(x.dtype) == "float32" else ops.cast(x, "float32")
 
 
 def pass_through(y: Any, x: Any) -> Any:

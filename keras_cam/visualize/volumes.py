@@ -10,8 +10,10 @@ import numpy as np
 from keras_cam._validation import to_numpy
 from keras_cam._resample import resize_linear
 from keras_cam.visualize.grids import image_grid
+from keras_cam.visualize.images import as_rgb
 from keras_cam.visualize.overlays import colormap_code, overlay
 from keras_cam.visualize.signals import _check_alpha, _check_color, _check_int
+from keras_cam.visualize.signals import _check_signed
 
 __all__ = ["volume_montage"]
 
@@ -88,6 +90,67 @@ def _check_slices(slices: Any, n: int, axis: int) -> List[int]:
     return [int(s) for s in picked]
 
 
+def _volume_heatmap(heatmap: Any, shape: Any, signed: bool) -> np.ndarray:
+    """The heatmap at the volume's size: clipped to [0, 1], or with `signed` divided by its largest |value|
+    over the whole volume (slices stay comparable), so in [-1, 1]."""
+    hm = _spatial("heatmap", heatmap, "map").astype(np.float64)
+    if not np.all(np.isfinite(hm)):
+        raise ValueError("`heatmap` contains NaN or infinite values; check the explainer's input.")
+    if not signed:
+        hm = np.clip(hm, 0.0, 1.0)
+    if hm.shape != tuple(shape):
+        hm = resize_linear(hm, tuple(shape))
+    if signed:
+        scale = float(np.abs(hm).max())
+        hm = hm / scale if scale > 0 else hm
+    return hm
+
+
+def _signed_overlay(image: np.ndarray, values: np.ndarray, alpha: float,
+                    colormap: Union[str, int]) -> np.ndarray:
+    """`kc.overlay(..., signed=True)` for values already in [-1, 1], not rescaled per slice: 0 the colormap's
+    middle, each pixel's weight `alpha * |value|` (where the map is 0 the slice shows through)."""
+    img = as_rgb(image).astype(np.float32)
+    shown = np.round((np.clip(values, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    colored = cv2.cvtColor(cv2.applyColorMap(shown, colormap_code(colormap)), cv2.COLOR_BGR2RGB)
+    weight = alpha * np.abs(values).astype(np.float32)[..., None]
+    return np.round(weight * colored.astype(np.float32) + (1.0 - weight) * img).astype(np.uint8)
+
+
+def _check_mask(mask: Any, shape: Any) -> np.ndarray:
+    marks = _spatial("mask", mask, "mask").astype(bool)
+    if marks.shape != tuple(shape):
+        raise ValueError(f"`mask` must have the volume's size {tuple(shape)}, got {marks.shape}.")
+    return marks
+
+
+def _pick_slices(hm: np.ndarray, axis: int, slices: Any, count: Any) -> List[int]:
+    """The slices given, checked, or with `slices=None` the heatmap's maximum's and `count - 1` more."""
+    if slices is not None:
+        return _check_slices(slices, hm.shape[axis], axis)
+    peak = int(np.unravel_index(int(np.argmax(hm)), hm.shape)[axis])
+    return _default_slices(hm.shape[axis], peak, _check_int("count", count, 1))
+
+
+def _tile(image: np.ndarray, values: np.ndarray, outline: Optional[np.ndarray], scale: int, alpha: float,
+          colormap: Union[str, int], signed: bool, color: Any) -> np.ndarray:
+    """One slice, overlaid, upscaled by `scale` (nearest: voxels stay square), with the mask's outline."""
+    if signed:
+        tile = _signed_overlay(image, values, alpha, colormap)
+    else:
+        tile = overlay(image, values.astype(np.float32), alpha=alpha, colormap=colormap)
+    if scale > 1:
+        tile = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
+    if outline is not None:
+        outline = outline.astype(np.uint8)
+        if scale > 1:
+            outline = np.repeat(np.repeat(outline, scale, axis=0), scale, axis=1)
+        # RETR_LIST: holes too (a torus's), drawn without anti-aliasing so the outline is exactly `color`.
+        contours, _ = cv2.findContours(outline, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(tile, contours, -1, color, 1)
+    return tile
+
+
 def volume_montage(
     volume: Any,
     heatmap: Any,
@@ -102,42 +165,39 @@ def volume_montage(
     mask_color: Sequence[int] = (255, 255, 255),
     scale: Optional[int] = None,
     margin: int = 2,
+    signed: bool = False,
 ) -> np.ndarray:
     """Slices of a volume along one axis, each overlaid with the same slice of its heatmap, in one mosaic.
 
-    The heatmap is clipped to [0, 1] and, when its size differs from the volume's (a map at a lower
-    resolution), resized trilinearly to the volume, with pixel centres aligned on each axis as `cv2.resize`
-    does (INTER_LINEAR). Each slice is blended as `overlay` does: `alpha * colored + (1 - alpha) * slice`.
-    A slice along axis 0 is (H, W), along axis 1 (D, W), along axis 2 (D, H): rows are the first remaining
-    axis. Each tile is upscaled by `scale` (nearest neighbour: voxels stay square) before the mask outline
-    and the label are drawn.
-
-    Display range: uint8 volumes are shown as they are, and so are volumes whose values lie in [0, 1];
-    any other range (CT numbers, standardized data) is min-max scaled over the whole volume, so slices
-    stay comparable.
+    The heatmap is clipped to [0, 1], resized trilinearly to the volume when sizes differ (pixel centres
+    aligned, as `cv2.resize` does), and each slice blended as `overlay` does. With `signed=True` (e.g. LRP
+    relevance, `colormap="bwr"`) it is divided by its largest |value| over the whole volume (not per slice)
+    and blended as `kc.overlay(..., signed=True)` does: 0 the colormap's middle at weight 0 (the slice shows
+    through), positive values red and negative blue at weight `alpha * |value|`. A slice along axis 0 is
+    (H, W), along 1 (D, W), along 2 (D, H). uint8 volumes and volumes in [0, 1] are shown as they are; any
+    other range is min-max scaled over the whole volume.
 
     Args:
         volume: (D, H, W) or (D, H, W, C) with C = 1 (grey) or 3 (RGB) channels last, e.g.
             `make_volumes(...)[0][i]`; not modified.
-        heatmap: (d, h, w) (or (d, h, w, 1)) map with values in [0, 1], e.g. one map of a Conv3D
-            explainer's output; any size, resized to the volume's.
+        heatmap: (d, h, w) (or (d, h, w, 1)) map with values in [0, 1] (any sign with `signed`), e.g. one map
+            of a Conv3D explainer's output; any size, resized to the volume's.
         axis: 0, 1 or 2, the axis to slice along; labels name it z, y or x.
-        slices: slice indices to show, in this order; `None` chooses `count` of them: the slice through
-            the heatmap's maximum first (its first maximum, in `np.argmax` order), then evenly spaced slices
-            in increasing order (the centres of `count` equal parts of the axis, the one nearest the maximum
-            left out, as the maximum's slice stands in for it); every slice when `count` >= their number.
+        slices: slice indices to show, in this order; `None` chooses `count` of them: the slice through the
+            heatmap's first maximum, then evenly spaced slices in increasing order (the centres of `count`
+            equal parts of the axis, the one nearest the maximum left out); all when `count` >= their number.
         count: how many slices `slices=None` chooses.
         alpha: the heatmap's weight, in [0, 1].
-        colormap: an OpenCV colormap name or a `cv2.COLORMAP_*` value.
+        colormap: an OpenCV colormap name ("bwr" for signed maps) or a `cv2.COLORMAP_*` value.
         cols: tiles per row (default: ceil(sqrt(tiles)), 3 for the default 9 tiles).
         labels: write each tile's slice, e.g. "z=12", at its top-left corner ("z=12 max" on the maximum's
             slice when `slices=None` chose them).
         mask: optional (D, H, W) bool ground truth of the volume's size, e.g. `make_volumes(...)[2][i]`:
             its outline on each slice (outer boundaries and holes) is drawn in `mask_color`.
         mask_color: (R, G, B) of the outline.
-        scale: integer upscaling of each tile; `None` makes tiles at least 96 pixels on their longer side
-            (x3 for a 32^3 volume).
+        scale: integer upscaling of each tile; `None` makes tiles at least 96 pixels on their longer side.
         margin: pixels between tiles.
+        signed: the heatmap is signed: scaled by its largest |value|, 0 in the colormap's middle.
 
     Returns:
         uint8 (rows * h + (rows - 1) * margin, cols * w + (cols - 1) * margin, 3) RGB, (h, w) being a
@@ -155,48 +215,23 @@ def volume_montage(
     (130, 130, 3)
     """
     vol = _as_volume(volume)
-    depth, rows, columns = vol.shape[:3]
-    hm = _spatial("heatmap", heatmap, "map").astype(np.float64)
-    if not np.all(np.isfinite(hm)):
-        raise ValueError("`heatmap` contains NaN or infinite values; check the explainer's input.")
-    hm = np.clip(hm, 0.0, 1.0)
-    if hm.shape != (depth, rows, columns):
-        hm = resize_linear(hm, (depth, rows, columns))
+    signed = _check_signed(signed)
+    hm = _volume_heatmap(heatmap, vol.shape[:3], signed)
     axis = _check_int("axis", axis, 0, 2)
-    marks = None
-    if mask is not None:
-        marks = _spatial("mask", mask, "mask").astype(bool)
-        if marks.shape != vol.shape[:3]:
-            raise ValueError(f"`mask` must have the volume's size {vol.shape[:3]}, got {marks.shape}.")
-    n = vol.shape[axis]
-    if slices is None:
-        peak = int(np.unravel_index(int(np.argmax(hm)), hm.shape)[axis])
-        picked = _default_slices(n, peak, _check_int("count", count, 1))
-    else:
-        picked = _check_slices(slices, n, axis)
+    marks = None if mask is None else _check_mask(mask, vol.shape[:3])
+    picked = _pick_slices(hm, axis, slices, count)
     alpha = _check_alpha(alpha)
     colormap_code(colormap)  # an unknown colormap is reported before any drawing
     if not isinstance(labels, (bool, np.bool_)):
         raise ValueError(f"`labels` must be True or False, got {labels!r}.")
     color = _check_color("mask_color", mask_color)
-    shape = [s for k, s in enumerate((depth, rows, columns)) if k != axis]
+    shape = [s for k, s in enumerate(vol.shape[:3]) if k != axis]
     scale = max(1, math.ceil(_MIN_TILE / max(shape))) if scale is None else _check_int("scale", scale, 1)
     margin = _check_int("margin", margin, 0)
 
-    tiles = []
-    for i in picked:
-        image = np.take(vol, i, axis=axis)  # (h, w, C) floats in [0, 1]
-        tile = overlay(image, np.take(hm, i, axis=axis).astype(np.float32), alpha=alpha, colormap=colormap)
-        if scale > 1:
-            tile = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
-        if marks is not None:
-            outline = np.take(marks, i, axis=axis).astype(np.uint8)
-            if scale > 1:
-                outline = np.repeat(np.repeat(outline, scale, axis=0), scale, axis=1)
-            # RETR_LIST: holes too (a torus's), drawn without anti-aliasing so the outline is exactly `color`.
-            contours, _ = cv2.findContours(outline, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-            cv2.drawContours(tile, contours, -1, color, 1)
-        tiles.append(tile)
+    tiles = [_tile(np.take(vol, i, axis=axis), np.take(hm, i, axis=axis),
+                   None if marks is None else np.take(marks, i, axis=axis), scale, alpha, colormap, signed,
+                   color) for i in picked]
     names = [f"{_AXIS_NAMES[axis]}={i}" for i in picked] if labels else None
     if names and slices is None:
         names[0] += " max"  # chosen slices start out of order: say why
