@@ -29,9 +29,22 @@ def check_alpha(alpha: Any) -> float:
     return float(alpha)
 
 
-def band(values: np.ndarray, width: int, height: int, code: int, alpha: float) -> np.ndarray:
-    """(height, width, 3) uint8 RGB: column x coloured by `values` (in [0, 1], resized linearly to `width`)
-    through the colormap `code`, times `alpha` (on black, so a line in a light colour stays readable)."""
+def check_signed(signed: Any) -> bool:
+    """The `signed` flag of a picture (signed relevance shown around 0), True or False."""
+    if not isinstance(signed, (bool, np.bool_)):
+        raise ValueError(f"`signed` must be True or False, got {signed!r}.")
+    return bool(signed)
+
+
+def band(values: np.ndarray, width: int, height: int, code: Any, alpha: float, signed: bool = False) \
+        -> np.ndarray:
+    """(height, width, 3) uint8 RGB: column x coloured by `values` (resized linearly to `width`) through the
+    colormap `code`, times `alpha` (on black, so a line in a light colour stays readable). `values` are
+    clipped to [0, 1]; `signed` ones are divided by their largest |value| first and shown with 0 in the
+    colormap's middle (white with "bwr"), -1 at its start and 1 at its end."""
+    if signed:  # linear resizing keeps the largest |value|: scaled before or after is the same
+        scale = float(np.abs(values).max())
+        values = ((values / scale if scale > 0 else values) + 1.0) / 2.0
     row = resize_linear(np.clip(values, 0.0, 1.0), (width,))
     colored = cv2.applyColorMap(np.round(row * 255.0).astype(np.uint8)[None, :], code)  # (1, W, 3) BGR
     colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB).astype(np.float32) * alpha

@@ -3,18 +3,16 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 
-from keras_cam._validation import to_numpy
-from keras_cam._resample import resize_linear
+from keras_cam._validation import check_int, to_numpy
+from keras_cam.visualize.drawing import band, check_alpha, check_color, check_signed, draw_lines
 from keras_cam.visualize.overlays import colormap_code
 
 __all__ = ["overlay_signal"]
 
 _MIN_WIDTH, _MAX_WIDTH = 256, 2048  # width=None: one pixel per sample, within these bounds
 _MIN_LANE = 8  # pixels per channel below which a line plot is unreadable
-_SHIFT = 4  # cv2 fixed-point bits: sub-pixel coordinates (1/16 px) keep anti-aliased lines smooth
 
 
 def _numeric(name: str, value: Any, shape_hint: str) -> np.ndarray:
@@ -29,30 +27,6 @@ def _numeric(name: str, value: Any, shape_hint: str) -> np.ndarray:
     return arr
 
 
-def _check_int(name: str, value: Any, low: int, high: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low \
-            or (high is not None and value > high):
-        bounds = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"`{name}` must be an integer {bounds}, got {value!r}.")
-    return int(value)
-
-
-def _check_color(name: str, color: Any) -> Tuple[int, int, int]:
-    """An (R, G, B) triple of ints in 0..255."""
-    ok = isinstance(color, (tuple, list, np.ndarray)) and len(color) == 3 and all(
-        not isinstance(c, bool) and isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in color)
-    if not ok:
-        raise ValueError(f"`{name}` must be an (R, G, B) triple of integers in 0..255, got {color!r}.")
-    return (int(color[0]), int(color[1]), int(color[2]))
-
-
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.number)) \
-            or not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"`alpha` (the heatmap's weight) must be a number in [0, 1], got {alpha!r}.")
-    return float(alpha)
-
-
 def _as_signal(signal: Any, name: str = "signal") -> np.ndarray:
     """A float64 (T, C) copy of a (T,) or (T, C) signal, or one clear ValueError."""
     arr = _numeric(name, signal, "(T,) or (T, C)")
@@ -63,49 +37,6 @@ def _as_signal(signal: Any, name: str = "signal") -> np.ndarray:
         raise ValueError(f"`{name}` must be one signal, (T,) or (T, C) with channels last, got shape "
                          f"{arr.shape}.{hint}")
     return arr
-
-
-def _band(values: np.ndarray, width: int, height: int, code: Any, alpha: float, signed: bool = False) \
-        -> np.ndarray:
-    """(height, width, 3) uint8 RGB: column x coloured by `values` (resized linearly to `width`) through the
-    colormap `code`, times `alpha` (on black, so a line in a light colour stays readable). `values` are
-    clipped to [0, 1]; `signed` ones are divided by their largest |value| first and shown with 0 in the
-    colormap's middle (white with "bwr"), -1 at its start and 1 at its end."""
-    if signed:  # linear resizing keeps the largest |value|: scaled before or after is the same
-        scale = float(np.abs(values).max())
-        values = ((values / scale if scale > 0 else values) + 1.0) / 2.0
-    row = resize_linear(np.clip(values, 0.0, 1.0), (width,))
-    colored = cv2.applyColorMap(np.round(row * 255.0).astype(np.uint8)[None, :], code)  # (1, W, 3) BGR
-    colored = cv2.cvtColor(colored, cv2.COLOR_BGR2RGB).astype(np.float32) * alpha
-    return np.repeat(np.round(colored).astype(np.uint8), height, axis=0)
-
-
-def _draw_lines(canvas: np.ndarray, signal: np.ndarray, rows: int, color: Tuple[int, int, int],
-               thickness: int) -> None:
-    """Draws a (T, C) signal on the top `rows` rows of `canvas` (in place): one lane per channel, stacked top
-    to bottom, each scaled to its own min-max with a margin (a flat channel is a line through the middle).
-
-    Sample t sits at x = (t + 0.5) * W / T - 0.5, the pixel-centre convention that `_band` resizes
-    heatmaps with, so the line and the colour under it belong to the same sample; the first and last
-    values are held out to the edges, as the resized band holds its edge values.
-    """
-    length, channels = signal.shape
-    width = canvas.shape[1]
-    x = (np.arange(length) + 0.5) * (width / length) - 0.5
-    lane_edges = np.round(np.linspace(0, rows, channels + 1)).astype(int)
-    for c in range(channels):
-        top, bottom = lane_edges[c], lane_edges[c + 1] - 1  # the lane's first and last pixel rows
-        margin = max(2, round(0.1 * (bottom - top + 1)))  # the line never touches the lane's edges
-        y_top, y_bottom = top + margin, bottom - margin
-        low, high = float(signal[:, c].min()), float(signal[:, c].max())
-        if high > low:
-            y = y_bottom - (signal[:, c] - low) / (high - low) * (y_bottom - y_top)
-        else:
-            y = np.full(length, float((y_top + y_bottom) // 2))  # on a pixel row: crisp, not smeared over two
-        xs = np.concatenate(([min(0.0, x[0])], x, [max(width - 1.0, x[-1])]))
-        ys = np.concatenate(([y[0]], y, [y[-1]]))
-        points = np.round(np.stack([xs, ys], axis=-1) * (1 << _SHIFT)).astype(np.int32)
-        cv2.polylines(canvas, [points], False, color, thickness, cv2.LINE_AA, shift=_SHIFT)
 
 
 def _mask_columns(mask: np.ndarray, width: int) -> np.ndarray:
@@ -143,7 +74,7 @@ def _check_mask(mask: Any, length: int) -> Optional[np.ndarray]:
 
 def _check_height(height: Any, channels: int, with_mask: bool) -> Tuple[int, int]:
     """The picture's height and the mask strip's (0 without a mask), or one clear ValueError."""
-    height = _check_int("height", height, 1)
+    height = check_int("height", height, 1)
     strip = max(3, height // 40) if with_mask else 0
     if (height - strip) // channels < _MIN_LANE:
         need = _MIN_LANE * channels + strip
@@ -151,12 +82,6 @@ def _check_height(height: Any, channels: int, with_mask: bool) -> Tuple[int, int
                          f"channel(s){' and the mask strip' if strip else ''}; pass height >= {need} "
                          "(or fewer channels).")
     return height, strip
-
-
-def _check_signed(signed: Any) -> bool:
-    if not isinstance(signed, (bool, np.bool_)):
-        raise ValueError(f"`signed` must be True or False, got {signed!r}.")
-    return bool(signed)
 
 
 def overlay_signal(
@@ -224,17 +149,17 @@ def overlay_signal(
     hm = _check_heatmap(heatmap)
     marks = _check_mask(mask, length)
     height, strip = _check_height(height, channels, marks is not None)
-    width = min(max(length, _MIN_WIDTH), _MAX_WIDTH) if width is None else _check_int("width", width, 2)
-    alpha = _check_alpha(alpha)
+    width = min(max(length, _MIN_WIDTH), _MAX_WIDTH) if width is None else check_int("width", width, 2)
+    alpha = check_alpha(alpha)
     code = colormap_code(colormap)
-    signed = _check_signed(signed)
+    signed = check_signed(signed)
     default_line = (0, 0, 0) if signed else (255, 255, 255)
-    color = _check_color("line_color", default_line if line_color is None else line_color)
-    thickness = _check_int("thickness", thickness, 1)
-    mark_color = _check_color("mask_color", mask_color)
+    color = check_color("line_color", default_line if line_color is None else line_color)
+    thickness = check_int("thickness", thickness, 1)
+    mark_color = check_color("mask_color", mask_color)
 
-    canvas = _band(hm, width, height, code, alpha, signed)
-    _draw_lines(canvas, values, height - strip, color, thickness)
+    canvas = band(hm, width, height, code, alpha, signed)
+    draw_lines(canvas, values, height - strip, color, thickness)
     if marks is not None:  # after the line: a thick line cannot spill into the strip
         canvas[height - strip :] = 0
         canvas[height - strip :, _mask_columns(marks, width)] = mark_color

@@ -7,13 +7,12 @@ from typing import Any, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from keras_cam._validation import to_numpy
+from keras_cam._validation import check_int, to_numpy
 from keras_cam._resample import resize_linear
 from keras_cam.visualize.grids import image_grid
 from keras_cam.visualize.images import as_rgb
 from keras_cam.visualize.overlays import colormap_code, overlay
-from keras_cam.visualize.signals import _check_alpha, _check_color, _check_int
-from keras_cam.visualize.signals import _check_signed
+from keras_cam.visualize.drawing import check_alpha, check_color, check_signed
 
 __all__ = ["volume_montage"]
 
@@ -129,7 +128,7 @@ def _pick_slices(hm: np.ndarray, axis: int, slices: Any, count: Any) -> List[int
     if slices is not None:
         return _check_slices(slices, hm.shape[axis], axis)
     peak = int(np.unravel_index(int(np.argmax(hm)), hm.shape)[axis])
-    return _default_slices(hm.shape[axis], peak, _check_int("count", count, 1))
+    return _default_slices(hm.shape[axis], peak, check_int("count", count, 1))
 
 
 def _tile(image: np.ndarray, values: np.ndarray, outline: Optional[np.ndarray], scale: int, alpha: float,
@@ -215,19 +214,19 @@ def volume_montage(
     (130, 130, 3)
     """
     vol = _as_volume(volume)
-    signed = _check_signed(signed)
+    signed = check_signed(signed)
     hm = _volume_heatmap(heatmap, vol.shape[:3], signed)
-    axis = _check_int("axis", axis, 0, 2)
+    axis = check_int("axis", axis, 0, 2)
     marks = None if mask is None else _check_mask(mask, vol.shape[:3])
     picked = _pick_slices(hm, axis, slices, count)
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     colormap_code(colormap)  # an unknown colormap is reported before any drawing
     if not isinstance(labels, (bool, np.bool_)):
         raise ValueError(f"`labels` must be True or False, got {labels!r}.")
-    color = _check_color("mask_color", mask_color)
+    color = check_color("mask_color", mask_color)
     shape = [s for k, s in enumerate(vol.shape[:3]) if k != axis]
-    scale = max(1, math.ceil(_MIN_TILE / max(shape))) if scale is None else _check_int("scale", scale, 1)
-    margin = _check_int("margin", margin, 0)
+    scale = max(1, math.ceil(_MIN_TILE / max(shape))) if scale is None else check_int("scale", scale, 1)
+    margin = check_int("margin", margin, 0)
 
     tiles = [_tile(np.take(vol, i, axis=axis), np.take(hm, i, axis=axis),
                    None if marks is None else np.take(marks, i, axis=axis), scale, alpha, colormap, signed,
