@@ -60,3 +60,78 @@ def test_deletion_compiles_once_per_model_and_never_keeps_it_alive():
     del model
     gc.collect()
     assert ref() is None  # the cache held the model weakly, and so did its compiled function
+
+
+# -------------------------------------------------------------------- compiled functions: shared and bounded
+
+import keras_cam as kc  # noqa: E402
+from tests.models import fixed_weights, functional_model, images  # noqa: E402
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="torch runs eagerly: nothing is traced")
+def test_fresh_explainers_share_traces_and_ragged_batches_share_buckets():
+    traces = []
+
+    class Counting(kc.GradCAM):
+        def compute_cam(self, a, g, t):
+            traces.append(tuple(a.shape))
+            return super().compute_cam(a, g, t)
+
+    model = functional_model(fixed_weights(seed=3))
+    x = images(n=8)
+    first = Counting(model)(x)
+    for _ in range(5):  # a fresh explainer per call, as in `kc.GradCAM(model)(x)` in a loop
+        np.testing.assert_array_equal(Counting(model)(x), first)
+    assert len(traces) == 1
+    for n in range(1, 9):  # batch sizes 1..8 share the buckets 1, 2, 4 and 8
+        np.testing.assert_allclose(Counting(model)(x[:n]), first[:n], atol=1e-6)
+    assert sorted({shape[0] for shape in traces}) == [1, 2, 4, 8] and len(traces) == 4
+
+
+@pytest.mark.backends
+def test_the_cache_is_bounded_and_never_keeps_models_alive(tmp_path, monkeypatch):
+    import copy
+    import gc
+    import pickle
+    import weakref
+
+    from keras_cam import _batching
+
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3, name="conv"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    previous = kc.set_cache_size(3)
+    trims = []  # the freed functions' pages go back to the system after each eviction
+    monkeypatch.setattr(_batching, "return_freed_memory", lambda: trims.append(len(_batching.CACHE)))
+    try:
+        explainer = kc.GradCAM(model)
+        maps = [explainer(images(n=2, size=size)) for size in (8, 9, 10, 11, 12)]
+        assert _batching.CACHE.count(model) == 3 and len(_batching.CACHE) <= 3
+        assert len(trims) >= 2 and all(n <= 3 for n in trims)
+        np.testing.assert_allclose(explainer(images(n=2, size=8)), maps[0], atol=1e-6)  # rebuilt, same maps
+    finally:
+        kc.set_cache_size(previous)
+    # The user's model is left as it was: it deep-copies, pickles and saves as before.
+    x = images(n=2, size=9)
+    expected = keras.ops.convert_to_numpy(model(x))
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), expected, rtol=1e-6)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), expected, rtol=1e-6)
+    refs = weakref.ref(model), weakref.ref(explainer)
+    del model, explainer, loaded
+    gc.collect()
+    assert refs[0]() is None and refs[1]() is None  # the shared cache held neither
+
+
+def test_freed_memory_is_returned_to_the_system():
+    from keras_cam.backend import common
+
+    import platform
+
+    common.return_freed_memory()  # collects garbage; glibc's malloc_trim where there is one
+    if platform.libc_ver()[0] == "glibc":
+        assert common._LIBC and callable(common._LIBC.malloc_trim)
+    else:
+        assert common._LIBC is False

@@ -190,3 +190,26 @@ def test_bad_arguments_fail_before_training(data, tmp_path):
         np.testing.assert_array_equal(a, b)  # nothing was trained
     with pytest.raises(ValueError, match="every"):
         kc.callbacks.CAMSnapshot(x[:2], every=0)
+
+
+# --------------------------------------------------------------------------------------------- epoch metrics
+
+@pytest.mark.backends
+def test_cam_snapshot_metrics_are_in_every_epochs_logs(tmp_path):
+    import csv
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((24, 24, 3)), keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
+                              kc.CAMHead(3)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x, y, masks = kc.datasets.make_shapes(24, size=24, seed=2)
+    snap = kc.callbacks.CAMSnapshot(x[:4], targets=y[:4], masks=masks[:4], every=2, output_dir=tmp_path / "cams")
+    log = tmp_path / "log.csv"
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0,
+                        callbacks=[snap, keras.callbacks.CSVLogger(str(log))])
+    with open(log) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(0.0 <= float(r["cam_pointing_game"]) <= 1.0 for r in rows)
+    assert [float(r["cam_pointing_game"]) for r in rows] == pytest.approx(history.history["cam_pointing_game"])
+    # Pictures every 2 epochs (and the last): epochs 2 and 3.
+    assert sorted(p.name for p in (tmp_path / "cams").glob("epoch_*.png")) == ["epoch_002.png", "epoch_003.png"]

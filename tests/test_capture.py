@@ -156,3 +156,27 @@ def test_shapes_units_and_walking():
         capture.input_shape(multi)
     seq = keras.Sequential([keras.Input((5, 5, 1)), keras.layers.Conv2D(2, 3)])
     assert [tuple(t.shape) for t in capture.graph_tensors(seq, "outputs")] == [(None, 3, 3, 2)]
+
+
+# ----------------------------------------------------------------------------------- a layer that runs twice
+
+import keras_cam as kc  # noqa: E402
+from tests.models import images  # noqa: E402
+
+
+@pytest.mark.backends
+def test_a_layer_that_runs_twice_is_refused_not_explained_by_its_last_call():
+    shared = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="shared")
+    inputs = keras.Input((8, 8, 3))
+    features = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="after")(shared(shared(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(features)))
+    x = images(n=2, size=8)
+    for method in (kc.GradCAM, kc.ScoreCAM, kc.LayerCAM, kc.AblationCAM):
+        with pytest.raises(ValueError, match=r"^Layer 'shared' runs 2 times in one forward pass \(a layer "
+                                             r".*Explain a layer that runs once"):
+            method(model, layer="shared")(x)
+    # FullGrad takes no layer: it says why it cannot explain this model, not to pick another layer.
+    with pytest.raises(ValueError, match=r"^Layer 'shared' runs 2 times .*FullGrad adds the bias gradients"):
+        kc.FullGrad(model)(x)
+    maps = kc.GradCAM(model, layer="after")(x)  # a layer that runs once
+    assert maps.shape == (2, 8, 8) and np.ptp(maps) > 0

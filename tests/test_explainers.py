@@ -429,3 +429,130 @@ def test_torch_records_autograd_only_downstream_of_the_layer():
     # The backbone's forward is not recorded (no graph through its weights); the head's is, for the gradient.
     assert seen == {"before": False, "after": True}
     assert torch.is_grad_enabled()  # the global grad mode is restored
+
+
+# ------------------------------------------------------------------------------------- messages that mislead
+
+@pytest.mark.backends
+def test_each_misleading_case_gets_one_clear_message():
+    model = functional_model(fixed_weights())
+    explainer = kc.GradCAM(model)
+    x = images(n=4)
+    with pytest.raises(ValueError, match=r"one input, but `images` is a list of 4 items.*np.stack\(images\)"):
+        explainer(list(x))
+    np.testing.assert_allclose(explainer([x]), explainer(x), atol=1e-6)  # a list of one batch is fine
+
+    def generator():
+        yield x
+
+    with pytest.raises(ValueError, match="images is an iterator or generator; explainers take arrays"):
+        explainer(generator())
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with pytest.raises(ValueError, match=r"images is a tf.data.Dataset.*for x, \*_ in data: explainer\(x\)"):
+            explainer(tf.data.Dataset.from_tensor_slices(x).batch(2))
+    # explain_labels on per-pixel outputs: what it needs, and what to do instead.
+    keras.utils.set_random_seed(0)
+    seg = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 3, padding="same", name="c"),
+                            keras.layers.Conv2D(2, 1, activation="sigmoid")])
+    with pytest.raises(ValueError, match=r"explain_labels needs a multi-label classifier with outputs \(N, K\)"):
+        kc.GradCAM(seg, layer="c").explain_labels(x)
+    # Errors raised inside the compiled function read as on every backend, without autograph's wrapper.
+    two = keras.Model(model.inputs, [model.output, model.get_layer("gap").output])
+    with pytest.raises(ValueError) as info:
+        kc.GradCAM(two, layer="conv2")(x)
+    assert "in user code" not in str(info.value)
+    assert str(info.value).startswith("The model has several outputs; pass `targets=kc.targets.output(")
+
+
+# ------------------------------------------------------------ several targets and several layers in one pass
+
+METHODS = ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam"]
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("method", METHODS)
+def test_k_targets_in_one_pass_equal_one_target_at_a_time(method):
+    model = functional_model(fixed_weights(seed=4, k=4))
+    x = images(n=3)
+    targets = np.array([[0, 2, 3], [1, 1, 0], [3, 0, 2]])
+    explainer = kc.get_explainer(method, model, layer="conv1")
+    result = explainer.compute(x, targets=targets)
+    assert result.heatmaps.shape == (3, 3, 10, 10) and result.targets.shape == (3, 3)
+    np.testing.assert_array_equal(result.targets, targets)
+    for k in range(3):
+        one = explainer.compute(x, targets=targets[:, k])
+        np.testing.assert_allclose(result.heatmaps[:, k], one.heatmaps, atol=2e-5, err_msg=f"{method} k={k}")
+        np.testing.assert_allclose(result.scores[:, k], one.scores, rtol=1e-5, atol=1e-6)
+    every = explainer.explain(x, targets="all")
+    assert every.shape == (3, 4, 10, 10)
+    np.testing.assert_allclose(every[:, 3], explainer.explain(x, targets=3), atol=2e-5)
+
+
+@pytest.mark.backends
+def test_k_targets_on_camhead_and_a_binary_unit():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 3, name="conv"), kc.CAMHead(3)])
+    x = images(n=2)
+    cam = kc.CAM(model)
+    np.testing.assert_allclose(cam.explain(x, targets="all")[:, 1], cam.explain(x, targets=1), atol=1e-6)
+    binary = functional_model(fixed_weights(seed=9, k=1), activation="sigmoid")
+    both = kc.GradCAM(binary, layer="conv1").compute(x, targets="all")  # class 0 (the negation) and class 1
+    np.testing.assert_allclose(both.scores[:, 0], -both.scores[:, 1], rtol=1e-6)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("method", ["gradcam", "layercam", "scorecam"])
+def test_several_layers_average_their_normalized_maps(method):
+    model = functional_model(fixed_weights(seed=2))
+    x = images(n=3)
+    single = [kc.get_explainer(method, model, layer=name)(x, targets=[0, 1, 2]) for name in ("conv1", "conv2")]
+    mean = np.mean(single, axis=0)
+    span = mean.max(axis=(1, 2), keepdims=True) - mean.min(axis=(1, 2), keepdims=True)
+    expected = (mean - mean.min(axis=(1, 2), keepdims=True)) / span
+    both = kc.get_explainer(method, model, layer=["conv1", "conv2"])
+    np.testing.assert_allclose(both(x, targets=[0, 1, 2]), expected, atol=1e-5)
+    assert [r.path for r in both.layer_refs] == ["conv1", "conv2"]
+    k = both.explain(x, targets=[[0, 1], [1, 2], [2, 0]])  # several layers and several targets at once
+    np.testing.assert_allclose(k[:, 0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="empty list"):
+        kc.GradCAM(model, layer=[])
+
+
+# ------------------------------------------- AblationCAM, FullGrad and ShapleyCAM: side effects, model kinds
+
+from tests.helpers import TARGETS, gap_dense  # noqa: E402
+
+
+@pytest.mark.backends
+def test_the_model_is_unchanged_after_an_error_and_callable_targets_work():
+    model, wts = gap_dense(conv_activation="relu")
+    x = images()
+    snapshot = model_snapshot(model)
+
+    def bad(outputs):
+        return outputs  # (N, K): not one score per image
+
+    for method in ("ablationcam", "fullgrad", "shapleycam"):
+        explainer = kc.get_explainer(method, model, layer="conv")
+        with pytest.raises(ValueError, match="one score per image"):
+            explainer(x, bad)
+        assert_unchanged(model, snapshot)
+        # A callable that reads class 1 explains what targets=1 explains.
+        np.testing.assert_allclose(explainer(x, lambda outputs: outputs[:, 1]), explainer(x, 1), atol=1e-6,
+                                   err_msg=method)
+        assert_unchanged(model, snapshot)
+
+
+@pytest.mark.backends
+def test_a_subclassed_model_gives_the_functional_maps():
+
+    wts = fixed_weights()
+    x = images()
+    models = [functional_model(wts), subclassed_model(wts)]
+    for method in ("ablationcam", "fullgrad", "shapleycam"):
+        maps = [kc.get_explainer(method, m, layer="conv1")(x, TARGETS) for m in models]
+        for other in maps[1:]:
+            np.testing.assert_allclose(other, maps[0], atol=1e-5, err_msg=method)
+    assert {"ablationcam", "fullgrad", "shapleycam"} <= set(kc.available_methods())

@@ -193,3 +193,25 @@ def test_cam_snapshot_on_conv1d_and_conv3d_models(kind, tmp_path):
     maps = kc.callbacks.FeatureMapSnapshot(x[:2], layer="features", output_dir=tmp_path / "maps")
     net.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[maps])
     assert cv2.imread(str(tmp_path / "maps" / "epoch_001.png")).std() > 5
+
+
+# ---------------------------------------------------------------------- AblationCAM, FullGrad and ShapleyCAM
+
+from tests.models import layout_inputs, layout_model, layout_weights  # noqa: E402
+
+
+@pytest.mark.channels_first
+@pytest.mark.backends
+@pytest.mark.parametrize("rank", [1, 2])
+def test_channels_first_twins_give_the_same_maps(rank):
+    requires_channels_first_conv()
+    wts = layout_weights(rank, seed=3)
+    last = layout_model(rank, wts, "channels_last", pool=True, head="gap")
+    first = layout_model(rank, wts, "channels_first", pool=True, head="gap")
+    x = layout_inputs(rank)
+    t = np.array([0, 2, 1])
+    for method in ("ablationcam", "fullgrad", "shapleycam"):
+        a = kc.get_explainer(method, last, layer="conv1")(x, t)
+        b = kc.get_explainer(method, first, layer="conv1")(np.moveaxis(x, -1, 1), t)
+        assert a.shape == (3,) + x.shape[1:-1], method
+        np.testing.assert_allclose(a, b, atol=2e-5, err_msg=method)
