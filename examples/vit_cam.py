@@ -1,12 +1,14 @@
 """Grad-CAM for a vision transformer: where a keras-hub ViT, trained briefly on `make_shapes`, finds the shape.
 
 A small `keras_hub.models.ViTImageClassifier` (built from its config with random weights, no download:
-48x48 images cut into 6x6-pixel patches, an 8x8 token grid plus the class token, 4 transformer blocks) is
+32x32 images cut into 4x4-pixel patches, an 8x8 token grid plus the class token, 4 transformer blocks) is
 trained on `make_shapes` images. Then every method explains it with no layer and no reshape given: keras-cam
 picks the input normalization of the last attention block (`.../transformer_block_4/ln_1`), drops the class
 token and lays the 64 patch tokens out on their 8x8 grid. The example prints the validation accuracy, the
 pointing game of each method against the true masks (with its chance level), and writes `vit_cam.png`: a few
-validation images with their Grad-CAM, Grad-CAM++ and Score-CAM overlays.
+validation images with their Grad-CAM, Grad-CAM++ and Score-CAM overlays. Each backend trains its own model
+(their random number generators differ: one seed, other initial weights), so the figures differ by backend;
+the maps of one set of weights do not.
 
     python examples/vit_cam.py --out /tmp/vit_cam
 
@@ -92,8 +94,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[str] = None, n_trai
                "layer": kc.GradCAM(model, layer=args.layer).layer_ref.path, "seconds": time.perf_counter() - start,
                "file": str(path), "backend": keras.backend.backend()}
     scores = ", ".join(f"{m} {p:.2f}" for m, p in pointing.items())
-    print(f"accuracy {accuracy:.3f}; layer {summary['layer']}; pointing game {scores} (chance {chance:.2f}); "
-          f"{summary['seconds']:.0f} s; wrote {path}")
+    print(f"{summary['backend']}: accuracy {accuracy:.3f}; layer {summary['layer']}; pointing game {scores} "
+          f"(chance {chance:.2f}); {summary['seconds']:.0f} s; wrote {path}")
     return summary
 
 

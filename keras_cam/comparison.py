@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -164,6 +164,33 @@ def compare_methods(
     selected = _check_metrics(metrics)
     named = methods is not None
     names = list(methods) if named else [n for n in available_methods() if n not in REFERENCE_METHODS]
+    m, n_sanity = _check_arguments(x, names, masks, targets, steps, sanity_images)
+    explainers, skipped = _build_explainers(names, model, layer, named)
+    fixed = _fixed_targets(explainers, x, targets, batch_size)
+    scorer = _Scorer(model, x, fixed, m, steps, batch_size, seed, selected, n_sanity, layer)
+
+    rows, heatmaps = [], {}
+    for name, explainer in explainers.items():
+        try:
+            maps, times = _timed_maps(explainer, x, fixed, batch_size)
+        except ValueError as e:  # a method that refuses this model only when it runs
+            if named:
+                raise
+            skipped[name] = str(e).split(". ")[0]
+            continue
+        heatmaps[name] = maps
+        rows.append(scorer(maps, {"method": name, **times}, name))
+    if reference:
+        noise = np.random.default_rng(seed).random(x.shape[:3], dtype=np.float32)
+        heatmaps[RANDOM] = noise
+        rows.append(scorer(noise, {"method": RANDOM, "ms_per_image": None, "first_call_s": None}))
+    return MethodComparison(rows, heatmaps, fixed, skipped, selected)
+
+
+def _check_arguments(x: np.ndarray, names: List[str], masks: Optional[Any], targets: Any, steps: int,
+                     sanity_images: int) -> Tuple[Optional[np.ndarray], int]:
+    """Refuses what `compare_methods` cannot score; returns the masks as a bool copy (or None) and the number
+    of images the sanity check explains."""
     if not names:
         raise ValueError("`methods` is empty; pass explainer names, e.g. ['gradcam', 'scorecam'].")
     if int(steps) < 1:
@@ -175,7 +202,12 @@ def compare_methods(
     if callable(targets):
         raise ValueError("`targets` must be None, an int or one int per image here (deletion and insertion "
                          "score one class per image); a callable cannot be compared.")
+    return m, n_sanity
 
+
+def _build_explainers(names: List[str], model: keras.Model, layer: Any,
+                      named: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The explainers that apply to `model`, and why the others do not (a named method must apply)."""
     explainers, skipped = {}, {}
     for name in names:
         try:
@@ -186,37 +218,28 @@ def compare_methods(
             skipped[name] = str(e).split(". ")[0]
     if not explainers:
         raise ValueError(f"No method applies to this model: {skipped}.")
+    return explainers, skipped
 
-    # One set of classes for every method: None becomes the predicted class, found once.
+
+def _fixed_targets(explainers: Dict[str, Any], x: np.ndarray, targets: Any, batch_size: int) -> np.ndarray:
+    """One set of classes for every method: None becomes the predicted class, found once."""
     first = next(iter(explainers.values()))
     fixed = resolve_targets(targets, len(x), first.num_classes)
     if targets is None:
         fixed = first.compute(x, None, batch_size=batch_size).targets
-    fixed = np.asarray(fixed, dtype=np.int64)
-    scorer = _Scorer(model, x, fixed, m, steps, batch_size, seed, selected, n_sanity, layer)
+    return np.asarray(fixed, dtype=np.int64)
 
-    rows, heatmaps = [], {}
-    for name, explainer in explainers.items():
-        try:
-            start = time.perf_counter()
-            explainer.explain(x, targets=fixed, batch_size=batch_size)
-            first_call = time.perf_counter() - start
-        except ValueError as e:  # a method that refuses this model only when it runs
-            if named:
-                raise
-            skipped[name] = str(e).split(". ")[0]
-            continue
-        start = time.perf_counter()
-        maps = explainer.explain(x, targets=fixed, batch_size=batch_size)
-        per_image_ms = (time.perf_counter() - start) * 1e3 / len(x)
-        heatmaps[name] = maps
-        rows.append(scorer(maps, {"method": name, "ms_per_image": per_image_ms, "first_call_s": first_call},
-                           name))
-    if reference:
-        noise = np.random.default_rng(seed).random(x.shape[:3], dtype=np.float32)
-        heatmaps[RANDOM] = noise
-        rows.append(scorer(noise, {"method": RANDOM, "ms_per_image": None, "first_call_s": None}))
-    return MethodComparison(rows, heatmaps, fixed, skipped, selected)
+
+def _timed_maps(explainer: Any, x: np.ndarray, targets: np.ndarray,
+                batch_size: int) -> Tuple[np.ndarray, Dict[str, float]]:
+    """The maps of a second call, and the times of both: the first compiles, the second is per image."""
+    start = time.perf_counter()
+    explainer.explain(x, targets=targets, batch_size=batch_size)
+    first_call = time.perf_counter() - start
+    start = time.perf_counter()
+    maps = explainer.explain(x, targets=targets, batch_size=batch_size)
+    per_image_ms = (time.perf_counter() - start) * 1e3 / len(x)
+    return maps, {"ms_per_image": per_image_ms, "first_call_s": first_call}
 
 
 class _Scorer:

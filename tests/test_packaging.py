@@ -139,3 +139,50 @@ def test_sdist_contents(dists):
     top = f"keras_cam-{VERSION}/"
     for name in ("README.md", "LICENSE", "CHANGELOG.md", "pyproject.toml", "keras_cam/py.typed"):
         assert top + name in names, name
+
+
+# -- size of the product code ---------------------------------------------------------------------------------
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 90  # "about 80": a long docstring may take a function a little past 80
+
+
+def _too_long(files) -> list:
+    """'path: N lines' for each module over MAX_MODULE_LINES and 'path:function: N lines' for each function
+    (methods and nested functions included, docstring included) over MAX_FUNCTION_LINES."""
+    import ast
+
+    found = []
+    for path, source in files:
+        lines = len(source.splitlines())
+        if lines > MAX_MODULE_LINES:
+            found.append(f"{path}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    found.append(f"{path}:{node.name}: {length} lines")
+    return found
+
+
+def test_size_check_finds_long_modules_and_functions():
+    body = "".join(f"        x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))  # def line + 90 = 91 lines
+    sources = [
+        ("short.py", "def f():\n    return 1\n"),
+        ("long_function.py", "class A:\n    def method(self):\n" + body),
+        ("long_module.py", "\n".join(f"y{i} = {i}" for i in range(MAX_MODULE_LINES + 1)) + "\n"),
+    ]
+    assert _too_long(sources) == [f"long_function.py:method: {MAX_FUNCTION_LINES + 1} lines",
+                                  f"long_module.py: {MAX_MODULE_LINES + 1} lines"]
+    at_limit = "def g():\n" + "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES - 1)) + "\n"
+    assert _too_long([("at_limit.py", at_limit)]) == []
+
+
+@pytest.mark.xfail(strict=False, reason="explain_dataset, the store, ROAD, the shapes demo and the signal and "
+                                        "volume pictures are still being split")
+def test_no_long_modules_or_functions():
+    files = [(str(p.relative_to(ROOT)), p.read_text(encoding="utf-8"))
+             for p in sorted((ROOT / "keras_cam").rglob("*.py"))]
+    assert len(files) > 50  # the package was found
+    too_long = _too_long(files)
+    assert not too_long, "split these into named steps:\n" + "\n".join(too_long)

@@ -252,6 +252,47 @@ def audit(
     # (rows 0-10, columns 0-10), vs 7% for the rest of the class, their maxima at one spot (row 1, column 1).
     ```
     """
+    embedding = _check_options(clusters, embedding, max_clusters, neighbors)
+    source = _Source(maps)
+    labels = _labels(labels, source)
+    names = _class_names(classes, labels)
+    region_of = _regions(masks, boxes, source)
+    if images is not None and len(images) != source.n:
+        raise ValueError(f"`images` must hold one input per map ({source.n}), got {len(images)}.")
+
+    stats = _statistics(source, labels, len(names), region_of)
+    options = dict(clusters=clusters, max_clusters=max_clusters, neighbors=neighbors, embedding=embedding,
+                   seed=seed)
+    per_map, per_class = _PerMap(source.n), []
+    rng = np.random.default_rng(seed)
+    for c, (name, mean_map) in enumerate(zip(names, stats.mean_maps())):
+        per_class.append(_audit_class(stats, labels, c, name, mean_map, per_map, rng, options))
+    found = [d for entry in per_class for d in entry["descriptions"]]
+
+    report = AuditReport(
+        classes=names, labels=labels, clusters=per_map.assigned, findings=rank(found), per_class=per_class,
+        scores={"energy_in_mask": stats.in_mask, "pointing": stats.pointing, "border_share": stats.border,
+                "concentration": stats.concentration, "atypicality": per_map.atypical, "energy": stats.total},
+        embedding=per_map.placed, spatial=source.spatial, regions=stats.regions, features=stats.features,
+        embedding_method=embedding, _images=images, _source=source,
+    )
+    if out is not None:
+        report.save(out)
+    return report
+
+
+def _statistics(source: _Source, labels: np.ndarray, classes: int, region_of: Any) -> ChunkStatistics:
+    """One pass over the maps, chunk by chunk: the per-map scores and small copies."""
+    stats = ChunkStatistics(source.n, source.spatial, classes)
+    for start, chunk in source.chunks():
+        stop = start + len(chunk)
+        stats.add(start, chunk, labels[start:stop], region_of(start, stop) if region_of else None)
+    return stats
+
+
+def _check_options(clusters: Union[str, int], embedding: Optional[str], max_clusters: int,
+                   neighbors: Union[str, int]) -> Optional[str]:
+    """Refuses bad clustering options (and a missing scikit-learn); returns the embedding method to use."""
     if not (clusters == "auto" or (isinstance(clusters, (int, np.integer)) and not isinstance(clusters, bool)
                                    and clusters >= 1)):
         raise ValueError(f"`clusters` must be 'auto' or an integer >= 1, got {clusters!r}.")
@@ -266,57 +307,44 @@ def audit(
     _sklearn()
     if embedding == "auto":
         embedding = "umap" if importlib.util.find_spec("umap") is not None else "tsne"
-    source = _Source(maps)
-    labels = _labels(labels, source)
-    names = _class_names(classes, labels)
-    region_of = _regions(masks, boxes, source)
-    if images is not None and len(images) != source.n:
-        raise ValueError(f"`images` must hold one input per map ({source.n}), got {len(images)}.")
+    return embedding
 
-    stats = ChunkStatistics(source.n, source.spatial, len(names))
-    for start, chunk in source.chunks():
-        stop = start + len(chunk)
-        stats.add(start, chunk, labels[start:stop], region_of(start, stop) if region_of else None)
 
-    n = source.n
-    assigned = np.full(n, -1, np.int64)
-    atypical = np.full(n, np.nan)
-    placed = np.full((n, 2), np.nan, np.float32)
-    per_class, found = [], []
-    means = stats.mean_maps()
-    rng = np.random.default_rng(seed)
-    for c, name in enumerate(names):
-        members = np.flatnonzero((labels == c) & (stats.total > 0))
-        entry: Dict[str, Any] = {"name": name, "index": c, "count": int(stats.counts[c]),
-                                 "mean_map": means[c], "clusters": 0, "eigenvalues": np.zeros(0),
-                                 "least_typical": np.zeros(0, np.int64), "descriptions": []}
-        entry.update(class_summary(stats, np.flatnonzero(labels == c)))
-        if members.size:
-            unit = stats.features[members].astype(np.float32)
-            unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)  # in place: one copy
-            centre = unit.mean(axis=0)
-            atypical[members] = 1.0 - unit @ centre / max(float(np.linalg.norm(centre)), 1e-12)
-            entry["least_typical"] = members[np.argsort(-atypical[members], kind="stable")[:ATYPICAL]]
-            k = int(np.clip(round(np.sqrt(members.size)), 3, 10)) if neighbors == "auto" else neighbors
-            result = spectral_clusters(unit, clusters, max_clusters, k, seed)
-            merged = merge_strategies(stats, members, result.labels)
-            assigned[members] = merged
-            entry.update(clusters=int(merged.max()) + 1, spectral_clusters=int(result.labels.max()) + 1,
-                         eigenvalues=result.eigenvalues)
-            shown = members if members.size <= EMBED_MAX else np.sort(rng.choice(members, EMBED_MAX, False))
-            where = np.searchsorted(members, shown)
-            placed[shown] = embed(result.reduced[where], embedding, result.embedding[where], seed)
-            entry["descriptions"] = cluster_findings(stats, members, merged, c, name)
-            found += entry["descriptions"]
-        per_class.append(entry)
+class _PerMap:
+    """What the class-by-class pass fills in per map: its cluster, atypicality and place in the picture."""
 
-    report = AuditReport(
-        classes=names, labels=labels, clusters=assigned, findings=rank(found), per_class=per_class,
-        scores={"energy_in_mask": stats.in_mask, "pointing": stats.pointing, "border_share": stats.border,
-                "concentration": stats.concentration, "atypicality": atypical, "energy": stats.total},
-        embedding=placed, spatial=source.spatial, regions=stats.regions, features=stats.features,
-        embedding_method=embedding, _images=images, _source=source,
-    )
-    if out is not None:
-        report.save(out)
-    return report
+    def __init__(self, n: int) -> None:
+        self.assigned = np.full(n, -1, np.int64)
+        self.atypical = np.full(n, np.nan)
+        self.placed = np.full((n, 2), np.nan, np.float32)
+
+
+def _audit_class(stats: ChunkStatistics, labels: np.ndarray, c: int, name: str, mean_map: np.ndarray,
+                 per_map: _PerMap, rng: np.random.Generator, options: Dict[str, Any]) -> Dict[str, Any]:
+    """One class's summary, clusters, embedding and cluster descriptions (its maps' entries of `per_map`)."""
+    members = np.flatnonzero((labels == c) & (stats.total > 0))
+    entry: Dict[str, Any] = {"name": name, "index": c, "count": int(stats.counts[c]),
+                             "mean_map": mean_map, "clusters": 0, "eigenvalues": np.zeros(0),
+                             "least_typical": np.zeros(0, np.int64), "descriptions": []}
+    entry.update(class_summary(stats, np.flatnonzero(labels == c)))
+    if not members.size:
+        return entry
+    seed = options["seed"]
+    unit = stats.features[members].astype(np.float32)
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)  # in place: one copy
+    centre = unit.mean(axis=0)
+    atypical = per_map.atypical
+    atypical[members] = 1.0 - unit @ centre / max(float(np.linalg.norm(centre)), 1e-12)
+    entry["least_typical"] = members[np.argsort(-atypical[members], kind="stable")[:ATYPICAL]]
+    neighbors = options["neighbors"]
+    k = int(np.clip(round(np.sqrt(members.size)), 3, 10)) if neighbors == "auto" else neighbors
+    result = spectral_clusters(unit, options["clusters"], options["max_clusters"], k, seed)
+    merged = merge_strategies(stats, members, result.labels)
+    per_map.assigned[members] = merged
+    entry.update(clusters=int(merged.max()) + 1, spectral_clusters=int(result.labels.max()) + 1,
+                 eigenvalues=result.eigenvalues)
+    shown = members if members.size <= EMBED_MAX else np.sort(rng.choice(members, EMBED_MAX, False))
+    where = np.searchsorted(members, shown)
+    per_map.placed[shown] = embed(result.reduced[where], options["embedding"], result.embedding[where], seed)
+    entry["descriptions"] = cluster_findings(stats, members, merged, c, name)
+    return entry

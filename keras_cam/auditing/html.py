@@ -9,9 +9,10 @@ not load and says so on the page (`data-broken` on `<body>`), which the browser 
 from __future__ import annotations
 
 import csv
+import functools
 import html
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -202,92 +203,113 @@ def write_report(report: Any, out_dir: str, images: Any = None) -> str:
     out_dir = os.fspath(out_dir)
     os.makedirs(os.path.join(out_dir, "overlays"), exist_ok=True)
     inputs = _Inputs(report, images)
-    names = report.classes
-    labels, clusters, scores = report.labels, report.clusters, report.scores
+    save = functools.partial(_save, out_dir)
 
-    def save(name: str, image: np.ndarray) -> str:
-        visualize.save_image(os.path.join(out_dir, name), image)
-        return name
-
-    # Per class: mean map, cluster galleries, embedding.
     sections, mean_tiles, mean_names, shown = [], [], [], []
     for entry in report.per_class:
-        c = entry["index"]
         if not entry["count"]:
             continue
-        members = np.flatnonzero((labels == c) & (clusters >= 0))
-        mean_png = save(f"class_{c}_mean.png", picture(entry["mean_map"]))
         mean_tiles.append(picture(entry["mean_map"]))
-        mean_names.append(f"{names[c]} ({entry['count']})")
-        figures = [f'<figure><img src="{mean_png}" alt="mean map of {html.escape(names[c])}">'
-                   f"<figcaption>mean map</figcaption></figure>"]
-        if members.size:
-            gallery = _gallery(report, members, clusters[members])
-            tiles, tile_names = [], []
-            for k, rows in gallery.items():
-                for j, i in enumerate(rows):
-                    tiles.append(picture(_map(report, i), inputs(i)))
-                    size = int(np.sum(clusters[members] == k))
-                    tile_names.append(f"cluster {k} ({size})" if j == 0 else "")
-                tiles += [np.zeros_like(tiles[-1])] * (GALLERY - len(rows))
-                tile_names += [""] * (GALLERY - len(rows))
-                shown += list(rows)
-            mosaic = visualize.image_grid(_pad_to(tiles), cols=GALLERY, margin=3, labels=tile_names)
-            clusters_png = save(f"class_{c}_clusters.png", mosaic)
-            figures.append(f'<figure><img src="{clusters_png}" alt="clusters of {html.escape(names[c])}">'
-                           f"<figcaption>clusters: the {GALLERY} maps closest to each cluster's centre, one "
-                           "row per cluster</figcaption></figure>")
-            method = {"tsne": "t-SNE", "umap": "UMAP"}.get(report.embedding_method, "spectral")
-            if report.embedding_method is not None:
-                scatter = _scatter(report.embedding[members], clusters[members], f"{names[c]}: {method}")
-                embed_png = save(f"class_{c}_embedding.png", scatter)
-                figures.append(f'<figure><img src="{embed_png}" alt="embedding of {html.escape(names[c])}">'
-                               f"<figcaption>{method} embedding, coloured by cluster</figcaption></figure>")
-        shown += list(entry["least_typical"])
-        stats = (f"{entry['count']} maps; energy inside the object (median) {_fmt(entry['energy_in_mask'])}; "
-                 f"pointing game {_fmt(entry['pointing_game'])}; energy on the border (median) "
-                 f"{_fmt(entry['border_share'])}; concentration (energy in the top 10% of samples, median) "
-                 f"{_fmt(entry['concentration'])}; {entry['clusters']} cluster(s)")
-        atypical = ", ".join(f'<a href="overlays/{i}.png">{i}</a>' for i in entry["least_typical"])
-        described = "".join(f'<li>{"<b>finding:</b> " if d["notable"] else ""}{html.escape(d["text"])}</li>'
-                            for d in entry.get("descriptions", []))
-        sections.append(
-            f'<section id="class-{c}"><h2>class {html.escape(names[c])}</h2><p class="meta">{stats}.</p>'
-            f'<div class="pictures">{"".join(figures)}</div>'
-            + (f"<p>Clusters:</p><ul>{described}</ul>" if described else "") +
-            f"<p>Least typical maps: {atypical or '–'}</p></section>")
+        mean_names.append(f"{report.classes[entry['index']]} ({entry['count']})")
+        sections.append(_class_section(report, entry, inputs, save, shown))
     if mean_tiles:
         save("mean_maps.png", visualize.image_grid(_pad_to(mean_tiles), cols=min(len(mean_tiles), 8), margin=3,
                                                   labels=mean_names))
-
     findings = []
     for f in report.findings:
         shown += list(f["images"][:PER_FINDING])
         findings.append(f'<li class="finding">{html.escape(f["text"])} <a href="#class-{f["class_index"]}">'
                         f"see the class</a></li>")
-
     # The table: the images shown above, each finding's first ones, the least typical; in that order.
     rows = list(dict.fromkeys(int(i) for i in shown))[:MAX_ROWS]
-    body = []
-    for i in rows:
-        save(f"overlays/{i}.png", picture(_map(report, i), inputs(i)))
-        body.append("<tr>" + _cell(i, f'<a href="overlays/{i}.png">{i}</a>')
-                    + _cell(names[labels[i]], name=True) + _cell(int(clusters[i]))
-                    + "".join(_cell(float(scores[k][i]), _fmt(float(scores[k][i])))
-                              for k in ("energy_in_mask", "pointing", "border_share", "concentration",
-                                        "atypicality"))
-                    + "</tr>")
+    body = [_table_row(report, i, inputs, save) for i in rows]
+    _write_csv(report, os.path.join(out_dir, "maps.csv"))
+    path = os.path.join(out_dir, "index.html")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(_page(report, sections, findings, body))
+    return path
+
+
+def _save(out_dir: str, name: str, image: np.ndarray) -> str:
+    """Writes `image` as `out_dir/name`; returns `name` (the page's relative link)."""
+    visualize.save_image(os.path.join(out_dir, name), image)
+    return name
+
+
+def _class_section(report: Any, entry: Dict[str, Any], inputs: "_Inputs", save: Callable,
+                   shown: List[int]) -> str:
+    """One class's section: statistics, mean map, cluster galleries, embedding, cluster descriptions and the
+    least typical maps. The maps it shows are appended to `shown` (the table lists them)."""
+    c, name = entry["index"], report.classes[entry["index"]]
+    mean_png = save(f"class_{c}_mean.png", picture(entry["mean_map"]))
+    figures = [f'<figure><img src="{mean_png}" alt="mean map of {html.escape(name)}">'
+               f"<figcaption>mean map</figcaption></figure>"]
+    members = np.flatnonzero((report.labels == c) & (report.clusters >= 0))
+    if members.size:
+        figures += _cluster_figures(report, c, members, inputs, save, shown)
+    shown += list(entry["least_typical"])
+    stats = (f"{entry['count']} maps; energy inside the object (median) {_fmt(entry['energy_in_mask'])}; "
+             f"pointing game {_fmt(entry['pointing_game'])}; energy on the border (median) "
+             f"{_fmt(entry['border_share'])}; concentration (energy in the top 10% of samples, median) "
+             f"{_fmt(entry['concentration'])}; {entry['clusters']} cluster(s)")
+    atypical = ", ".join(f'<a href="overlays/{i}.png">{i}</a>' for i in entry["least_typical"])
+    described = "".join(f'<li>{"<b>finding:</b> " if d["notable"] else ""}{html.escape(d["text"])}</li>'
+                        for d in entry.get("descriptions", []))
+    return (f'<section id="class-{c}"><h2>class {html.escape(name)}</h2><p class="meta">{stats}.</p>'
+            f'<div class="pictures">{"".join(figures)}</div>'
+            + (f"<p>Clusters:</p><ul>{described}</ul>" if described else "") +
+            f"<p>Least typical maps: {atypical or '–'}</p></section>")
+
+
+def _cluster_figures(report: Any, c: int, members: np.ndarray, inputs: "_Inputs", save: Callable,
+                     shown: List[int]) -> List[str]:
+    """A class's cluster galleries (a row of the maps closest to each centre) and its embedding."""
+    name, clusters = report.classes[c], report.clusters
+    tiles, tile_names = [], []
+    for k, rows in _gallery(report, members, clusters[members]).items():
+        for j, i in enumerate(rows):
+            tiles.append(picture(_map(report, i), inputs(i)))
+            size = int(np.sum(clusters[members] == k))
+            tile_names.append(f"cluster {k} ({size})" if j == 0 else "")
+        tiles += [np.zeros_like(tiles[-1])] * (GALLERY - len(rows))
+        tile_names += [""] * (GALLERY - len(rows))
+        shown += list(rows)
+    mosaic = visualize.image_grid(_pad_to(tiles), cols=GALLERY, margin=3, labels=tile_names)
+    clusters_png = save(f"class_{c}_clusters.png", mosaic)
+    figures = [f'<figure><img src="{clusters_png}" alt="clusters of {html.escape(name)}">'
+               f"<figcaption>clusters: the {GALLERY} maps closest to each cluster's centre, one "
+               "row per cluster</figcaption></figure>"]
+    method = {"tsne": "t-SNE", "umap": "UMAP"}.get(report.embedding_method, "spectral")
+    if report.embedding_method is not None:
+        scatter = _scatter(report.embedding[members], clusters[members], f"{name}: {method}")
+        embed_png = save(f"class_{c}_embedding.png", scatter)
+        figures.append(f'<figure><img src="{embed_png}" alt="embedding of {html.escape(name)}">'
+                       f"<figcaption>{method} embedding, coloured by cluster</figcaption></figure>")
+    return figures
+
+
+def _table_row(report: Any, i: int, inputs: "_Inputs", save: Callable) -> str:
+    """Map `i`'s row of the table; writes its overlay."""
+    scores = report.scores
+    save(f"overlays/{i}.png", picture(_map(report, i), inputs(i)))
+    return ("<tr>" + _cell(i, f'<a href="overlays/{i}.png">{i}</a>')
+            + _cell(report.classes[report.labels[i]], name=True) + _cell(int(report.clusters[i]))
+            + "".join(_cell(float(scores[k][i]), _fmt(float(scores[k][i])))
+                      for k in ("energy_in_mask", "pointing", "border_share", "concentration", "atypicality"))
+            + "</tr>")
+
+
+def _page(report: Any, sections: List[str], findings: List[str], body: List[str]) -> str:
+    """The whole HTML page."""
     head = "".join(f'<th onclick="sortTable(this)">{h}</th>' for h in
                    ("image", "class", "cluster", "energy in object", "pointing", "border", "concentration",
                     "atypicality"))
-    _write_csv(report, os.path.join(out_dir, "maps.csv"))
-
-    source = getattr(report._source.store, "path", None)
-    page = f"""<!DOCTYPE html>
+    source, names = getattr(report._source.store, "path", None), report.classes
+    return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>keras-cam audit</title>
 <style>{_STYLE}</style><script>{_SCRIPT}</script></head>
 <body>
-<h1>What the model relies on: audit of {len(labels)} maps</h1>
+<h1>What the model relies on: audit of {len(report.labels)} maps</h1>
 <p class="meta">Maps of shape {report.spatial}{f" from {html.escape(str(source))}" if source else ""};
 {len(names)} classes; clusters by spectral clustering of the maps downsized, on a k-nearest-neighbour graph,
 their number picked by the eigengap (SpRAy).</p>
@@ -297,17 +319,13 @@ their number picked by the eigengap (SpRAy).</p>
 {"<ol>" + "".join(findings) + "</ol>" if findings else "<p>No cluster stands out: within each class the maps put their energy in the same places.</p>"}
 {"".join(sections)}
 <h2>Images</h2>
-<p class="meta">{len(rows)} images (the galleries, the findings and the least typical maps; every map's
+<p class="meta">{len(body)} images (the galleries, the findings and the least typical maps; every map's
 scores are in <a href="maps.csv">maps.csv</a>). Click a column to sort; an image's number opens its overlay.</p>
 <table id="images"><thead><tr>{head}</tr></thead><tbody>
 {"".join(body)}
 </tbody></table>
 </body></html>
 """
-    path = os.path.join(out_dir, "index.html")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(page)
-    return path
 
 
 def _map(report: Any, i: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -124,16 +124,8 @@ def run_layout_demo(
     print(summary["pointing_game"])
     ```
     """
-    if data not in _SETTINGS:
-        raise ValueError(f"`data` must be one of {', '.join(map(repr, LAYOUT_DATA))}, got {data!r}; "
-                         "run_demo is the shapes demo.")
+    epochs, n_train, n_val, size = _resolved(data, epochs, n_train, n_val, size, seed, batch_size)
     settings = _SETTINGS[data]
-    epochs = settings["epochs"] if epochs is None else epochs
-    n_train = settings["n_train"] if n_train is None else n_train
-    n_val = settings["n_val"] if n_val is None else n_val
-    size = settings["size"] if size is None else size
-    check_demo_args(epochs=epochs, seed=seed, n_train=n_train, n_val=n_val, batch_size=batch_size,
-                    size=(size, 64 if data == "signals" else 16))
     start = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
     os.makedirs(out_dir, exist_ok=True)
@@ -152,6 +144,35 @@ def run_layout_demo(
     per_epoch, _ = train_watched(model, (x_train, y_train), (x_val, y_val, m_val), classes, out_dir,
                                  _SNAPSHOTS, epochs, batch_size, verbose)
 
+    scores, cams, probs = _scores(model, x_val, y_val, m_val, say)
+
+    files = _class_pictures(data, classes, (x_val, y_val, m_val), cams, probs, out_dir)
+    files += [f"snapshots/epoch_{e:03d}.png" for e in range(1, epochs + 1)]
+    files += ["snapshots/evolution.png", "snapshots/evolution.gif"]
+    summary = {"data": data, **scores, "pointing_game_per_epoch": per_epoch}
+    return write_summary(out_dir, summary, files, start, say, epochs=epochs, seed=seed, n_train=n_train,
+                         n_val=n_val, size=size, classes=list(classes))
+
+
+def _resolved(data: str, epochs: Optional[int], n_train: Optional[int], n_val: Optional[int],
+              size: Optional[int], seed: int, batch_size: int) -> Tuple[int, int, int, int]:
+    """The run's epochs, n_train, n_val and size (the dataset's defaults for None), checked."""
+    if data not in _SETTINGS:
+        raise ValueError(f"`data` must be one of {', '.join(map(repr, LAYOUT_DATA))}, got {data!r}; "
+                         "run_demo is the shapes demo.")
+    settings = _SETTINGS[data]
+    epochs = settings["epochs"] if epochs is None else epochs
+    n_train = settings["n_train"] if n_train is None else n_train
+    n_val = settings["n_val"] if n_val is None else n_val
+    size = settings["size"] if size is None else size
+    check_demo_args(epochs=epochs, seed=seed, n_train=n_train, n_val=n_val, batch_size=batch_size,
+                    size=(size, 64 if data == "signals" else 16))
+    return epochs, n_train, n_val, size
+
+
+def _scores(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray, m_val: np.ndarray,
+            say: Any) -> Tuple[Dict[str, float], np.ndarray, np.ndarray]:
+    """Accuracy and pointing games on the held-out examples (printed), their CAMs and class probabilities."""
     probs = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=64, verbose=0))
     accuracy = float(np.mean(probs.argmax(axis=-1) == y_val))
     # The pointing game asks whether the map of the *true* class peaks on the motif / solid.
@@ -163,7 +184,16 @@ def run_layout_demo(
     say(f"validation accuracy: {accuracy:.2f}")
     say(f"pointing game: {pointing:.2f} (chance {chance:.2f}); Grad-CAM: {gradcam:.2f}")
     say(f"energy pointing game: {energy:.2f} (chance {chance:.2f})")
+    scores = {"accuracy": accuracy, "pointing_game": pointing, "gradcam_pointing_game": gradcam,
+              "energy_pointing_game": energy, "chance_pointing_game": chance}
+    return {k: round(v, 4) for k, v in scores.items()}, cams, probs
 
+
+def _class_pictures(data: str, classes: Sequence[str], val: Tuple[np.ndarray, np.ndarray, np.ndarray],
+                    cams: np.ndarray, probs: np.ndarray, out_dir: str) -> List[str]:
+    """Writes `class_<name>.png` (a few held-out examples of each class with their CAM and true mask);
+    returns the file names."""
+    x_val, y_val, m_val = val
     files = []
     for c, name in enumerate(classes):
         idx = np.flatnonzero(y_val == c)[:_PER_CLASS]
@@ -181,17 +211,4 @@ def run_layout_demo(
         filename = f"class_{name}.png"
         visualize.save_image(os.path.join(out_dir, filename), picture)
         files.append(filename)
-    files += [f"snapshots/epoch_{e:03d}.png" for e in range(1, epochs + 1)]
-    files += ["snapshots/evolution.png", "snapshots/evolution.gif"]
-
-    summary = {
-        "data": data,
-        "accuracy": round(accuracy, 4),
-        "pointing_game": round(pointing, 4),
-        "gradcam_pointing_game": round(gradcam, 4),
-        "energy_pointing_game": round(energy, 4),
-        "chance_pointing_game": round(chance, 4),
-        "pointing_game_per_epoch": per_epoch,
-    }
-    return write_summary(out_dir, summary, files, start, say, epochs=epochs, seed=seed, n_train=n_train,
-                         n_val=n_val, size=size, classes=list(classes))
+    return files

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, List, Sequence
 
 import keras
 import numpy as np
@@ -90,37 +90,48 @@ def run_shortcut_demo(
         f"{corner} mark, no other image does ({epochs} epochs, {keras.backend.backend()} backend).")
     train_demo_model(model, x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
 
-    pred = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=128, verbose=0)).argmax(axis=-1)
-    right = pred == y_val
-    clean = (y_val == class_index) & ~marked
-    accuracy = {"all": float(right.mean()), "marked": float(right[marked].mean()),
-                f"clean {name}": float(right[clean].mean()) if clean.any() else float("nan")}
-    say("held-out accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
-
+    accuracy = _accuracies(model, x_val, y_val, marked, class_index, name, say)
     maps = _explain(model, x_val, y_val, out_dir)
     report = audit(maps, labels=y_val, masks=m_val, classes=classes, images=x_val, seed=seed,
                    out=os.path.join(out_dir, "report"))
     about = [f for f in report.findings if f["class_index"] == class_index]
     summary: Dict[str, Any] = {"accuracy": {k: round(v, 4) for k, v in accuracy.items()},
                                "marked_held_out": int(marked.sum()), "findings": len(report.findings)}
-    if about:
-        top = about[0]
-        named = np.zeros(n_val, bool)
-        named[top["images"]] = True
-        precision, recall = float(marked[named].mean()), float(named[marked].mean())
-        say(f"finding: {top['text']}")
-        say(f"the named cluster against the planted images: precision {precision:.2f}, recall {recall:.2f}; "
-            f"corner named: {top['region'] == corner}")
-        summary.update(finding=top["text"], region=top["region"], corner_named=top["region"] == corner,
-                       precision=round(precision, 4), recall=round(recall, 4))
-    else:
-        say(f"no finding about class '{name}': the model did not pick up the mark (train longer, or a larger "
-            "share)")
-        summary.update(finding=None, region=None, corner_named=False, precision=0.0, recall=0.0)
+    summary.update(_score_finding(about, marked, corner, name, say))
     files = ["report/index.html"] + (["maps.zarr"] if isinstance(maps, str) else [])
     return write_summary(out_dir, summary, files, start, say, epochs=epochs, seed=seed, n_train=n_train,
                          n_val=n_val, size=size, classes=list(classes), class_index=class_index, share=share,
                          corner=corner)
+
+
+def _accuracies(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray, marked: np.ndarray,
+                class_index: int, name: str, say: Any) -> Dict[str, float]:
+    """Held-out accuracy on all images, on the marked ones and on the marked class's clean ones (printed)."""
+    pred = keras.ops.convert_to_numpy(model.predict(x_val, batch_size=128, verbose=0)).argmax(axis=-1)
+    right = pred == y_val
+    clean = (y_val == class_index) & ~marked
+    accuracy = {"all": float(right.mean()), "marked": float(right[marked].mean()),
+                f"clean {name}": float(right[clean].mean()) if clean.any() else float("nan")}
+    say("held-out accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in accuracy.items()))
+    return accuracy
+
+
+def _score_finding(about: List[Dict[str, Any]], marked: np.ndarray, corner: str, name: str,
+                   say: Any) -> Dict[str, Any]:
+    """The first finding about the marked class, its cluster scored against the planted images (printed)."""
+    if not about:
+        say(f"no finding about class '{name}': the model did not pick up the mark (train longer, or a larger "
+            "share)")
+        return dict(finding=None, region=None, corner_named=False, precision=0.0, recall=0.0)
+    top = about[0]
+    named = np.zeros(len(marked), bool)
+    named[top["images"]] = True
+    precision, recall = float(marked[named].mean()), float(named[marked].mean())
+    say(f"finding: {top['text']}")
+    say(f"the named cluster against the planted images: precision {precision:.2f}, recall {recall:.2f}; "
+        f"corner named: {top['region'] == corner}")
+    return dict(finding=top["text"], region=top["region"], corner_named=top["region"] == corner,
+                precision=round(precision, 4), recall=round(recall, 4))
 
 
 def _explain(model: keras.Model, images: np.ndarray, labels: np.ndarray, out_dir: str) -> Any:
