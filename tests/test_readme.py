@@ -183,7 +183,10 @@ def lrp(monkeypatch):
         # `signed` is the relevance summed over channels
         np.testing.assert_allclose(ns["full"].sum(-1), ns["signed"], rtol=1e-4, atol=1e-6)
 
-    return {"keras": keras, "model": model, "images": images, "targets": [0, 1], "image": images[0]}, check
+    rng = np.random.default_rng(0)
+    signal, relevance = rng.random((64, 2)), rng.normal(size=64)  # a 1-D signal and its signed relevance
+    return {"keras": keras, "model": model, "images": images, "targets": [0, 1], "image": images[0],
+            "signal": signal, "relevance": relevance}, check
 
 
 def vit(monkeypatch):
