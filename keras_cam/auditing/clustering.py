@@ -21,7 +21,8 @@ import numpy as np
 COMPONENTS = 16
 
 
-def _sklearn():
+def require_sklearn() -> None:
+    """Raises one clear ImportError naming the extra to install when scikit-learn or SciPy is missing."""
     try:
         import scipy.sparse  # noqa: F401
         import sklearn  # noqa: F401
@@ -77,7 +78,7 @@ def spectral_clusters(features: np.ndarray, clusters: Union[str, int] = "auto", 
     BLAS and OpenMP run on one thread here: the matrices are small (n x 16, n x 9), and thread pools thrash
     on a busy machine (measured on 2 shared cores: 18 s instead of 3.1 s for 4,000 maps).
     """
-    _sklearn()
+    require_sklearn()
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):

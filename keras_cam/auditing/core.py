@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from keras_cam.auditing.clustering import _sklearn, embed, spectral_clusters
+from keras_cam.auditing.clustering import require_sklearn, embed, spectral_clusters
 from keras_cam.auditing.statistics import ChunkStatistics, class_summary, masks_from_boxes
 from keras_cam.auditing.findings import cluster_findings, merge_strategies, rank
 
@@ -304,7 +304,7 @@ def _check_options(clusters: Union[str, int], embedding: Optional[str], max_clus
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
             also = "'auto' or " if name == "neighbors" else ""
             raise ValueError(f"`{name}` must be {also}an integer >= 2, got {value!r}.")
-    _sklearn()
+    require_sklearn()
     if embedding == "auto":
         embedding = "umap" if importlib.util.find_spec("umap") is not None else "tsne"
     return embedding

@@ -51,10 +51,10 @@ def _load(path: str, what: str):
 def run(args: argparse.Namespace) -> int:
     try:
         from keras_cam.auditing import audit
-        from keras_cam.auditing.clustering import _sklearn
+        from keras_cam.auditing.clustering import require_sklearn
         from keras_cam.store import open_store
 
-        _sklearn()
+        require_sklearn()
         store = open_store(args.store)
     except ImportError as e:
         raise ValueError(str(e)) from None

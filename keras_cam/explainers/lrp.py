@@ -71,7 +71,7 @@ class LRP(InputGradientExplainer):
                  canonize: bool = True, layer: capture.LayerSpec = None, **options: Any) -> None:
         super().__init__(model, None, **options)
         self.composite = composites.composite(composite)
-        self._rules = propagation.check_rules(model, rules)
+        self._rules = composites.check_rules(model, rules)
         # Plain strings (what `explain_dataset` records to check a resumed run against).
         self.rules = tuple(f"{k if isinstance(k, str) else k.__name__}: {r!r}" for k, r in self._rules)
         self.canonize = bool(canonize)

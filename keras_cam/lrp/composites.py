@@ -17,7 +17,11 @@ linear layer (Montavon et al. 2019's "LRP-epsilon everywhere" baseline).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import keras
+
+from keras_cam import capture
 
 from keras_cam._validation import close_matches
 from keras_cam.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, ZPlus
@@ -136,3 +140,44 @@ def composite(name: Any, **options: Any) -> Composite:
         hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
         raise ValueError(f"Unknown LRP composite '{name}'.{hint} Available: {', '.join(COMPOSITES)}.")
     return COMPOSITES[key](**options)
+
+
+RuleKey = Any  # a layer name / path (str) or a Keras layer class
+
+
+def check_rules(model: keras.layers.Layer, rules: Any) -> Tuple[Tuple[RuleKey, Rule], ...]:
+    """The user's `rules` as a tuple of (key, rule), checked: keys are layer names or paths of `model`, or Keras
+    layer classes; values are kc.lrp rules."""
+    if rules is None:
+        return ()
+    if not isinstance(rules, dict):
+        raise ValueError(f"`rules` must be a dict {{layer name or Keras layer class: kc.lrp rule}}, got "
+                         f"{type(rules).__name__}.")
+    refs = list(capture.iter_layers(model))
+    names = {r.layer.name for r in refs} | {r.path for r in refs}
+    checked = []
+    for key, rule in rules.items():
+        if not isinstance(rule, Rule):
+            raise ValueError(f"`rules[{key!r}]` must be a kc.lrp rule (Epsilon, Gamma, ZPlus, AlphaBeta, Flat, "
+                             f"WSquare, ZBox, Pass), got {type(rule).__name__}: {rule!r}.")
+        if isinstance(key, str):
+            if key not in names:
+                near = close_matches(key, sorted(names))
+                hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+                raise ValueError(f"`rules` names layer '{key}', which model '{model.name}' does not have.{hint}")
+        elif not (isinstance(key, type) and issubclass(key, keras.layers.Layer)):
+            raise ValueError(f"`rules` keys must be layer names or Keras layer classes (e.g. "
+                             f"keras.layers.Conv2D), got {key!r}.")
+        checked.append((key, rule))
+    return tuple(checked)
+
+
+def user_rule(layer: keras.layers.Layer, path: str, rules: Sequence[Tuple[RuleKey, Rule]]) -> Optional[Rule]:
+    """The rule the user gave `layer` (at `path`) in `rules`, by name or path first, then by class; or None."""
+    for key, rule in rules:  # names first: the more specific choice wins
+        if isinstance(key, str) and key in (layer.name, path):
+            return rule
+    for key, rule in rules:
+        if isinstance(key, type) and isinstance(layer, key):
+            return rule
+    return None

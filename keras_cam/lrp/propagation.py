@@ -27,9 +27,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import keras
 
 from keras_cam import capture
-from keras_cam._validation import close_matches
 from keras_cam.capture.hooks import activation_name, patched
-from keras_cam.lrp.composites import CONV, DENSE, Composite
+from keras_cam.lrp.composites import CONV, DENSE, Composite, RuleKey, user_rule
 from keras_cam.lrp.rules import KEEP_ON_NONNEGATIVE, VANISH_ON_NONNEGATIVE, Norm, Pass, Rule, _identity
 
 ops = keras.ops
@@ -236,46 +235,6 @@ class Plan:
         return out
 
 
-RuleKey = Any  # a layer name / path (str) or a Keras layer class
-
-
-def check_rules(model: keras.layers.Layer, rules: Any) -> Tuple[Tuple[RuleKey, Rule], ...]:
-    """The user's `rules` as a tuple of (key, rule), checked: keys are layer names or paths of `model`, or Keras
-    layer classes; values are kc.lrp rules."""
-    if rules is None:
-        return ()
-    if not isinstance(rules, dict):
-        raise ValueError(f"`rules` must be a dict {{layer name or Keras layer class: kc.lrp rule}}, got "
-                         f"{type(rules).__name__}.")
-    refs = list(capture.iter_layers(model))
-    names = {r.layer.name for r in refs} | {r.path for r in refs}
-    checked = []
-    for key, rule in rules.items():
-        if not isinstance(rule, Rule):
-            raise ValueError(f"`rules[{key!r}]` must be a kc.lrp rule (Epsilon, Gamma, ZPlus, AlphaBeta, Flat, "
-                             f"WSquare, ZBox, Pass), got {type(rule).__name__}: {rule!r}.")
-        if isinstance(key, str):
-            if key not in names:
-                near = close_matches(key, sorted(names))
-                hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-                raise ValueError(f"`rules` names layer '{key}', which model '{model.name}' does not have.{hint}")
-        elif not (isinstance(key, type) and issubclass(key, keras.layers.Layer)):
-            raise ValueError(f"`rules` keys must be layer names or Keras layer classes (e.g. "
-                             f"keras.layers.Conv2D), got {key!r}.")
-        checked.append((key, rule))
-    return tuple(checked)
-
-
-def _user_rule(layer: keras.layers.Layer, path: str, rules: Sequence[Tuple[RuleKey, Rule]]) -> Optional[Rule]:
-    for key, rule in rules:  # names first: the more specific choice wins
-        if isinstance(key, str) and key in (layer.name, path):
-            return rule
-    for key, rule in rules:
-        if isinstance(key, type) and isinstance(layer, key):
-            return rule
-    return None
-
-
 def _unknown(layer: keras.layers.Layer) -> ValueError:
     return ValueError(
         f"LRP has no rule for layer '{layer.name}' ({type(layer).__name__}): keras-cam propagates relevance "
@@ -335,7 +294,7 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
             continue
         seen.add(id(layer))
         kind = layer_kind(layer)
-        rule = _user_rule(layer, paths.get(id(layer), layer.name), rules)
+        rule = user_rule(layer, paths.get(id(layer), layer.name), rules)
         is_first = False
         if kind in composite.first_kinds and not first_seen:
             first_seen = is_first = True
