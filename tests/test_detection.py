@@ -416,6 +416,7 @@ def trained_detector():
     return model
 
 
+@pytest.mark.backends
 @pytest.mark.slow  # trains a small detector (1,500 images of 32², 10 epochs) once per backend
 def test_a_trained_detectors_box_maps_point_at_the_box_and_follow_it(trained_detector):
     from keras_cam.demo.boxes import box_pointing_game
