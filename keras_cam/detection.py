@@ -200,12 +200,15 @@ class DetectionTarget(RowsTarget):
         if self.kind == "given":
             if index is not None and len(index.shape) == 3:
                 rows = ops.cast(index, "float32")  # this chunk's rows
-            elif self._given is not None and (logits.shape[0] is None or logits.shape[0] == len(self._given)):
+            elif index is None and self._given is not None \
+                    and (logits.shape[0] is None or logits.shape[0] == len(self._given)):
                 rows = ops.convert_to_tensor(self._given)  # called by hand on the whole batch
             else:
-                raise ValueError("Per-image boxes follow the images through the gradient methods' compiled calls "
-                                 "and EigenCAM's; methods that score masked copies in passes of their own "
-                                 "(Score-CAM, AblationCAM) need one image per call.")
+                # Inside an explainer without this chunk's rows: perturbed copies (Score-CAM, AblationCAM)
+                # whose images are unknown here; never the whole batch's boxes on rows that are not its images.
+                raise ValueError("Given boxes follow the images through the gradient methods' compiled calls and "
+                                 "EigenCAM's; Score-CAM and AblationCAM score perturbed copies in passes of their "
+                                 "own and explain the model's own boxes only: kc.targets.detection(max_boxes=K).")
         ref, labels, valid, _ = self.references(boxes, logits, rows)
         num_classes = int(logits.shape[-1])
         predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
@@ -326,7 +329,9 @@ def detection(boxes: Any = None, labels: Any = None, iou: float = 0.5, max_boxes
 
     Returns:
         A target to pass as `targets=` to any gradient method or EigenCAM; `target.boxes(model, images)`
-        lists the boxes its maps explain.
+        lists the boxes its maps explain. Score-CAM and AblationCAM take it with `boxes=None` only: each
+        perturbed copy is scored on its own most confident boxes (pytorch-grad-cam keeps the clean image's
+        boxes; here no per-image data travels into those passes).
 
     Example:
 

@@ -36,10 +36,24 @@ def activation_grads(model, inputs, layers: Sequence, score_fn: Callable):
     zero = tf.UnconnectedGradients.ZERO
     if len(scores.shape) == 1:
         grads = tape.gradient(scores, recorded, unconnected_gradients=zero)
+    elif _grouped_convolutions(model) and not channels_first_supported():
+        # (N, K) through a grouped convolution on a CPU without oneDNN: TensorFlow has no vectorized (pfor)
+        # gradient of it there, so one backward pass per target, stacked (the same values).
+        picks = [tf.one_hot(tf.fill(tf.shape(scores)[:1], k), scores.shape[1], dtype=scores.dtype)
+                 for k in range(int(scores.shape[1]))]
+        per_target = [tape.gradient(scores, recorded, output_gradients=p, unconnected_gradients=zero)
+                      for p in picks]
+        grads = [tf.stack([g[i] for g in per_target], axis=1) for i in range(len(recorded))]
     else:  # (N, K): the head differentiated K times, vectorized; target k of image i depends on image i only
         grads = [tape.batch_jacobian(scores, a, unconnected_gradients=zero) for a in recorded]
     del tape
     return recorded, grads, outputs, aux
+
+
+def _grouped_convolutions(model) -> bool:
+    """Whether `model` holds a convolution with `groups` > 1 (D-FINE's HGNetV2 and hybrid encoder do)."""
+    layers = model._flatten_layers() if hasattr(model, "_flatten_layers") else []
+    return any(int(getattr(layer, "groups", 1) or 1) > 1 for layer in layers)
 
 
 def input_grads(model, inputs, loss_fn: Callable):
@@ -60,7 +74,8 @@ def channels_first_supported() -> bool:
     its oneDNN optimizations on, which TensorFlow turns off by default on CPUs without certain instruction sets
     (and `TF_ENABLE_ONEDNN_OPTS=0` turns off anywhere). Probed once with a one-op call."""
     try:
-        tf.nn.conv2d(tf.zeros((1, 1, 2, 2)), tf.zeros((1, 1, 1, 1)), 1, "VALID", data_format="NCHW")
+        with tf.init_scope():  # run eagerly also when first asked while tracing (a graph op never fails there)
+            tf.nn.conv2d(tf.zeros((1, 1, 2, 2)), tf.zeros((1, 1, 1, 1)), 1, "VALID", data_format="NCHW")
         return True
     except tf.errors.OpError:
         return False
