@@ -274,7 +274,7 @@ def test_make_shapes_shortcut_marks_a_share_and_changes_nothing_else():
 
 
 def test_make_shapes_shortcut_errors():
-    for shortcut, text in [(dict(class_index=3), "class index in 0..2"), (dict(share=1.5), "[0, 1]"),
+    for shortcut, text in [(dict(class_index=3), "`shortcut['class_index']` must be an integer in 0..2"), (dict(share=1.5), "[0, 1]"),
                            (dict(corner="top"), "top-left"), (dict(size=40), "`shortcut['size']`"),
                            (dict(where=1), "keys among"), ("top-left", "must be a dict")]:
         with pytest.raises(ValueError, match=re.escape(text)):
