@@ -24,6 +24,11 @@ class RowsTarget:
         rows, self._rows = self._rows, None
         return rows
 
+    def peek_rows(self) -> Optional[np.ndarray]:
+        """The per-image data of this call, left in place for `take_rows` (for explainers whose own
+        perturbed passes score each image's copies: Score-CAM, AblationCAM)."""
+        return self._rows
+
     def __call__(self, outputs: Any) -> Any:
         return self.score(outputs)
 

@@ -206,9 +206,9 @@ class DetectionTarget(RowsTarget):
             else:
                 # Inside an explainer without this chunk's rows: perturbed copies (Score-CAM, AblationCAM)
                 # whose images are unknown here; never the whole batch's boxes on rows that are not its images.
-                raise ValueError("Given boxes follow the images through the gradient methods' compiled calls and "
-                                 "EigenCAM's; Score-CAM and AblationCAM score perturbed copies in passes of their "
-                                 "own and explain the model's own boxes only: kc.targets.detection(max_boxes=K).")
+                raise ValueError("Given boxes follow the images into an explainer's compiled calls; called by hand, "
+                                 "this target scores the outputs of the images it was given boxes for (one box "
+                                 "list per image), or pass kc.targets.detection(max_boxes=K) for the model's own.")
         ref, labels, valid, _ = self.references(boxes, logits, rows)
         num_classes = int(logits.shape[-1])
         predicted = ops.cast(ops.argmax(logits, axis=-1), "int32")
@@ -328,10 +328,10 @@ def detection(boxes: Any = None, labels: Any = None, iou: float = 0.5, max_boxes
         min_score: with `boxes=None`, the probability under which a picked box is left out (its map is zero).
 
     Returns:
-        A target to pass as `targets=` to any gradient method or EigenCAM; `target.boxes(model, images)`
-        lists the boxes its maps explain. Score-CAM and AblationCAM take it with `boxes=None` only: each
-        perturbed copy is scored on its own most confident boxes (pytorch-grad-cam keeps the clean image's
-        boxes; here no per-image data travels into those passes).
+        A target to pass as `targets=` to any explainer that takes callables; `target.boxes(model, images)`
+        lists the boxes its maps explain. In Score-CAM's and AblationCAM's perturbed copies, given boxes are
+        each image's own; with `boxes=None` each copy is scored on its own most confident boxes
+        (pytorch-grad-cam keeps the clean image's boxes).
 
     Example:
 

@@ -307,9 +307,9 @@ class SegmentationTarget(RowsTarget):
             mask = ops.convert_to_tensor(self._mask)
         else:
             raise ValueError(
-                "Per-image masks (N, H, W) follow the images through the gradient methods' compiled calls, "
-                "but Score-CAM and AblationCAM score each image's masked or ablated copies in passes of their "
-                "own; with them pass one mask (H, W) per call (one image at a time), or mask=None."
+                "Per-image masks (N, H, W) follow the images into an explainer's compiled calls; called by "
+                "hand, this target scores the outputs of the N images it has masks for. Pass one mask (H, W) "
+                "shared by every image, or mask=None."
             )
         shape = tuple(mask.shape[1:]) if self.kind != "shared" else tuple(mask.shape)
         if shape != grid:  # never for predicted pixels
@@ -360,9 +360,8 @@ def segmentation(class_index: int, mask: Any = None) -> SegmentationTarget:
         mask: the pixels to explain: None for those the model predicts as the class (argmax over K equals
             `class_index`, computed from the outputs inside the call, as pytorch-grad-cam's
             `SemanticSegmentationTarget` is used); or a bool / 0-1 array on the output's grid, (H, W) shared
-            by every image or (N, H, W) one per image. Per-image masks work with every gradient method; with
-            Score-CAM pass mask=None or one (H, W) mask per call (its masked passes are per image; with
-            mask=None each masked copy is scored on its own predicted pixels).
+            by every image or (N, H, W) one per image, with every method (Score-CAM's and AblationCAM's
+            perturbed copies are scored on their image's mask; with mask=None on their own predicted pixels).
 
     Returns:
         A callable `(outputs) -> (N,)` scores, to pass as `targets=` to any explainer that takes callables.

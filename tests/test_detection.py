@@ -285,10 +285,54 @@ def test_scorecam_and_ablationcam_of_a_box_equal_masked_and_ablated_scores_by_ha
     got = kc.AblationCAM(model, layer="features").explain(x, targets=target, upsample=False, normalize=False)
     assert expected.max() > 0
     np.testing.assert_allclose(got[0, 0], expected, rtol=1e-3, atol=1e-4 * expected.max())
-    # Given boxes cannot follow perturbed copies: one clear error, never another image's boxes.
-    given = kc.targets.detection(np.array([[4.0, 4, 20, 20], [6, 6, 24, 24]]), [0, 1])
-    with pytest.raises(ValueError, match="explain the model's own boxes only"):
-        kc.ScoreCAM(model, layer="features", batch_size=2)(np.concatenate([x, x]), targets=given)
+
+
+def numpy_given_box_scores(outputs, ref, label):
+    """Per image of a `{"boxes", "logits"}` batch: the score of the given box (ref, label), by hand."""
+    boxes, logits = (keras.ops.convert_to_numpy(outputs[k]).astype(np.float64) for k in ("boxes", "logits"))
+    return np.array([numpy_score(b, z, ref, label, 0.5)[0] for b, z in zip(boxes, logits)])
+
+
+@pytest.mark.backends
+def test_scorecam_and_ablationcam_score_each_images_copies_on_its_own_given_box():
+    """Given boxes, several images in one call: each image's masked or ablated copies are scored on that
+    image's own box (never another image's), as a reference by hand one image at a time."""
+    import cv2
+    from keras_cam.demo.boxes import build_box_detector
+
+    keras.utils.set_random_seed(0)
+    model = build_box_detector((32, 32, 3), 3, width=4)
+    x = images(2, seed=3)[:, :32, :32]
+    features = model.get_layer("features")
+    acts = keras.ops.convert_to_numpy(keras.Model(model.input, features.output)(x)).astype(np.float64)
+    c = acts.shape[-1]
+    clean = model(x, training=False)
+    tops = [numpy_top_box(*(keras.ops.convert_to_numpy(clean[k][j]).astype(np.float64) for k in ("boxes", "logits")))
+            for j in range(2)]
+    given = kc.targets.detection(np.stack([t[0] for t in tops])[:, None], [[t[1]] for t in tops])
+    head = keras.Model(features.output, model.output)
+    score_maps = kc.ScoreCAM(model, layer="features", batch_size=4).explain(
+        x, targets=given, upsample=False, normalize=False)
+    ablation_maps = kc.AblationCAM(model, layer="features", batch_size=4).explain(
+        x, targets=given, upsample=False, normalize=False)
+    for j, (ref, label) in enumerate(tops):
+        a = acts[j]
+        masks = np.stack([cv2.resize(a[..., k], (32, 32), interpolation=cv2.INTER_LINEAR) for k in range(c)])
+        lo, hi = masks.min((1, 2), keepdims=True), masks.max((1, 2), keepdims=True)
+        masks = np.where(hi - lo > 0, (masks - lo) / np.where(hi - lo > 0, hi - lo, 1), 0.0)
+        masked = numpy_given_box_scores(model((x[j] * masks[..., None]).astype(np.float32), training=False),
+                                        ref, label)
+        weights = np.exp(masked - masked.max()) / np.exp(masked - masked.max()).sum()
+        expected = np.maximum((a * weights).sum(-1), 0)
+        assert expected.max() > 0
+        np.testing.assert_allclose(score_maps[j].reshape(8, 8), expected, rtol=1e-3, atol=1e-4 * expected.max())
+
+        y = numpy_given_box_scores(model(x[j:j + 1], training=False), ref, label)[0]
+        ablated = numpy_given_box_scores(head((a[None] * (1 - np.eye(c)[:, None, None, :])).astype(np.float32)),
+                                         ref, label)
+        expected = np.maximum((a * ((y - ablated) / abs(y))).sum(-1), 0)
+        assert expected.max() > 0
+        np.testing.assert_allclose(ablation_maps[j].reshape(8, 8), expected, rtol=1e-3, atol=1e-4 * expected.max())
 
 
 def test_a_detector_in_the_generic_format_and_bad_input_say_what_to_do():

@@ -55,14 +55,17 @@ class AblationCAM(ChannelPerturbationCAM):
     name = "ablationcam"
     aliases = ("ablation-cam",)
 
-    def layer_weights(self, position, inputs, targets, native, acts, idx, scores, rows):
+    def layer_weights(self, position, inputs, targets, native, acts, idx, scores, rows, target_rows=None):
         n, c = acts.shape[0], acts.shape[-1]
         chosen = [top_channels(np.abs(a).reshape(-1, c).mean(axis=0), self.max_channels) for a in acts]
         image_ids = np.concatenate([np.full(len(ch), i, np.int32) for i, ch in enumerate(chosen)])
         channels = np.concatenate(chosen).astype(np.int32)
         # One row per (image, channel); rows of every image share the chunks, so few compiled calls.
         rows = chunk_size(len(channels), rows, bucket=True)
-        index = callable_index(targets, n) if callable(targets) else idx.astype(np.int32)
+        if target_rows is not None:  # per-image masks or boxes: each ablated row scored on its image's own
+            index = target_rows
+        else:
+            index = callable_index(targets, n) if callable(targets) else idx.astype(np.int32)
         key = ("ablation", position, inputs.structure, signature(inputs.arrays, rows),
                signature([native], rows), np.shape(index)[1:], targets if callable(targets) else None)
         axis = self._channel_axis(native.ndim, position)

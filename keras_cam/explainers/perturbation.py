@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_cam import capture, layout
 from keras_cam._batching import DEFAULT_BATCH_SIZE, check_batch_size, chunk_size
+from keras_cam._rows import RowsTarget
 from keras_cam._validation import check_int
 from keras_cam.explainers.base import BaseCAM, Explanation
 from keras_cam.explainers.maps import channels_last, first_component, weigh, weighted_sum
@@ -48,8 +49,10 @@ class ChannelPerturbationCAM(BaseCAM):
         self.channel_batch = check_batch_size(batch_size)
 
     def layer_weights(self, position: int, inputs: Any, targets: Any, native: np.ndarray, acts: np.ndarray,
-                      idx: np.ndarray, scores: np.ndarray, rows: int) -> np.ndarray:
-        """Channel weights of layer `position` (see the class docstring)."""
+                      idx: np.ndarray, scores: np.ndarray, rows: int,
+                      target_rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """Channel weights of layer `position` (see the class docstring); `target_rows` is the per-image data
+        of a target that carries some (per-image masks, given boxes), for scoring each image's copies."""
         raise NotImplementedError
 
     def _compute(self, images: Any, targets: Targets, upsample: bool, normalize: bool,
@@ -57,12 +60,15 @@ class ChannelPerturbationCAM(BaseCAM):
         # Here `batch_size` is the number of perturbed rows per forward pass.
         rows = self.channel_batch if batch_size is None else check_batch_size(batch_size)
         inputs, resolved = self._prepare_call(images, targets)
+        # Per-image masks or boxes of the target: the clean pass below takes them, the perturbed passes of
+        # each image need them too.
+        held = resolved.peek_rows() if isinstance(resolved, RowsTarget) else None
         *per_layer, idx, scores = self._run_batches(inputs, resolved, chunk_size(inputs.n, bucket=True),
                                                     False, False)
         count = len(self.layer_refs)
         maps = []
         for i, (native, acts) in enumerate(zip(per_layer[:count], per_layer[count:])):
-            weights = self.layer_weights(i, inputs, resolved, native, acts, idx, scores, rows)
+            weights = self.layer_weights(i, inputs, resolved, native, acts, idx, scores, rows, held)
             if idx.ndim == 2:  # one row per (image, target), as the base pipeline lays them out
                 acts = np.repeat(acts, idx.shape[1], axis=0)
                 weights = weights.reshape(-1, weights.shape[-1])

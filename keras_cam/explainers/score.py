@@ -43,7 +43,7 @@ class ScoreCAM(ChannelPerturbationCAM):
     aliases = ("score-cam",)
     needs_grads = False
 
-    def layer_weights(self, position, inputs, targets, native, acts, idx, scores, rows):
+    def layer_weights(self, position, inputs, targets, native, acts, idx, scores, rows, target_rows=None):
         """Softmax over the chosen channels of each image's target score(s) on the image masked by each;
         channels left out (Faster Score-CAM) weigh 0. (N, C), or (N, K, C) for K targets."""
         n, c = acts.shape[0], acts.shape[-1]
@@ -54,12 +54,14 @@ class ScoreCAM(ChannelPerturbationCAM):
             chosen = top_channels(acts[i].reshape(-1, c).var(axis=0), self.max_channels)
             # Fewer channels than a chunk: smaller chunks rather than forward passes over padding.
             chunk = min(rows, len(chosen))
+            # Each image's copies are scored on its own target: class indices, or its mask or boxes.
+            target = idx[i].astype(np.int32) if target_rows is None else target_rows[i]
             key = ("masked", inputs.structure, signature(inputs.arrays, 1), chunk, acts.shape[1:-1],
-                   targets if callable(targets) else np.shape(targets)[1:])
+                   targets if callable(targets) else np.shape(targets)[1:], np.shape(target), str(target.dtype))
             masked = self._compiled(key, lambda owner: self._masked_graph(
                 owner, inputs.structure, size, self._input_layout.channels_first, targets))
             weights[i][..., chosen] = self._channel_weights(masked, inputs.rows(slice(i, i + 1)),
-                                                            acts[i][..., chosen], idx[i], chunk)
+                                                            acts[i][..., chosen], target, chunk)
         return weights
 
     def _channel_weights(self, masked, image, a: np.ndarray, target: np.ndarray, chunk: int) -> np.ndarray:
@@ -68,8 +70,7 @@ class ScoreCAM(ChannelPerturbationCAM):
         channels = np.ascontiguousarray(np.moveaxis(a, -1, 0))  # (k, *spatial)
         # The image goes in once; masks are built and applied inside the compiled function, per chunk.
         tensors = to_tensors(image.arrays)
-        index = keras.ops.convert_to_tensor(np.broadcast_to(np.asarray(target, np.int32),
-                                                            (chunk,) + np.shape(target)).copy())
+        index = keras.ops.convert_to_tensor(np.broadcast_to(target, (chunk,) + np.shape(target)).copy())
         (scores,) = run_batched(lambda part: masked(index, keras.ops.convert_to_tensor(part), *tensors),
                                 [channels], chunk)
         s = scores.astype(np.float64).T if scores.ndim == 2 else scores.astype(np.float64)  # (K, k) or (k,)
