@@ -14,7 +14,8 @@ from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 from keras_cam.cli import _common, demo, explain, filters  # noqa: F401  (_common: cli._common for tests)
 from keras_cam.cli import audit
-from keras_cam.cli._common import INTERNAL_ERROR, PROG, USER_ERRORS, native_stderr_captured, one_line
+from keras_cam._validation import one_line
+from keras_cam.cli._common import INTERNAL_ERROR, PROG, USER_ERRORS, native_stderr_captured
 
 __all__ = ["COMMANDS", "INTERNAL_ERROR", "PROG", "build_parser", "main"]
 

@@ -1,5 +1,6 @@
 """What the `keras-cam` subcommands share: argument types, input sizes, and turning errors into one line.
-Model loading and pixel scaling, which the Ray adapter shares too, live in `keras_cam.loading`."""
+Model loading and pixel scaling, which the Ray adapter shares too, live in `keras_cam.loading`; one-line
+messages in `keras_cam._validation`."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,9 @@ import sys
 import tempfile
 from typing import Iterator, Optional, Sequence, Tuple
 
-from keras_cam._validation import one_line, user_message  # noqa: F401 (one_line: for the subcommands)
-# Kept here for the subcommands (and code that imports them from here); they live in keras_cam.loading.
+# Kept importable from here for code (and tests) written against the older layout; the subcommands import
+# keras_cam.loading and keras_cam._validation directly.
+from keras_cam._validation import one_line  # noqa: F401
 from keras_cam.loading import SCALES, load_model, scale  # noqa: F401
 
 PROG = "keras-cam"

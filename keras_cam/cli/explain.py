@@ -13,8 +13,10 @@ import time
 from typing import Any, List, Optional, Sequence, Tuple
 
 from keras_cam.cli._boxes import box_choice
-from keras_cam.cli._common import (PROG, SCALES, check_pixels, input_size, load_model, name_or_index,
-                                   native_stderr_captured, one_line, positive_int, scale, integer)
+from keras_cam._validation import one_line
+from keras_cam.cli._common import (PROG, check_pixels, input_size, integer, name_or_index, native_stderr_captured,
+                                   positive_int)
+from keras_cam.loading import SCALES, load_model, scale
 
 #: The overlays' defaults, which are also `kc.explain_dataset`'s (--store --overlays).
 ALPHA, COLORMAP = 0.4, "jet"

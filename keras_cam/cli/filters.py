@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from keras_cam.cli._common import integer, load_model, positive_int
+from keras_cam.cli._common import integer, positive_int
+from keras_cam.loading import load_model
 
 HELP = "a grid of the patterns a layer's filters respond to, from a saved .keras model"
 DESCRIPTION = (
