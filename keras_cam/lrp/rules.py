@@ -251,7 +251,17 @@ class Gamma(Rule):
         return [positive, positive, negative, negative]
 
 
-class Flat(Rule):
+class _Proportional(Rule):
+    """A rule of one modified term: relevance in proportion to that term's contributions (Flat, WSquare)."""
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = check_number("stabilizer", stabilizer, 0.0)
+
+    def multipliers(self, outputs: List[Any], z: Any) -> List[Optional[Any]]:
+        return [safe_inverse(stabilize(outputs[0], self.stabilizer))]
+
+
+class Flat(_Proportional):
     """LRP-flat (Lapuschkin et al. 2019): relevance spread evenly over each output's receptive field (inputs and
     weights taken as 1, no bias); for the first layer.
 
@@ -259,17 +269,11 @@ class Flat(Rule):
         stabilizer: added to the denominator with its sign (1e-6).
     """
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
-        self.stabilizer = check_number("stabilizer", stabilizer, 0.0)
-
     def terms(self) -> List[Term]:
         return [Term(_ones_like, _ones, None)]
 
-    def multipliers(self, outputs: List[Any], z: Any) -> List[Optional[Any]]:
-        return [safe_inverse(stabilize(outputs[0], self.stabilizer))]
 
-
-class WSquare(Rule):
+class WSquare(_Proportional):
     """LRP-w^2 (Montavon et al. 2017): relevance in proportion to the squared weights, whatever the input
     (zennit squares the bias too); for a first layer whose input is not bounded.
 
@@ -277,14 +281,8 @@ class WSquare(Rule):
         stabilizer: added to the denominator with its sign (1e-6).
     """
 
-    def __init__(self, stabilizer: float = 1e-6) -> None:
-        self.stabilizer = check_number("stabilizer", stabilizer, 0.0)
-
     def terms(self) -> List[Term]:
         return [Term(_ones_like, _square, _square)]
-
-    def multipliers(self, outputs: List[Any], z: Any) -> List[Optional[Any]]:
-        return [safe_inverse(stabilize(outputs[0], self.stabilizer))]
 
 
 class ZBox(Rule):
