@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import keras
 import numpy as np
 
-from keras_cam.store import StoreWriter, chain, describe, settings
-from keras_cam.store_checks import UNCHECKED
+from keras_cam.store import StoreWriter
+from keras_cam.store_checks import UNCHECKED, chain, describe, settings
 from keras_cam.streaming_sources import Batch, Source
 
 __all__ = ["Explained", "MemorySink", "OverlaySink", "Sink", "StoreSink", "Writer"]
