@@ -75,6 +75,8 @@ _SCRIPT = textwrap.dedent('''
             # Decompositions per image (eigh, svd): on JAX these hung when left to jit's partitioner.
             "kpcacam": lambda: kc.KPCACAM(model).explain(x5, batch_size=3),
             "eigengradcam": lambda: kc.EigenGradCAM(model).explain(x5, batch_size=3),
+            # LRP's rules are custom gradients (TensorFlow, JAX): split over devices like any backward pass.
+            "lrp": lambda: kc.LRP(model, rules={Spy: kc.lrp.Pass()}).explain(x5, batch_size=3, normalize=False),
             "dataset": lambda: kc.explain_dataset(kc.GradCAM(model), x7, batch_size=4, verbose=0).heatmaps,
             "dataset_reference": lambda: kc.GradCAM(model)(x7),
         }
@@ -127,6 +129,7 @@ def _assert_same_maps(result: dict) -> None:
         np.testing.assert_allclose(maps, want, rtol=1e-5, atol=1e-5, err_msg=name)
     assert np.asarray(ref["gradcam++_two_targets"]).shape == (5, 2, 12, 12)
     assert np.ptp(np.asarray(ref["gradcam"])) > 0.5  # real maps, not constant ones
+    assert np.ptp(np.asarray(ref["lrp"])) > 0.01  # signed relevance, not zeros
 
 
 @pytest.mark.slow
@@ -141,6 +144,7 @@ def test_mirrored_strategy_splits_each_chunk_over_the_replicas():
     assert seen["gradcam"] == halves(4) and seen["gradcam++_two_targets"] == halves(4)
     assert seen["gradcam_batch3"] == halves(2)  # chunks of 3 padded to 4
     assert seen["dataset"] == halves(2)  # batches of 4
+    assert seen["lrp"] == [(1, "one")] + halves(2)  # its plan: one sample, eagerly; then chunks of 3 split
     # Score-CAM: the first pass split, and each masked pass (one image, 4 of its 6 channels) 2 channels a replica.
     assert seen["scorecam"] == halves(2) + halves(4)
     assert seen["ablationcam"] == halves(2) + halves(4)  # ablated rows in chunks of 4
@@ -164,6 +168,7 @@ def test_data_parallel_shards_inputs_over_the_devices():
     assert seen["scorecam"] == [(2, "2 devices"), (4, "2 devices")]  # masked passes: 4 channels, 2 a device
     assert seen["ablationcam"] == [(2, "2 devices"), (4, "2 devices")]
     assert seen["dataset"] == [(2, "2 devices")]
+    assert seen["lrp"] == [(2, "2 devices")]
     assert seen["single_in_distribution"] == [(4, "2 devices")]  # a model built before the distribution
     assert seen["single_after"] == []  # its single-device function again, from the cache
 

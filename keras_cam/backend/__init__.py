@@ -32,6 +32,9 @@ Everything else in keras-cam is written in `keras.ops` and numpy. A backend modu
 - `decompose(fn, x)`: optional; `fn` (a batched LAPACK decomposition such as `keras.ops.eigh`) on the
   batch of matrices `x`. JAX maps it over the matrices one at a time while tracing a call split over
   several devices (see `keras_cam/backend/jax.py`); the others call `fn(x)`.
+- `rule_gradient(forward, backward, xs)` and `vjp(fn, xs)`: optional (TensorFlow, JAX); `forward(xs)` as a
+  custom gradient whose backward pass is `backward(xs, z, v)`, and `(fn(xs), v -> J^T v)`. LRP's rules use
+  them where present and a stop-gradient form otherwise (`keras_cam/lrp/propagation.py`).
 """
 from __future__ import annotations
 

@@ -156,6 +156,23 @@ def devices(model) -> Tuple[Any, int]:
     return (distribution, count) if count > 1 else (None, 1)
 
 
+def rule_gradient(forward: Callable, backward: Callable, xs: List[Any]) -> Any:
+    """`forward(xs)` whose backward pass is `backward(xs, forward(xs), v)` (an LRP rule)."""
+
+    @jax.custom_gradient
+    def call(*xs):
+        z = forward(list(xs))
+        return z, lambda v: tuple(backward(list(xs), z, v))
+
+    return call(*xs)
+
+
+def vjp(fn: Callable, xs: List[Any]) -> Tuple[Any, Callable]:
+    """`(fn(xs), v -> J^T v)` for a list of arrays `xs`."""
+    out, pullback = jax.vjp(lambda *ps: fn(list(ps)), *xs)
+    return out, lambda v: list(pullback(v))
+
+
 def release_memory() -> None:
     """Called when compiled functions are dropped: JAX's own staging caches (jaxprs of every jitted library
     function traced at every shape, up to thousands of entries each) hold about 1.7 MB per input shape an

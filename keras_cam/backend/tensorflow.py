@@ -156,6 +156,33 @@ def to_numpy(x: Any):
     return x.numpy() if hasattr(x, "numpy") else x
 
 
+def rule_gradient(forward: Callable, backward: Callable, xs: List[Any]) -> Any:
+    """`forward(xs)` whose backward pass is `backward(xs, forward(xs), v)` (an LRP rule): the rule's terms run
+    in the backward pass only, where TensorFlow's graph prunes the forward convolutions their gradients do not
+    read (see `docs/architecture.md`, "Relevance propagation")."""
+
+    @tf.custom_gradient
+    def call(*xs):
+        z = forward(list(xs))
+
+        def grad(v, variables=None):
+            relevance = backward(list(xs), z, v)
+            # The layer's weights may be read in `forward`: they get no gradient (relevance is for inputs).
+            return (relevance, [None] * len(variables)) if variables else relevance
+
+        return z, grad
+
+    return call(*xs)
+
+
+def vjp(fn: Callable, xs: List[Any]) -> Tuple[Any, Callable]:
+    """`(fn(xs), v -> J^T v)` for a list of tensors `xs`."""
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        out = fn(xs)
+    return out, lambda v: tape.gradient(out, xs, output_gradients=v)
+
+
 def release_memory() -> None:
     """Called when compiled functions are dropped; nothing beyond them to release here."""
 

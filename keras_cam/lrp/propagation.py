@@ -9,8 +9,11 @@ the derivative `diag(m(x))`, and the layer's output is
 
     out = sg(z) + sum_k (t_k - sg(t_k)) * sg(c_k)        (sg: stop_gradient)
 
-whose value is `z` and whose backward pass is `v -> sum_k m_k(x) * J_k^T (c_k * v)`: the rule. Layers that
-move values without mixing them (Flatten, Reshape, max pooling, Concatenate, padding) keep their own gradient,
+whose value is `z` and whose backward pass is `v -> sum_k m_k(x) * J_k^T (c_k * v)`: the rule. That form
+needs no backend support (PyTorch runs it); where the backend offers `rule_gradient` (TensorFlow, JAX) the
+same backward pass is a custom gradient instead (`_rule_backward`): the forward pass is the layer alone, and
+the terms, multipliers and Jacobian products run in the backward pass, which spares the identities'
+elementwise passes. Layers that move values without mixing them (Flatten, Reshape, max pooling, Concatenate, padding) keep their own gradient,
 which moves relevance the same way; activations pass it unchanged.
 
 `build_plan` runs the model once on one sample with every layer recorded, to learn which layers run, in which
@@ -26,9 +29,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import keras
 
-from keras_cam import capture
+from keras_cam import backend, capture
 from keras_cam.capture.hooks import activation_name, patched
 from keras_cam.lrp.composites import CONV, DENSE, Composite, RuleKey, user_rule
+from keras_cam.lrp.linear import stages
 from keras_cam.lrp.rules import KEEP_ON_NONNEGATIVE, VANISH_ON_NONNEGATIVE, Norm, Pass, Rule, _identity
 
 ops = keras.ops
@@ -80,81 +84,6 @@ def layer_kind(layer: keras.layers.Layer) -> str:
     return "unknown"
 
 
-# -- the linear maps of the layers keras-cam knows: [(f(x, kernels, bias), kernels, bias)] --------------------
-
-def _add_bias(z: Any, bias: Any, channels_first: bool) -> Any:
-    if bias is None:
-        return z
-    if channels_first and len(z.shape) > 2:
-        bias = ops.reshape(bias, (1, -1) + (1,) * (len(z.shape) - 2))
-    return z + bias
-
-
-def _stages(layer: keras.layers.Layer, fold: Optional[keras.layers.Layer]) -> List[Tuple[Callable, list, Any]]:
-    """The layer as linear stages `f(x, [kernel], bias)` with its weights (BatchNormalization `fold` merged
-    into the last stage)."""
-    first = getattr(layer, "data_format", "channels_last") == "channels_first"
-    bias = layer.bias if getattr(layer, "use_bias", True) and getattr(layer, "bias", None) is not None else None
-    if isinstance(layer, L.Dense):
-        stages = [(lambda x, k, b: _add_bias(ops.matmul(x, k[0]), b, False), [layer.kernel], bias)]
-        axis = -1
-    elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-        def depthwise(x, k, b, layer=layer):
-            return ops.depthwise_conv(x, k[0], strides=layer.strides, padding=layer.padding,
-                                      dilation_rate=layer.dilation_rate, data_format=layer.data_format)
-
-        def pointwise(x, k, b, layer=layer):
-            return _add_bias(ops.conv(x, k[0], strides=1, padding="valid", data_format=layer.data_format), b, first)
-
-        stages = [(depthwise, [layer.depthwise_kernel], None), (pointwise, [layer.pointwise_kernel], bias)]
-        axis = -1
-    elif isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
-        def depthwise(x, k, b, layer=layer):
-            z = ops.depthwise_conv(x, k[0], strides=layer.strides, padding=layer.padding,
-                                   dilation_rate=layer.dilation_rate, data_format=layer.data_format)
-            return _add_bias(z, b, first)
-
-        stages = [(depthwise, [layer.kernel], bias)]
-        axis = "depthwise"
-    elif isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
-        def transposed(x, k, b, layer=layer):
-            z = ops.conv_transpose(x, k[0], strides=list(layer.strides), padding=layer.padding,
-                                   output_padding=layer.output_padding, data_format=layer.data_format,
-                                   dilation_rate=layer.dilation_rate)
-            return _add_bias(z, b, first)
-
-        stages = [(transposed, [layer.kernel], bias)]
-        axis = -2
-    else:  # Conv1D/2D/3D, groups included
-        stages = [(lambda x, k, b, layer=layer: _add_bias(layer.convolution_op(x, k[0]), b, first),
-                   [layer.kernel], bias)]
-        axis = -1
-    stages = [(fn, [ops.convert_to_tensor(k) for k in kernels], None if b is None else ops.convert_to_tensor(b))
-              for fn, kernels, b in stages]
-    if fold is None:
-        return stages
-    fn, kernels, bias = stages[-1]
-    scale, shift = _batchnorm_affine(fold)
-    kernel = ops.convert_to_tensor(kernels[0])
-    if axis == "depthwise":  # (*k, in, multiplier): output channel c * multiplier + m
-        factor = ops.reshape(scale, tuple(kernel.shape[-2:]))
-    elif axis == -2:
-        factor = ops.reshape(scale, (-1, 1))
-    else:
-        factor = scale
-    folded_bias = shift if bias is None else ops.cast(bias, "float32") * scale + shift
-    return stages[:-1] + [(fn, [kernel * factor], folded_bias)]
-
-
-def _batchnorm_affine(layer: keras.layers.Layer) -> Tuple[Any, Any]:
-    """BatchNormalization at inference as `x * scale + shift` per channel."""
-    mean, var = ops.cast(layer.moving_mean, "float32"), ops.cast(layer.moving_variance, "float32")
-    gamma = ops.cast(layer.gamma, "float32") if layer.scale else ops.ones_like(mean)
-    beta = ops.cast(layer.beta, "float32") if layer.center else ops.zeros_like(mean)
-    scale = gamma / ops.sqrt(var + layer.epsilon)
-    return scale, beta - mean * scale
-
-
 # -- the modified backward pass ------------------------------------------------------------------------------
 
 def _through(value: Any, x: Any) -> Any:
@@ -177,21 +106,64 @@ def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any
     def fn(ps, k, b):
         return _float32(inner(ps, k, b))
 
-    outputs = []
+    terms = []  # (input modifier, kernels, bias) per term; None for a term that is 0
     for term in rule.terms():
         if nonnegative and term.inputs in VANISH_ON_NONNEGATIVE:
-            outputs.append(0.0)  # min(x, 0) = 0, and such terms carry no bias
+            terms.append(None)  # min(x, 0) = 0, and such terms carry no bias
             continue
         # max(x, 0) is x itself on a non-negative input: no pass over it.
         modify = _identity if nonnegative and term.inputs in KEEP_ON_NONNEGATIVE else term.inputs
-        k, b = term.params(kernels, bias)
-        outputs.append(fn([_through(modify(x), x) for x in xs], k, b))
+        terms.append((modify,) + tuple(term.params(kernels, bias)))
+    custom = getattr(backend.get(), "rule_gradient", None)
+    if custom is None:
+        out = _identities(rule, fn, xs, kernels, bias, terms)
+    else:
+        out = custom(lambda xs: fn(xs, kernels, bias),
+                     lambda xs, z, v: _rule_backward(rule, fn, terms, xs, z, v, backend.get().vjp), xs)
+    return out if standardize_dtype(dtype) == "float32" else ops.cast(out, dtype)
+
+
+def _identities(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any, terms: list) -> Any:
+    """The rule as a forward expression whose ordinary backward pass is the rule (the two identities of the
+    module docstring): one graph, any backend."""
+    outputs = [0.0 if term is None else _term_output(xs, term, fn) for term in terms]
     z = outputs[rule.identity] if rule.identity is not None else fn(xs, kernels, bias)
     out = sg(z)
     for t, c in zip(outputs, rule.multipliers(outputs, z)):
         if c is not None and not isinstance(t, float):
             out = out + (t - sg(t)) * sg(c)
-    return out if standardize_dtype(dtype) == "float32" else ops.cast(out, dtype)
+    return out
+
+
+def _term_output(xs: List[Any], term: Tuple[Callable, list, Any], fn: Callable) -> Any:
+    """The term's output `f(P; W_k, b_k)` at the input identity `P` of the module docstring."""
+    modify, k, b = term
+    return fn([_through(modify(x), x) for x in xs], k, b)
+
+
+def _rule_backward(rule: Rule, fn: Callable, terms: list, xs: List[Any], z: Any, v: Any,
+                   vjp: Callable) -> List[Any]:
+    """`R_in = sum_k m_k(x) * J_k^T (c_k * v)` written out, for a backend's custom gradient (`rule_gradient`):
+    the terms are evaluated here, in the backward pass, and the layer's own output `z` is reused."""
+    outputs, pullbacks = [], []
+    for i, term in enumerate(terms):
+        if term is None:
+            outputs.append(0.0)
+            pullbacks.append(None)
+            continue
+        modify, k, b = term
+        ps = [modify(x) for x in xs]
+        t, pullback = vjp(lambda ps, k=k, b=b: fn(ps, k, b), ps)
+        outputs.append(z if i == rule.identity else t)
+        pullbacks.append((ps, pullback))
+    relevance: List[Any] = [None] * len(xs)
+    for entry, c in zip(pullbacks, rule.multipliers(outputs, z)):
+        if entry is None or c is None:
+            continue
+        ps, pullback = entry
+        for i, (p, g) in enumerate(zip(ps, pullback(v * c))):
+            relevance[i] = p * g if relevance[i] is None else relevance[i] + p * g
+    return [ops.zeros_like(x) if r is None else r for r, x in zip(relevance, xs)]
 
 
 def _float32(x: Any) -> Any:
@@ -355,7 +327,7 @@ def _linear_call(layer: keras.layers.Layer, rule: Rule, fold: Optional[keras.lay
                  nonnegative: bool) -> Callable:
     def call(inputs, *args, **kwargs):
         x = inputs
-        for i, (fn, kernels, bias) in enumerate(_stages(layer, fold)):
+        for i, (fn, kernels, bias) in enumerate(stages(layer, fold)):
             x = apply_rule(rule, lambda xs, k, b, fn=fn: fn(xs[0], k, b), [x], kernels, bias,
                            nonnegative and i == 0)
         return _activation(layer, x)
