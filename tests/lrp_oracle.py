@@ -160,3 +160,58 @@ def add_backward(parts, r, eps=1e-6):
     """Add: each branch gets its share of the sum."""
     s = divide(r, stabilize(sum(parts), eps))
     return [p * s for p in parts]
+
+
+# -- transformers (AttnLRP), written out ----------------------------------------------------------------------
+
+def epsilon_backward(x, z, r, jacobian_t, eps=1e-6):
+    """`x * J^T (r / stabilize(z))` with `jacobian_t(v) = J^T v`."""
+    return x * jacobian_t(r / stabilize(z, eps))
+
+
+def layernorm_backward(x, gamma, beta, r, axis_eps=1e-3, eps=1e-6):
+    """LN-rule over the last axis: the standard deviation held, the rest linear, epsilon rule."""
+    mean = x.mean(-1, keepdims=True)
+    inv = 1.0 / np.sqrt(x.var(-1, keepdims=True) + axis_eps)
+    y = (x - mean) * inv * gamma + (0.0 if beta is None else beta)
+
+    def jacobian_t(v):  # y = (I - 1/n) x * inv * gamma: J^T v = g - mean(g), g = v * inv * gamma
+        g = v * inv * gamma
+        return g - g.mean(-1, keepdims=True)
+
+    return epsilon_backward(x, y, r, jacobian_t, eps)
+
+
+def softmax(s, mask=None):
+    if mask is not None:
+        s = np.where(mask, s, -1e9)
+    e = np.exp(s - s.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def attention_backward(x, weights, r, scale, mask=None, eps=1e-6):
+    """AttnLRP through a self-attention layer (keras MultiHeadAttention, inputs (B, T, D)) from the relevance
+    `r` of its output: projections epsilon, products uniform (halved), softmax epsilon at its input."""
+    wq, bq, wk, bk, wv, bv, wo, bo = weights
+    proj = {name: (np.einsum("btd,dnh->btnh", x, w) + b, w) for name, w, b in
+            (("q", wq, bq), ("k", wk, bk), ("v", wv, bv))}
+    q, k, v = (proj[n][0] for n in "qkv")
+    qs = q * scale
+    s = np.einsum("bsnh,btnh->bnts", k, qs)
+    a = softmax(s, mask)
+    ctx = np.einsum("bnts,bsnh->btnh", a, v)
+    out = np.einsum("btnh,nhd->btd", ctx, wo) + bo
+    r_ctx = ctx * np.einsum("btd,nhd->btnh", r / stabilize(out, eps), wo)
+    c = 0.5 * r_ctx / stabilize(ctx, eps)
+    r_a = a * np.einsum("btnh,bsnh->bnts", c, v)
+    r_v = v * np.einsum("btnh,bnts->bsnh", c, a)
+    w = r_a / stabilize(a, eps)
+    r_s = s * (a * w - a * (a * w).sum(-1, keepdims=True))
+    c = 0.5 * r_s / stabilize(s, eps)
+    r_q = qs * np.einsum("bnts,bsnh->btnh", c, k)
+    r_k = k * np.einsum("bnts,btnh->bsnh", c, qs)
+    r_x = 0.0
+    for name, rel in (("q", r_q), ("k", r_k), ("v", r_v)):
+        z, w = proj[name]
+        r_x = r_x + x * np.einsum("btnh,dnh->btd", rel / stabilize(z, eps), w)
+    return r_x, out

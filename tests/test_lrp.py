@@ -425,10 +425,10 @@ def test_errors_name_the_problem_and_leave_the_model_unchanged():
     assert all("call" not in layer.__dict__ for layer in model.layers)
     assert [layer.__dict__.get("activation") for layer in model.layers] == activations
     assert kc.get_explainer("lrp", model, rules={"custom": kc.lrp.Pass()}).__class__ is kc.LRP
-    # Transformers: no attention or LayerNormalization rules yet (AttnLRP), so they are refused by name.
-    normed = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.LayerNormalization(name="ln"),
+    # A normalization without a rule (LayerNormalization has one: tests/test_lrp_attention.py) is refused by name.
+    normed = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(4, 3), L.GroupNormalization(2, name="gn"),
                                L.GlobalAveragePooling2D(), L.Dense(2)])
-    with pytest.raises(ValueError, match="no rule for layer 'ln' \\(LayerNormalization\\)"):
+    with pytest.raises(ValueError, match="no rule for layer 'gn' \\(GroupNormalization\\)"):
         kc.LRP(normed)(x)
 
 

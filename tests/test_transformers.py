@@ -117,11 +117,39 @@ def test_grids_that_cannot_be_found_say_what_was_tried():
 def test_every_method_on_a_vit(models):
     x = images(n=2)
     for name in kc.available_methods():
-        if name in ("cam", "lrp"):
-            continue  # CAM needs a CAMHead; LRP has no attention rules yet (it refuses: tests/test_lrp.py)
+        if name == "cam":
+            continue  # CAM needs a CAMHead
         maps = kc.get_explainer(name, models[False]).explain(x)
         assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all(), name
         assert maps.min() >= 0 and maps.max() <= 1 + 1e-6, name
+
+
+@pytest.mark.backends
+def test_lrp_through_keras_hub_vit_blocks_shares_each_sum_in_proportion(models):
+    """The ViT's residual sums and its position embeddings share relevance in proportion (zennit's Norm), not
+    as a gradient (which hands each branch all of it): read at the layers on both sides of each sum."""
+    model, x = models[True], images(n=2)
+    backbone = model.backbone
+    path = f"{backbone.name}/vit_patching_and_embedding"
+    block_path = f"{backbone.name}/vit_encoder/transformer_block_1"
+    lrp = kc.LRP(model, composite="epsilon", layer=[path, f"{path}/patch_embedding", block_path, f"{block_path}/mlp"])
+    r_embedding, r_patches, r_block, r_mlp = lrp.relevance(x, targets=[0, 2])
+    assert dict(lrp.plan())["transformer_block_1"] == "Norm(epsilon=1e-06)"
+    embedding = backbone.get_layer("vit_patching_and_embedding")
+    block = backbone.get_layer("vit_encoder").encoder_layers[0]
+    f64 = lambda t: keras.ops.convert_to_numpy(t).astype(np.float64)  # noqa: E731
+    patches = f64(embedding.patch_embedding(x)).reshape(2, GRID * GRID, DIM)
+    tokens = f64(embedding(x))
+    stab = lambda z: z + 1e-6 * np.where(z >= 0, 1.0, -1.0)  # noqa: E731
+    want = patches / stab(tokens[:, 1:]) * r_embedding[:, 1:]
+    np.testing.assert_allclose(r_patches.reshape(2, GRID * GRID, DIM), want, rtol=1e-3, atol=1e-4 * abs(want).max())
+    h = block.layer_norm_1(embedding(x))
+    middle = embedding(x) + block.mha(h, h)
+    y = f64(block.mlp(block.layer_norm_2(middle)))
+    want = y / stab(f64(middle) + y) * r_block
+    np.testing.assert_allclose(r_mlp, want, rtol=1e-3, atol=1e-4 * abs(want).max())
+    # A gradient would have handed the MLP branch all of the block's relevance.
+    assert np.abs(r_mlp - r_block).max() > 0.1 * np.abs(r_block).max()
 
 
 def _head(backbone: keras.Model) -> keras.Model:
@@ -161,6 +189,12 @@ def test_keras_hub_models(kind):
     for name in ("gradcam++", "scorecam", "eigencam"):
         maps = kc.get_explainer(name, model).explain(x, targets=k)  # k: a class with positive evidence
         assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all() and maps.any(), (kind, name)
+    if kind == "resnet":
+        relevance = kc.LRP(model).explain(x, normalize=False)
+        assert relevance.shape == (2, SIZE, SIZE) and np.isfinite(relevance).all() and relevance.any()
+    else:  # their own encoder blocks: no rules yet, every one named at once with its path
+        with pytest.raises(ValueError, match=r"LRP has no rule for layers '[^']+/[^']+' .*, holds layers.*Give them"):
+            kc.LRP(model)(x)
 
 
 @pytest.mark.backends

@@ -123,9 +123,11 @@ class LRP(InputGradientExplainer):
 
             def run():
                 with self._logits_scope():
-                    self.model(sample, training=False)
+                    return self.model(sample, training=False)
 
-            self._plan = propagation.build_plan(self.model, run, self.composite, self._rules, self.canonize)
+            plan = propagation.build_plan(self.model, run, self.composite, self._rules, self.canonize)
+            propagation.check_forward(plan, run)
+            self._plan = plan
         return inputs, resolved
 
     def reduce(self, attributions: Any) -> Any:

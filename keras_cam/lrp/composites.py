@@ -159,7 +159,7 @@ def check_rules(model: keras.layers.Layer, rules: Any) -> Tuple[Tuple[RuleKey, R
     for key, rule in rules.items():
         if not isinstance(rule, Rule):
             raise ValueError(f"`rules[{key!r}]` must be a kc.lrp rule (Epsilon, Gamma, ZPlus, AlphaBeta, Flat, "
-                             f"WSquare, ZBox, Pass), got {type(rule).__name__}: {rule!r}.")
+                             f"WSquare, ZBox, Pass, LayerNorm, AttnLRP), got {type(rule).__name__}: {rule!r}.")
         if isinstance(key, str):
             if key not in names:
                 near = close_matches(key, sorted(names))

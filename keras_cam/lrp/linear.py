@@ -26,7 +26,11 @@ def stages(layer: keras.layers.Layer, fold: Optional[keras.layers.Layer]) -> Lis
     into the last stage)."""
     first = getattr(layer, "data_format", "channels_last") == "channels_first"
     bias = layer.bias if getattr(layer, "use_bias", True) and getattr(layer, "bias", None) is not None else None
-    if isinstance(layer, L.Dense):
+    if isinstance(layer, L.EinsumDense):
+        parts = [(lambda x, k, b, layer=layer: _add_bias(ops.einsum(layer.equation, x, k[0]), b, False),
+                  [layer.kernel], bias)]
+        axis = -1
+    elif isinstance(layer, L.Dense):
         parts = [(lambda x, k, b: _add_bias(ops.matmul(x, k[0]), b, False), [layer.kernel], bias)]
         axis = -1
     elif isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):

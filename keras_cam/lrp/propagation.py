@@ -13,8 +13,10 @@ whose value is `z` and whose backward pass is `v -> sum_k m_k(x) * J_k^T (c_k * 
 needs no backend support (PyTorch runs it); where the backend offers `rule_gradient` (TensorFlow, JAX) the
 same backward pass is a custom gradient instead (`_rule_backward`): the forward pass is the layer alone, and
 the terms, multipliers and Jacobian products run in the backward pass, which spares the identities'
-elementwise passes. Layers that move values without mixing them (Flatten, Reshape, max pooling, Concatenate, padding) keep their own gradient,
-which moves relevance the same way; activations pass it unchanged.
+elementwise passes. Layers that move values without mixing them (Flatten, Reshape, max pooling, Concatenate,
+padding) keep their own gradient, which moves relevance the same way; activations pass it unchanged.
+Transformer layers: `transformers.py` (Keras's LayerNormalization and MultiHeadAttention) and
+`hub_layers.py` (keras-hub's ViT blocks).
 
 `build_plan` runs the model once on one sample with every layer recorded, to learn which layers run, in which
 order (the "first layer" of a composite), and which BatchNormalization directly follows a convolution or
@@ -32,8 +34,10 @@ import keras
 from keras_cam import backend, capture
 from keras_cam.capture.hooks import activation_name, patched
 from keras_cam.lrp.composites import CONV, DENSE, Composite, RuleKey, user_rule
+from keras_cam.lrp import hub_layers, transformers
 from keras_cam.lrp.linear import stages
-from keras_cam.lrp.rules import KEEP_ON_NONNEGATIVE, VANISH_ON_NONNEGATIVE, Norm, Pass, Rule, _identity
+from keras_cam.lrp.rules import (KEEP_ON_NONNEGATIVE, VANISH_ON_NONNEGATIVE, AttnLRP, LayerNorm, Norm, Pass, Rule,
+                                 _identity)
 
 ops = keras.ops
 sg = ops.stop_gradient
@@ -47,7 +51,8 @@ _GRADIENT = tuple(getattr(L, n) for n in (
     "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
     "GlobalMaxPooling3D", "Concatenate", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D",
-    "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling3D") if hasattr(L, n))
+    "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling3D",
+    "Embedding") if hasattr(L, n))  # Embedding: its input is indices, which take no relevance
 #: Elementwise layers: relevance passes unchanged (zennit's `Pass` for activations).
 _PASS = tuple(getattr(L, n) for n in (
     "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax", "Activation", "Rescaling", "Normalization")
@@ -58,12 +63,12 @@ _MERGE = (L.Add, L.Average)
 #: Linear layers whose weights keras-cam reads, by the public class whose `call` they must keep.
 _LINEAR = ((L.Dense, DENSE), (L.Conv1D, CONV), (L.Conv2D, CONV), (L.Conv3D, CONV), (L.Conv1DTranspose, CONV),
            (L.Conv2DTranspose, CONV), (L.Conv3DTranspose, CONV), (L.DepthwiseConv1D, CONV),
-           (L.DepthwiseConv2D, CONV), (L.SeparableConv1D, CONV), (L.SeparableConv2D, CONV))
+           (L.DepthwiseConv2D, CONV), (L.SeparableConv1D, CONV), (L.SeparableConv2D, CONV), (L.EinsumDense, DENSE))
 
 
 def layer_kind(layer: keras.layers.Layer) -> str:
-    """"container", "camhead", "conv", "dense", "average" (pooling), "merge", "batchnorm", "pass",
-    "gradient" or "unknown"."""
+    """"container", "camhead", "conv", "dense", "average" (pooling), "merge", "batchnorm", "attention",
+    "layernorm", "vit_block", "vit_embedding" (keras-hub), "pass", "gradient" or "unknown"."""
     from keras_cam.layers import CAMHead  # (layers imports nothing of lrp)
 
     if isinstance(layer, keras.Model):
@@ -76,6 +81,9 @@ def layer_kind(layer: keras.layers.Layer) -> str:
             return kind if type(layer).call is cls.call else "unknown"
     if isinstance(layer, L.BatchNormalization):
         return "batchnorm"
+    kind = transformers.layer_kind(layer) or hub_layers.layer_kind(layer)
+    if kind is not None:
+        return kind
     if isinstance(layer, L.UpSampling2D):
         return "gradient" if layer.interpolation == "nearest" else "unknown"
     for group, kind in ((_AVERAGE, "average"), (_MERGE, "merge"), (_PASS, "pass"), (_GRADIENT, "gradient")):
@@ -93,9 +101,11 @@ def _through(value: Any, x: Any) -> Any:
 
 
 def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any,
-               nonnegative: bool = False) -> Any:
+               nonnegative: bool = False, custom: bool = True) -> Any:
     """`fn(xs, kernels, bias)` (the layer's pre-activation output) whose backward pass is `rule`. With
-    `nonnegative` inputs (after a ReLU) the terms of their negative part are exactly 0 and are skipped."""
+    `nonnegative` inputs (after a ReLU) the terms of their negative part are exactly 0 and are skipped.
+    `custom=False` keeps the stop-gradient form: for a layer whose call runs layers with rules of their own
+    (JAX cannot differentiate custom gradients nested in a custom gradient's backward pass)."""
     # float32 throughout (a float16 stabilizer of 1e-6 is 0): the result goes back to the input's dtype.
     dtype = xs[0].dtype
     xs = [_float32(x) for x in xs]
@@ -114,11 +124,11 @@ def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any
         # max(x, 0) is x itself on a non-negative input: no pass over it.
         modify = _identity if nonnegative and term.inputs in KEEP_ON_NONNEGATIVE else term.inputs
         terms.append((modify,) + tuple(term.params(kernels, bias)))
-    custom = getattr(backend.get(), "rule_gradient", None)
-    if custom is None:
+    gradient = getattr(backend.get(), "rule_gradient", None) if custom else None
+    if gradient is None:
         out = _identities(rule, fn, xs, kernels, bias, terms)
     else:
-        out = custom(lambda xs: fn(xs, kernels, bias),
+        out = gradient(lambda xs: fn(xs, kernels, bias),
                      lambda xs, z, v: _rule_backward(rule, fn, terms, xs, z, v, backend.get().vjp), xs)
     return out if standardize_dtype(dtype) == "float32" else ops.cast(out, dtype)
 
@@ -207,12 +217,18 @@ class Plan:
         return out
 
 
-def _unknown(layer: keras.layers.Layer) -> ValueError:
+def _unknown(layers: List[Tuple[keras.layers.Layer, str]]) -> ValueError:
+    """One error for every layer without a rule (with its path), in call order, with the fix."""
+    names = ", ".join(f"'{path}' ({type(l).__name__}{', holds layers' if capture.walk_layers(l) else ''})"
+                      for l, path in layers)
+    fix = ", ".join(f"'{path}': kc.lrp.Epsilon()" for _, path in layers[:3])
     return ValueError(
-        f"LRP has no rule for layer '{layer.name}' ({type(layer).__name__}): keras-cam propagates relevance "
-        "through Dense, convolutions, pooling, BatchNormalization, Add/Average, Concatenate, reshapes, dropout and "
-        f"activations. Give it a rule: rules={{'{layer.name}': kc.lrp.Epsilon()}} (the layer itself, "
-        f"differentiated: any layer), or kc.lrp.Pass() for a layer that keeps its input's shape.")
+        f"LRP has no rule for layer{'s' if len(layers) > 1 else ''} {names}: keras-cam propagates relevance "
+        "through Dense, EinsumDense, convolutions, pooling, BatchNormalization, LayerNormalization, "
+        "MultiHeadAttention, Add/Average, Concatenate, reshapes, dropout and activations (a custom layer that "
+        "holds layers applies operations between them that have no rule). Give "
+        f"{'them rules' if len(layers) > 1 else 'it a rule'}: rules={{{fix}}} (the layer itself, "
+        "differentiated: any layer), or kc.lrp.Pass() for a layer that keeps its input's shape.")
 
 
 def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Composite,
@@ -227,8 +243,10 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
     def recorder(layer):
         original = layer.call
 
-        def call(inputs, *args, **kwargs):
-            out = original(inputs, *args, **kwargs)
+        def call(*args, **kwargs):
+            out = original(*args, **kwargs)
+            # The inputs: the first argument, or the first keyword one (a layer called as `layer(inputs=x)`).
+            inputs = args[0] if args else next(iter(kwargs.values()), None)
             flat = keras.tree.flatten(inputs)
             keep.extend(flat + [out])
             ranks[id(out)] = len(getattr(out, "shape", ()))
@@ -261,6 +279,7 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
             positive.add(out)
     first_seen = False
     seen: set = set()
+    unknown: List[Tuple[keras.layers.Layer, str]] = []
     for layer, inputs, _ in calls:
         if id(layer) in seen:
             continue
@@ -271,14 +290,17 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
         if kind in composite.first_kinds and not first_seen:
             first_seen = is_first = True
         if rule is not None:
+            transformers.check_rule(rule, kind, layer)
             if rule.needs_params and kind not in (CONV, DENSE, "average"):
                 raise ValueError(f"Rule {rule!r} modifies weights, which keras-cam reads on Dense, convolution and "
                                  f"pooling layers only; layer '{layer.name}' is a {type(layer).__name__}. Give it "
                                  "kc.lrp.Epsilon() or kc.lrp.Pass().")
         elif kind in (CONV, DENSE):
             rule = composite.rule_for(kind, is_first)
-        elif kind in ("average", "merge", "camhead"):
+        elif kind in ("average", "merge", "camhead") or kind in hub_layers.KINDS:
             rule = Norm()
+        elif kind in ("attention", "layernorm"):
+            rule = transformers.default_rule(kind)
         elif kind == "batchnorm":
             source = producer.get(inputs[0]) if len(inputs) == 1 else None
             if canonize and source is not None and _foldable(source, layer, counts, consumers, inputs[0],
@@ -291,10 +313,29 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
         elif kind == "gradient":
             rule = None
         else:
-            raise _unknown(layer)
+            unknown.append((layer, paths.get(id(layer), layer.name)))
         plan.entries.append((layer, kind, rule))
+    if unknown:
+        raise _unknown(unknown)
     # A fold decided after its linear layer's entry: nothing else to update (folds are looked up at call time).
     return plan
+
+
+def check_forward(plan: Plan, run: Callable[[], Any]) -> None:
+    """The rules must not change the model's output: `run()` (the model on one sample) with and without them.
+    A rule that recomputes a layer (MultiHeadAttention, LayerNormalization, a folded BatchNormalization) and
+    no longer matches it would otherwise give relevance of another function, silently."""
+    want = [keras.ops.convert_to_numpy(t).astype("float64") for t in keras.tree.flatten(run())]
+    with propagating(plan):
+        got = [keras.ops.convert_to_numpy(t).astype("float64") for t in keras.tree.flatten(run())]
+    for a, b in zip(got, want):
+        scale = max(float(abs(b).max()) if b.size else 0.0, 1e-6)
+        tolerance = 1e-2 if any(standardize_dtype(t.dtype) in ("float16", "bfloat16") for t in (a, b)) else 1e-3
+        if a.shape != b.shape or float(abs(a - b).max()) > tolerance * scale:
+            raise ValueError(
+                "LRP's rules change this model's output (the layers recomputed with rules: "
+                f"{', '.join(f'{n}: {r}' for n, r in plan.describe())}); this is a keras-cam bug, please "
+                "report it. Meanwhile give the layer you suspect kc.lrp.Epsilon() (its own call, differentiated).")
 
 
 def _relu_output(layer: keras.layers.Layer) -> bool:
@@ -309,6 +350,8 @@ def _foldable(source: keras.layers.Layer, bn: keras.layers.Layer, counts: Dict[i
               consumers: Dict[int, int], tensor: int, rank: int) -> bool:
     """BatchNormalization `bn` reads the output of linear layer `source` directly and alone, both run once,
     `source` has no activation, and `bn` normalizes `source`'s channel axis."""
+    if isinstance(source, L.EinsumDense):  # its output's channel axis is the equation's business
+        return False
     if layer_kind(source) not in (CONV, DENSE) or counts.get(id(source)) != 1 or counts.get(id(bn)) != 1:
         return False
     if consumers.get(tensor) != 1 or activation_name(getattr(source, "activation", None)) not in ("linear", ""):
@@ -354,7 +397,7 @@ def _own_call(original: Callable, rule: Rule, layer: keras.layers.Layer) -> Call
         def fn(ps, k, b):
             return original(list(ps) if several else ps[0], *args, **kwargs)
 
-        return apply_rule(rule, fn, xs, [], None)
+        return apply_rule(rule, fn, xs, [], None, custom=not capture.walk_layers(layer))
 
     return call
 
@@ -381,6 +424,13 @@ def propagating(plan: Plan) -> Iterator[None]:
                 replacement = lambda inputs, *args, **kwargs: inputs  # noqa: E731  (the linear layer did it)
             elif kind == "camhead":
                 replacement = _camhead_call(layer)
+            elif kind == "attention" and isinstance(rule, AttnLRP):  # the part between the projections
+                stack.enter_context(patched(layer, "_compute_attention", transformers.attention_call(layer, rule)))
+                continue
+            elif kind in hub_layers.KINDS and isinstance(rule, Norm):
+                replacement = hub_layers.call_for(layer, kind, rule)
+            elif kind == "layernorm" and isinstance(rule, LayerNorm):
+                replacement = transformers.layernorm_call(layer, rule)
             elif kind in (CONV, DENSE) and (rule.needs_params or not isinstance(rule, Pass)):
                 replacement = _linear_call(layer, rule, plan.folds.get(id(layer)), id(layer) in plan.nonnegative)
             else:

@@ -350,3 +350,51 @@ class Pass(Rule):
 
     def multipliers(self, outputs: List[Any], z: Any) -> List[Optional[Any]]:
         return []
+
+
+# -- transformers (AttnLRP) ------------------------------------------------------------------------------------
+
+class UniformProduct(Epsilon):
+    """AttnLRP's uniform rule (Achtibat et al. 2024) for a product of two inputs, such as attention's
+    `softmax(q k^T) v`: the epsilon rule towards each operand with the other held constant, halved, so the two
+    operands share each output's relevance equally (the two shares add up to it).
+
+    Args:
+        epsilon: the stabilizer (1e-6).
+    """
+
+    def multipliers(self, outputs: List[Any], z: Any) -> List[Optional[Any]]:
+        return [0.5 * stabilized_inverse(outputs[0], self.epsilon)]
+
+
+class LayerNorm(Epsilon):
+    """LN-rule for LayerNormalization (Ali et al. 2022; AttnLRP): the division by the standard deviation is held
+    constant, which leaves a linear map (centring, scale, offset) that gets the epsilon rule. Without an offset
+    (`center=False`) relevance is conserved.
+
+    Args:
+        epsilon: the stabilizer (1e-6).
+    """
+
+
+class AttnLRP(Rule):
+    """AttnLRP (Achtibat et al. 2024) for a `keras.layers.MultiHeadAttention`: its query, key, value and output
+    projections get the composite's Dense rule, the two products (queries with keys, attention weights with
+    values) the uniform rule, and the softmax the epsilon rule at its input, `R_in = s_in * (R - a sum(R))`
+    (the attention weights `a` held, Proposition 3.1 of the paper). The scaling by `1 / sqrt(key_dim)` passes
+    relevance unchanged.
+
+    Args:
+        epsilon: the stabilizer of the products and the softmax (1e-6).
+    """
+
+    needs_params = False
+
+    def __init__(self, epsilon: float = 1e-6) -> None:
+        self.epsilon = check_number("epsilon", epsilon, 0.0)
+
+    def terms(self) -> List[Term]:  # applied by `keras_cam/lrp/transformers.py`, not as terms
+        return []
+
+    def multipliers(self, outputs: List[Any], z: Any) -> List[Optional[Any]]:
+        return []
