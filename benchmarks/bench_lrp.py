@@ -8,8 +8,9 @@
 - zennit (demo CNN only): `zennit.attribution.Gradient` with the same composite (and its BatchNorm canonizer)
   on a pure-PyTorch twin of the Keras model with the same weights, eager, on the same CPU threads.
 
-Models: the demo's CNN (`kc.demo.build_demo_model`: four conv-BN-ReLU blocks, a CAMHead) and
-`keras.applications` models (weights=None; MobileNetV2 and ResNet50 by default, `--app`). Each contender gets one warm-up call, then rounds that time every
+Models: the demo's CNN (`kc.demo.build_demo_model`: four conv-BN-ReLU blocks, a CAMHead),
+`keras.applications` models (weights=None; MobileNetV2 and ResNet50 by default, `--app`) and a keras-hub ViT
+(`--vit`, AttnLRP's rules on its attention and LayerNormalization layers). Each contender gets one warm-up call, then rounds that time every
 contender once, in turn; medians are reported.
 
 Usage:
@@ -109,6 +110,18 @@ def zennit_contender(twin, name: str, x: np.ndarray, t: np.ndarray):
     return run
 
 
+def keras_vit(blocks: int, size: int):
+    """A keras-hub ViT classifier (16-pixel patches, width 192, 3 heads: ViT-Tiny's shape), or None without
+    keras-hub."""
+    try:
+        import keras_hub
+    except ImportError:
+        return None
+    backbone = keras_hub.models.ViTBackbone(image_shape=(size, size, 3), patch_size=16, num_layers=blocks,
+                                            num_heads=3, hidden_dim=192, mlp_dim=768)
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=10, preprocessor=None)
+
+
 def bench(label: str, model, x: np.ndarray, t: np.ndarray, composites, args, log: Report, twin=None):
     grad = input_gradient(model)
     contenders: Dict[str, Callable[[], object]] = {"fwd+bwd": lambda: grad(x, t)}
@@ -144,6 +157,9 @@ def main(argv=None) -> int:
     p.add_argument("--app-size", type=int, default=96, help="its image height and width")
     p.add_argument("--app-batch", type=int, default=4)
     p.add_argument("--demo-batch", type=int, default=16)
+    p.add_argument("--vit", type=int, default=4, metavar="LAYERS",
+                   help="also a keras-hub ViT of this many blocks (random weights, --app-size images, 16-pixel "
+                        "patches, AttnLRP); 0 to skip")
     p.add_argument("--composites", default="epsilon,epsilon_plus_flat,epsilon_gamma_box")
     p.add_argument("--repeats", type=int, default=5, help="timed rounds after the warm-up (median reported)")
     p.add_argument("--seed", type=int, default=0)
@@ -178,6 +194,13 @@ def main(argv=None) -> int:
         x = rng.uniform(-1, 1, (args.app_batch, args.app_size, args.app_size, 3)).astype(np.float32)
         t = rng.integers(0, app.output_shape[-1], args.app_batch).astype(np.int32)
         bench(f"{name} (weights=None)", app, x, t, composites, args, log)
+
+    if args.vit:
+        vit = keras_vit(args.vit, args.app_size)
+        if vit is not None:
+            x = rng.uniform(-1, 1, (args.app_batch, args.app_size, args.app_size, 3)).astype(np.float32)
+            t = rng.integers(0, 10, args.app_batch).astype(np.int32)
+            bench(f"keras-hub ViT, {args.vit} blocks (random weights)", vit, x, t, composites, args, log)
 
     log("`ours / fwd+bwd`: LRP's cost as a multiple of the model's own compiled forward + backward to the "
         "input. `zennit / ours`: > 1 means keras-cam is faster. zennit runs eagerly in PyTorch on the same CPU.",

@@ -30,7 +30,10 @@ class LRP(InputGradientExplainer):
     a BatchNormalization that directly follows a convolution or Dense layer (no activation between, nothing
     else reading that output) is folded into it for the call, as zennit's `SequentialMergeBatchNorm` does;
     other BatchNormalization layers pass relevance unchanged (zennit's base map). `explainer.plan()` lists
-    the rule each layer got.
+    the rule each layer got. Transformers (AttnLRP, Achtibat et al. 2024): LayerNormalization gets
+    `kc.lrp.LayerNorm()`, MultiHeadAttention `kc.lrp.AttnLRP()`, EinsumDense the composite's Dense rule, and
+    keras-hub's ViT blocks have their residual sums under `Norm`. On its first call the explainer checks that
+    its rules leave the model's output unchanged.
 
     Differences from zennit: the first layer of `epsilon_plus_flat` and friends is the first convolution or
     Dense layer the input reaches in the forward pass (zennit: the first such module in module order); the

@@ -129,7 +129,7 @@ def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any
         out = _identities(rule, fn, xs, kernels, bias, terms)
     else:
         out = gradient(lambda xs: fn(xs, kernels, bias),
-                     lambda xs, z, v: _rule_backward(rule, fn, terms, xs, z, v, backend.get().vjp), xs)
+                       lambda xs, z, v: _rule_backward(rule, fn, terms, xs, z, v, backend.get().vjp), xs)
     return out if standardize_dtype(dtype) == "float32" else ops.cast(out, dtype)
 
 
@@ -172,7 +172,8 @@ def _rule_backward(rule: Rule, fn: Callable, terms: list, xs: List[Any], z: Any,
             continue
         ps, pullback = entry
         for i, (p, g) in enumerate(zip(ps, pullback(v * c))):
-            relevance[i] = p * g if relevance[i] is None else relevance[i] + p * g
+            if g is not None:  # None: the term does not read that input (TensorFlow's tape says so)
+                relevance[i] = p * g if relevance[i] is None else relevance[i] + p * g
     return [ops.zeros_like(x) if r is None else r for r, x in zip(relevance, xs)]
 
 
