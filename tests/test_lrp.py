@@ -591,3 +591,12 @@ def test_explain_dataset_stores_the_lrp_maps(tmp_path):
 
     assert settings(made(), "array", 5, 1, 2, "float32") == settings(made(), "array", 5, 1, 2, "float32")
     assert "Flat" in str(settings(made(), "array", 5, 1, 2, "float32")["options"])
+
+
+def test_all_zero_relevance_warns():
+    # No weights, only a bias: the bias absorbs all of the logit's relevance, none reaches the input.
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Flatten(), L.Dense(2, kernel_initializer="zeros",
+                                                                           bias_initializer="ones")])
+    with pytest.warns(UserWarning, match="relevance of this call is zero everywhere"):
+        relevance = kc.LRP(model, composite="epsilon").relevance(np.ones((2, 4, 4, 1), "float32"), targets=0)
+    assert relevance.shape == (2, 4, 4, 1) and not relevance.any()

@@ -2,6 +2,8 @@
 al. 2019), as one compiled forward and one modified backward pass (`keras_cam/lrp/propagation.py`)."""
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Callable, List, Optional, Tuple
 
 import keras
@@ -106,6 +108,10 @@ class LRP(InputGradientExplainer):
         size = self._chunk(inputs.n, resolved, batch_size)
         out = self._run_batches(inputs, resolved, size, False, False, raw=True)
         rel = [r.astype(np.float32) for r in out[:-2]]
+        if any(r.size for r in rel) and not any(r.any() for r in rel):
+            warnings.warn("The relevance of this call is zero everywhere: the rules' stabilizers and the biases "
+                          "absorbed all of it (common in deep networks with random or untrained weights). Check "
+                          "that the model is trained, or try another composite or layer.", stacklevel=2)
         return rel[0] if len(rel) == 1 and len(self._relevance_refs) <= 1 else rel
 
     def attributions(self, images: Any, targets: Targets = None, batch_size: Optional[int] = None) -> Any:
