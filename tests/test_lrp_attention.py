@@ -114,7 +114,7 @@ def test_a_small_vision_transformer_end_to_end_and_the_model_left_as_it_was():
     assert np.all(np.isfinite(signed)) and np.abs(signed).max() > 0
     plan = dict(lrp.plan())
     assert plan["mha"] == "AttnLRP(epsilon=1e-06)" and plan["ln1"] == plan["ln2"] == "LayerNorm(epsilon=1e-06)"
-    assert plan["patches"].startswith("Flat") and plan["query"] == "Epsilon(epsilon=1e-06)"
+    assert plan["patches"].startswith("Flat") and plan["mha/query"] == "Epsilon(epsilon=1e-06)"  # by path
     # Each patch's relevance is flat over its 4x4 pixels (Flat spreads evenly over the receptive field).
     patches = signed.reshape(2, 4, 4, 4, 4)
     np.testing.assert_allclose(patches, patches[:, :, :1, :, :1].repeat(4, 2).repeat(4, 4), rtol=1e-4,

@@ -134,7 +134,10 @@ def test_lrp_through_keras_hub_vit_blocks_shares_each_sum_in_proportion(models):
     block_path = f"{backbone.name}/vit_encoder/transformer_block_1"
     lrp = kc.LRP(model, composite="epsilon", layer=[path, f"{path}/patch_embedding", block_path, f"{block_path}/mlp"])
     r_embedding, r_patches, r_block, r_mlp = lrp.relevance(x, targets=[0, 2])
-    assert dict(lrp.plan())["transformer_block_1"] == "Norm(epsilon=1e-06)"
+    plan = dict(lrp.plan())  # by path: every block has an `ln_1`
+    assert plan[block_path] == "Norm(epsilon=1e-06)" and plan[f"{path}/patch_embedding"] == "Epsilon(epsilon=1e-06)"
+    assert plan[f"{block_path}/ln_1"] == plan[f"{backbone.name}/vit_encoder/transformer_block_2/ln_1"] == \
+        "LayerNorm(epsilon=1e-06)"
     embedding = backbone.get_layer("vit_patching_and_embedding")
     block = backbone.get_layer("vit_encoder").encoder_layers[0]
     f64 = lambda t: keras.ops.convert_to_numpy(t).astype(np.float64)  # noqa: E731

@@ -89,8 +89,9 @@ class LRP(InputGradientExplainer):
         self._plan: Optional[propagation.Plan] = None
 
     def plan(self) -> List[Tuple[str, str]]:
-        """(layer name, rule) for every layer with a rule, in the order the forward pass calls them (known
-        after the first call)."""
+        """(layer path, rule) for every layer with a rule, in the order the forward pass calls them (known
+        after the first call); the path is the layer's name for a layer of the model itself, `outer/inner`
+        for a nested one."""
         return [] if self._plan is None else self._plan.describe()
 
     def relevance(self, images: Any, targets: Targets = None, batch_size: Optional[int] = None) -> Any:

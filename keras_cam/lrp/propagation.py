@@ -206,15 +206,18 @@ class Plan:
     folds: Dict[int, keras.layers.Layer] = field(default_factory=dict)
     folded: set = field(default_factory=set)
     nonnegative: set = field(default_factory=set)  # ids of layers whose every input comes out of a ReLU
+    paths: Dict[int, str] = field(default_factory=dict)  # id(layer) -> its path in the model
 
     def describe(self) -> List[Tuple[str, str]]:
-        """(layer name, rule) in call order, for users checking which rule went where."""
+        """(layer path, rule) in call order, for users checking which rule went where. The path is the name
+        for a layer of the model itself, `outer/inner` for a nested one (every keras-hub block has an `ln_1`)."""
         out = []
         for layer, kind, rule in self.entries:
+            path = self.paths.get(id(layer), layer.name)
             if id(layer) in self.folded:
-                out.append((layer.name, "folded into the layer before"))
+                out.append((path, "folded into the layer before"))
             elif rule is not None:
-                out.append((layer.name, repr(rule)))
+                out.append((path, repr(rule)))
         return out
 
 
@@ -269,7 +272,7 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
             consumers[t] = consumers.get(t, 0) + 1
     producer = {out: layer for layer, _, out in calls}
 
-    plan = Plan()
+    plan = Plan(paths=paths)
     positive: set = set()  # ids of tensors that are >= 0 by construction
     for layer, inputs, out in calls:
         if counts[id(layer)] == 1 and inputs and all(t in positive for t in inputs):
