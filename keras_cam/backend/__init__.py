@@ -34,7 +34,7 @@ Everything else in keras-cam is written in `keras.ops` and numpy. A backend modu
   several devices (see `keras_cam/backend/jax.py`); the others call `fn(x)`.
 - `rule_gradient(forward, backward, xs)` and `vjp(fn, xs)`: optional (TensorFlow, JAX); `forward(xs)` as a
   custom gradient whose backward pass is `backward(xs, z, v)`, and `(fn(xs), v -> J^T v)`. LRP's rules use
-  them where present and a stop-gradient form otherwise (`keras_cam/lrp/propagation.py`).
+  them where present and a stop-gradient form otherwise (`keras_cam/lrp/backward.py`).
 """
 from __future__ import annotations
 

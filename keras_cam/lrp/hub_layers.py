@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 import keras
 
+from keras_cam.lrp.backward import apply_rule
 from keras_cam.lrp.rules import Norm
 
 ops = keras.ops
@@ -48,7 +49,6 @@ def layer_kind(layer: keras.layers.Layer) -> Optional[str]:
 
 def call_for(layer: keras.layers.Layer, kind: str, rule: Norm) -> Callable:
     """The layer's call with its sums under `rule` (Norm)."""
-    from keras_cam.lrp.propagation import apply_rule  # (propagation imports this module)
 
     def add(a: Any, b: Any) -> Any:
         return apply_rule(rule, lambda xs, k, bias: xs[0] + xs[1], [a, b], [], None)

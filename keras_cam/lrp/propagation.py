@@ -2,21 +2,11 @@
 "Relevance propagation").
 
 Each layer's `call` is replaced for the duration of one traced call (`capture.hooks.patched`, restored in
-`finally`) by a function with the same forward value and a backward pass that turns the relevance of the
-layer's output into the relevance of its input: the "gradient" that reaches any tensor is its relevance.
-For a term `t = f(P; W_k, b_k)` of a rule, `P = sg(m(x)) + (x - sg(x)) * sg(m(x))` has the value `m(x)` and
-the derivative `diag(m(x))`, and the layer's output is
-
-    out = sg(z) + sum_k (t_k - sg(t_k)) * sg(c_k)        (sg: stop_gradient)
-
-whose value is `z` and whose backward pass is `v -> sum_k m_k(x) * J_k^T (c_k * v)`: the rule. That form
-needs no backend support (PyTorch runs it); where the backend offers `rule_gradient` (TensorFlow, JAX) the
-same backward pass is a custom gradient instead (`_rule_backward`): the forward pass is the layer alone, and
-the terms, multipliers and Jacobian products run in the backward pass, which spares the identities'
-elementwise passes. Layers that move values without mixing them (Flatten, Reshape, max pooling, Concatenate,
-padding) keep their own gradient, which moves relevance the same way; activations pass it unchanged.
-Transformer layers: `transformers.py` (Keras's LayerNormalization and MultiHeadAttention) and
-`hub_layers.py` (keras-hub's ViT blocks).
+`finally`) by a function with the same forward value and a backward pass that is the layer's rule
+(`backward.apply_rule`): the "gradient" that reaches any tensor is its relevance. Layers that move values
+without mixing them (Flatten, Reshape, max pooling, Concatenate, padding) keep their own gradient, which
+moves relevance the same way; activations pass it unchanged. Transformer layers: `transformers.py` (Keras's
+LayerNormalization and MultiHeadAttention) and `hub_layers.py` (keras-hub's ViT blocks).
 
 `build_plan` runs the model once on one sample with every layer recorded, to learn which layers run, in which
 order (the "first layer" of a composite), and which BatchNormalization directly follows a convolution or
@@ -31,13 +21,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import keras
 
-from keras_cam import backend, capture
+from keras_cam import capture
 from keras_cam.capture.hooks import activation_name, patched
 from keras_cam.lrp.composites import CONV, DENSE, Composite, RuleKey, user_rule
 from keras_cam.lrp import hub_layers, transformers
+from keras_cam.lrp.backward import apply_rule, pass_through
 from keras_cam.lrp.linear import stages
-from keras_cam.lrp.rules import (KEEP_ON_NONNEGATIVE, VANISH_ON_NONNEGATIVE, AttnLRP, LayerNorm, Norm, Pass, Rule,
-                                 _identity)
+from keras_cam.lrp.rules import AttnLRP, LayerNorm, Norm, Pass, Rule
 
 ops = keras.ops
 sg = ops.stop_gradient
@@ -92,101 +82,6 @@ def layer_kind(layer: keras.layers.Layer) -> str:
     return "unknown"
 
 
-# -- the modified backward pass ------------------------------------------------------------------------------
-
-def _through(value: Any, x: Any) -> Any:
-    """Value `value`, derivative `diag(value)` with respect to `x`."""
-    value = sg(value)
-    return value + (x - sg(x)) * value
-
-
-def apply_rule(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any,
-               nonnegative: bool = False, custom: bool = True) -> Any:
-    """`fn(xs, kernels, bias)` (the layer's pre-activation output) whose backward pass is `rule`. With
-    `nonnegative` inputs (after a ReLU) the terms of their negative part are exactly 0 and are skipped.
-    `custom=False` keeps the stop-gradient form: for a layer whose call runs layers with rules of their own
-    (JAX cannot differentiate custom gradients nested in a custom gradient's backward pass)."""
-    # float32 throughout (a float16 stabilizer of 1e-6 is 0): the result goes back to the input's dtype.
-    dtype = xs[0].dtype
-    xs = [_float32(x) for x in xs]
-    kernels = [None if k is None else _float32(k) for k in kernels]
-    bias = None if bias is None else _float32(bias)
-    inner = fn
-
-    def fn(ps, k, b):
-        return _float32(inner(ps, k, b))
-
-    terms = []  # (input modifier, kernels, bias) per term; None for a term that is 0
-    for term in rule.terms():
-        if nonnegative and term.inputs in VANISH_ON_NONNEGATIVE:
-            terms.append(None)  # min(x, 0) = 0, and such terms carry no bias
-            continue
-        # max(x, 0) is x itself on a non-negative input: no pass over it.
-        modify = _identity if nonnegative and term.inputs in KEEP_ON_NONNEGATIVE else term.inputs
-        terms.append((modify,) + tuple(term.params(kernels, bias)))
-    gradient = getattr(backend.get(), "rule_gradient", None) if custom else None
-    if gradient is None:
-        out = _identities(rule, fn, xs, kernels, bias, terms)
-    else:
-        out = gradient(lambda xs: fn(xs, kernels, bias),
-                       lambda xs, z, v: _rule_backward(rule, fn, terms, xs, z, v, backend.get().vjp), xs)
-    return out if standardize_dtype(dtype) == "float32" else ops.cast(out, dtype)
-
-
-def _identities(rule: Rule, fn: Callable, xs: List[Any], kernels: list, bias: Any, terms: list) -> Any:
-    """The rule as a forward expression whose ordinary backward pass is the rule (the two identities of the
-    module docstring): one graph, any backend."""
-    outputs = [0.0 if term is None else _term_output(xs, term, fn) for term in terms]
-    z = outputs[rule.identity] if rule.identity is not None else fn(xs, kernels, bias)
-    out = sg(z)
-    for t, c in zip(outputs, rule.multipliers(outputs, z)):
-        if c is not None and not isinstance(t, float):
-            out = out + (t - sg(t)) * sg(c)
-    return out
-
-
-def _term_output(xs: List[Any], term: Tuple[Callable, list, Any], fn: Callable) -> Any:
-    """The term's output `f(P; W_k, b_k)` at the input identity `P` of the module docstring."""
-    modify, k, b = term
-    return fn([_through(modify(x), x) for x in xs], k, b)
-
-
-def _rule_backward(rule: Rule, fn: Callable, terms: list, xs: List[Any], z: Any, v: Any,
-                   vjp: Callable) -> List[Any]:
-    """`R_in = sum_k m_k(x) * J_k^T (c_k * v)` written out, for a backend's custom gradient (`rule_gradient`):
-    the terms are evaluated here, in the backward pass, and the layer's own output `z` is reused."""
-    outputs, pullbacks = [], []
-    for i, term in enumerate(terms):
-        if term is None:
-            outputs.append(0.0)
-            pullbacks.append(None)
-            continue
-        modify, k, b = term
-        ps = [modify(x) for x in xs]
-        t, pullback = vjp(lambda ps, k=k, b=b: fn(ps, k, b), ps)
-        outputs.append(z if i == rule.identity else t)
-        pullbacks.append((ps, pullback))
-    relevance: List[Any] = [None] * len(xs)
-    for entry, c in zip(pullbacks, rule.multipliers(outputs, z)):
-        if entry is None or c is None:
-            continue
-        ps, pullback = entry
-        for i, (p, g) in enumerate(zip(ps, pullback(v * c))):
-            if g is not None:  # None: the term does not read that input (TensorFlow's tape says so)
-                relevance[i] = p * g if relevance[i] is None else relevance[i] + p * g
-    return [ops.zeros_like(x) if r is None else r for r, x in zip(relevance, xs)]
-
-
-def _float32(x: Any) -> Any:
-    """`x` in float32; as it is when it already is (no cast op in an eager backend's loop)."""
-    return x if standardize_dtype(x.dtype) == "float32" else ops.cast(x, "float32")
-
-
-def pass_through(y: Any, x: Any) -> Any:
-    """Value `y`, relevance of `y` handed to `x` unchanged (same shape)."""
-    return sg(y) + (x - sg(x))
-
-
 def _activation(layer: keras.layers.Layer, z: Any) -> Any:
     """The layer's fused activation (read at call time: the logits patch may have removed it), with Pass."""
     fn = getattr(layer, "activation", None)
@@ -207,6 +102,7 @@ class Plan:
     folded: set = field(default_factory=set)
     nonnegative: set = field(default_factory=set)  # ids of layers whose every input comes out of a ReLU
     paths: Dict[int, str] = field(default_factory=dict)  # id(layer) -> its path in the model
+    reference: Any = None  # the model's own output on the sample `build_plan` ran (for `check_forward`)
 
     def describe(self) -> List[Tuple[str, str]]:
         """(layer path, rule) in call order, for users checking which rule went where. The path is the name
@@ -237,7 +133,8 @@ def _unknown(layers: List[Tuple[keras.layers.Layer, str]]) -> ValueError:
 
 def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Composite,
                rules: Sequence[Tuple[RuleKey, Rule]], canonize: bool) -> Plan:
-    """Runs `run()` (the model on one sample) with every layer recorded, then picks each layer's rule."""
+    """Runs `run()` (the model on one sample) with every layer recorded, then picks each layer's rule; its
+    output is kept as `Plan.reference`."""
     paths = {id(r.layer): r.path for r in capture.iter_layers(model)}
     layers = [l for l in capture.walk_layers(model) if layer_kind(l) != "container"]
     calls: List[Tuple[keras.layers.Layer, List[int], int]] = []
@@ -262,7 +159,7 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
     with contextlib.ExitStack() as stack:
         for layer in layers:
             stack.enter_context(patched(layer, "call", recorder(layer)))
-        run()
+        reference = run()
 
     counts: Dict[int, int] = {}
     consumers: Dict[int, int] = {}
@@ -272,7 +169,7 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
             consumers[t] = consumers.get(t, 0) + 1
     producer = {out: layer for layer, _, out in calls}
 
-    plan = Plan(paths=paths)
+    plan = Plan(paths=paths, reference=reference)
     positive: set = set()  # ids of tensors that are >= 0 by construction
     for layer, inputs, out in calls:
         if counts[id(layer)] == 1 and inputs and all(t in positive for t in inputs):
@@ -326,10 +223,11 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
 
 
 def check_forward(plan: Plan, run: Callable[[], Any]) -> None:
-    """The rules must not change the model's output: `run()` (the model on one sample) with and without them.
-    A rule that recomputes a layer (MultiHeadAttention, LayerNormalization, a folded BatchNormalization) and
-    no longer matches it would otherwise give relevance of another function, silently."""
-    want = [keras.ops.convert_to_numpy(t).astype("float64") for t in keras.tree.flatten(run())]
+    """The rules must not change the model's output: `run()` (the model on the sample `build_plan` ran) with
+    them against the output `build_plan` recorded without them. A rule that recomputes a layer
+    (MultiHeadAttention, LayerNormalization, a folded BatchNormalization) and no longer matches it would
+    otherwise give relevance of another function, silently."""
+    want = [keras.ops.convert_to_numpy(t).astype("float64") for t in keras.tree.flatten(plan.reference)]
     with propagating(plan):
         got = [keras.ops.convert_to_numpy(t).astype("float64") for t in keras.tree.flatten(run())]
     for a, b in zip(got, want):

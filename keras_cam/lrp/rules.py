@@ -6,7 +6,7 @@ the terms' outputs give. For a layer `z = f(x; W, b)` that is linear in `x`,
 
     R_in = sum_k m_k(x) * J_k^T (c_k * R_out),   J_k = d f(x; W_k, b_k) / dx,
 
-where `W_k, b_k` are the modified parameters. `propagation.py` builds that as a modified backward pass.
+where `W_k, b_k` are the modified parameters. `backward.py` builds that as a modified backward pass.
 Every rule here is zennit's definition (same terms, same stabilizer), so a composite gives zennit's numbers.
 """
 from __future__ import annotations

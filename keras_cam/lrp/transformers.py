@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import keras
 
+from keras_cam.lrp.backward import apply_rule, pass_through
 from keras_cam.lrp.rules import AttnLRP, Epsilon, LayerNorm, UniformProduct
 
 ops = keras.ops
@@ -51,7 +52,6 @@ def check_rule(rule: Any, kind: str, layer: keras.layers.Layer) -> None:
 
 def layernorm_call(layer: keras.layers.Layer, rule: LayerNorm) -> Callable:
     """LayerNormalization's call with the LN-rule as its backward pass."""
-    from keras_cam.lrp.propagation import apply_rule  # (propagation imports this module)
 
     def normalized(xs, k, b):
         x = xs[0]
@@ -70,14 +70,13 @@ def layernorm_call(layer: keras.layers.Layer, rule: LayerNorm) -> Callable:
         return y
 
     def call(inputs, *args, **kwargs):
-        return apply_rule(Epsilon(rule.epsilon), normalized, [inputs], [], None)
+        return apply_rule(rule, normalized, [inputs], [], None)  # LayerNorm is Epsilon on that map
 
     return call
 
 
 def attention_call(layer: keras.layers.Layer, rule: AttnLRP) -> Callable:
     """MultiHeadAttention's `_compute_attention` with AttnLRP as its backward pass: `(output, weights)`."""
-    from keras_cam.lrp.propagation import apply_rule, pass_through
 
     product, softmax = UniformProduct(rule.epsilon), Epsilon(rule.epsilon)
 
