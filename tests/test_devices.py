@@ -126,7 +126,9 @@ def _assert_same_maps(result: dict) -> None:
     for name, maps in result["maps"].items():
         maps, want = np.asarray(maps), np.asarray(expected[name])
         assert maps.shape == want.shape, name
-        np.testing.assert_allclose(maps, want, rtol=1e-5, atol=1e-5, err_msg=name)
+        # Eigenvectors split one matrix per LAPACK call differ from the batched call's by ~n * eps / gap.
+        atol = 1e-4 if name in ("kpcacam", "eigengradcam") else 1e-5
+        np.testing.assert_allclose(maps, want, rtol=1e-5, atol=atol, err_msg=name)
     assert np.asarray(ref["gradcam++_two_targets"]).shape == (5, 2, 12, 12)
     assert np.ptp(np.asarray(ref["gradcam"])) > 0.5  # real maps, not constant ones
     assert np.ptp(np.asarray(ref["lrp"])) > 0.01  # signed relevance, not zeros
@@ -226,5 +228,9 @@ def test_data_parallel_on_four_devices_runs_decompositions_and_one_row_chunks():
                           text=True, timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
     assert done.returncode == 0 and lines, done.stderr[-4000:]
+    # KPCA-CAM's map is a float32 eigenvector of a 576 x 576 kernel matrix: one matrix per LAPACK call and a
+    # batch of them take different kernels, whose results differ by ~n * eps / gap (1e-6 here, 1.7e-4 on
+    # another CPU). A wrong row or sign would be off by O(0.1).
+    tolerance = {"kpcacam": 1e-3}
     for name, error in json.loads(lines[-1][len("RESULT"):]).items():
-        assert error < 1e-4, name
+        assert error < tolerance.get(name, 1e-4), name
