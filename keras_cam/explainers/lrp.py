@@ -41,8 +41,10 @@ class LRP(InputGradientExplainer):
     Dense layer the input reaches in the forward pass (zennit: the first such module in module order); the
     relevance starts as the logit (zennit: whatever `attr_output` is given, usually the one-hot vector, so
     zennit's relevance is ours divided by the logit); `epsilon_gamma_box`'s ZBox bounds default to [0, 1]
-    (zennit requires them). Operations a subclassed model applies outside its layers (e.g. `keras.ops.relu`
-    in `call`) are differentiated as usual: write them as layers.
+    (zennit requires them). Operations between layers get rules too: in a functional model's graph, sums,
+    means and scalings (`a + b`, `keras.ops.mean(x, axis)`, `x / 255`) `Norm`, activations `Pass`, reshapes
+    and slices their gradient, any other is refused by path; a subclassed model's `call` may reshape, slice,
+    cast or rectify between its layers, and one that computes new values there (a sum) is refused.
 
     Args:
         model, use_logits, input_index, input_name, binary: as for every explainer (see `BaseCAM`).

@@ -24,7 +24,7 @@ import keras
 from keras_cam import capture
 from keras_cam.capture.hooks import activation_name, patched
 from keras_cam.lrp.composites import CONV, DENSE, Composite, RuleKey, user_rule
-from keras_cam.lrp import hub_layers, transformers
+from keras_cam.lrp import hub_layers, raw_ops, transformers
 from keras_cam.lrp.backward import apply_rule, pass_through
 from keras_cam.lrp.linear import stages
 from keras_cam.lrp.rules import AttnLRP, LayerNorm, Norm, Pass, Rule
@@ -119,47 +119,90 @@ class Plan:
 
 def _unknown(layers: List[Tuple[keras.layers.Layer, str]]) -> ValueError:
     """One error for every layer without a rule (with its path), in call order, with the fix."""
-    names = ", ".join(f"'{path}' ({type(l).__name__}{', holds layers' if capture.walk_layers(l) else ''})"
-                      for l, path in layers)
+    def what(l):
+        if raw_ops.is_operation(l):
+            return ", an operation between layers"
+        return ", holds layers" if capture.walk_layers(l) else ""
+
+    names = ", ".join(f"'{path}' ({type(l).__name__}{what(l)})" for l, path in layers)
     fix = ", ".join(f"'{path}': kc.lrp.Epsilon()" for _, path in layers[:3])
     return ValueError(
         f"LRP has no rule for layer{'s' if len(layers) > 1 else ''} {names}: keras-cam propagates relevance "
         "through Dense, EinsumDense, convolutions, pooling, BatchNormalization, LayerNormalization, "
-        "MultiHeadAttention, Add/Average, Concatenate, reshapes, dropout and activations (a custom layer that "
-        "holds layers applies operations between them that have no rule). Give "
+        "MultiHeadAttention, Add/Average, Concatenate, reshapes, dropout and activations, and operations "
+        "between layers that are sums, means, reshapes or activations (a custom layer that holds layers "
+        "applies operations between them that have no rule). Give "
         f"{'them rules' if len(layers) > 1 else 'it a rule'}: rules={{{fix}}} (the layer itself, "
-        "differentiated: any layer), or kc.lrp.Pass() for a layer that keeps its input's shape.")
+        "differentiated: any layer), kc.lrp.UniformProduct() for a product of two tensors (half the relevance "
+        "to each), or kc.lrp.Pass() for a layer that keeps its input's shape.")
+
+
+@dataclass
+class _Recording:
+    """One run of the model: `calls` (layer, input tensor ids, output id) in call order, by id the outputs'
+    ranks and the operations' kinds, every layer's and operation's path, and the model's output."""
+
+    calls: List[Tuple[keras.layers.Layer, List[int], int]]
+    ranks: Dict[int, int]
+    op_kinds: Dict[int, str]
+    paths: Dict[int, str]
+    reference: Any
+    keep: List[Any]  # the tensors, alive as long as the ids are used
+
+
+def _record(model: keras.layers.Layer, run: Callable[[], Any]) -> _Recording:
+    """Runs `run()` with every layer and graph operation recorded; refuses a subclassed model that computes
+    between its layers."""
+    refs = list(capture.iter_layers(model))
+    paths = {id(r.layer): r.path for r in refs}
+    # Operations of functional graphs that are not layers (`a + b`): recorded and given rules as layers are.
+    raw = raw_ops.operations(model, [(r.layer, r.path) for r in refs])
+    paths.update((id(op), path) for op, path in raw)
+    layers = [l for l in capture.walk_layers(model) if layer_kind(l) != "container"] + [op for op, _ in raw]
+    op_kinds: Dict[int, str] = {}  # an operation's kind depends on its arguments: decided when it runs
+    calls: List[Tuple[keras.layers.Layer, List[int], int]] = []
+    ranks: Dict[int, int] = {}
+    keep: List[Any] = []  # tensors stay alive during the run, so their ids stay unique
+
+    provenance = raw_ops.Provenance()  # what subclassed models compute between their layers
+
+    def recorder(layer):
+        original = provenance.around(layer, layer.call)
+
+        def call(*args, **kwargs):
+            out = original(*args, **kwargs)
+            if raw_ops.is_operation(layer):
+                flat = raw_ops.tensors(args, kwargs)
+                op_kinds[id(layer)] = raw_ops.kind(layer, args)
+            else:
+                # The inputs: the first argument, or the first keyword one (a layer called as `layer(inputs=x)`).
+                inputs = args[0] if args else next(iter(kwargs.values()), None)
+                flat = keras.tree.flatten(inputs)
+            keep.extend(flat + [out])
+            ranks[id(out)] = len(getattr(out, "shape", ()))
+            calls.append((layer, [id(t) for t in flat], id(out)))
+            provenance.note(layer, flat, out)
+            return out
+
+        return call
+
+    containers = [model] + [l for l in capture.walk_layers(model) if layer_kind(l) == "container"]
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            stack.enter_context(patched(layer, "call", recorder(layer)))
+        for container in containers:
+            stack.enter_context(patched(container, "call", provenance.container(container, container.call)))
+        reference = run()
+    provenance.check(paths)
+    return _Recording(calls, ranks, op_kinds, paths, reference, keep)
 
 
 def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Composite,
                rules: Sequence[Tuple[RuleKey, Rule]], canonize: bool) -> Plan:
     """Runs `run()` (the model on one sample) with every layer recorded, then picks each layer's rule; its
     output is kept as `Plan.reference`."""
-    paths = {id(r.layer): r.path for r in capture.iter_layers(model)}
-    layers = [l for l in capture.walk_layers(model) if layer_kind(l) != "container"]
-    calls: List[Tuple[keras.layers.Layer, List[int], int]] = []
-    ranks: Dict[int, int] = {}
-    keep: List[Any] = []  # tensors stay alive during the run, so their ids stay unique
-
-    def recorder(layer):
-        original = layer.call
-
-        def call(*args, **kwargs):
-            out = original(*args, **kwargs)
-            # The inputs: the first argument, or the first keyword one (a layer called as `layer(inputs=x)`).
-            inputs = args[0] if args else next(iter(kwargs.values()), None)
-            flat = keras.tree.flatten(inputs)
-            keep.extend(flat + [out])
-            ranks[id(out)] = len(getattr(out, "shape", ()))
-            calls.append((layer, [id(t) for t in flat], id(out)))
-            return out
-
-        return call
-
-    with contextlib.ExitStack() as stack:
-        for layer in layers:
-            stack.enter_context(patched(layer, "call", recorder(layer)))
-        reference = run()
+    recording = _record(model, run)
+    calls, ranks, paths = recording.calls, recording.ranks, recording.paths
 
     counts: Dict[int, int] = {}
     consumers: Dict[int, int] = {}
@@ -169,14 +212,18 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
             consumers[t] = consumers.get(t, 0) + 1
     producer = {out: layer for layer, _, out in calls}
 
-    plan = Plan(paths=paths, reference=reference)
+    def kind_of(layer):
+        return recording.op_kinds.get(id(layer)) or layer_kind(layer)
+
+    plan = Plan(paths=paths, reference=recording.reference)
     positive: set = set()  # ids of tensors that are >= 0 by construction
     for layer, inputs, out in calls:
+        operation = raw_ops.is_operation(layer)
         if counts[id(layer)] == 1 and inputs and all(t in positive for t in inputs):
             plan.nonnegative.add(id(layer))
-            if layer_kind(layer) in ("gradient", "average", "merge"):
+            if raw_ops.keeps_sign(layer) if operation else kind_of(layer) in ("gradient", "average", "merge"):
                 positive.add(out)
-        if _relu_output(layer):
+        if raw_ops.is_relu(layer) if operation else _relu_output(layer):
             positive.add(out)
     first_seen = False
     seen: set = set()
@@ -185,7 +232,7 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        kind = layer_kind(layer)
+        kind = kind_of(layer)
         rule = user_rule(layer, paths.get(id(layer), layer.name), rules)
         is_first = False
         if kind in composite.first_kinds and not first_seen:
@@ -198,7 +245,7 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
                                  "kc.lrp.Epsilon() or kc.lrp.Pass().")
         elif kind in (CONV, DENSE):
             rule = composite.rule_for(kind, is_first)
-        elif kind in ("average", "merge", "camhead") or kind in hub_layers.KINDS:
+        elif kind in ("average", "merge", "camhead", "op_linear") or kind in hub_layers.KINDS:
             rule = Norm()
         elif kind in ("attention", "layernorm"):
             rule = transformers.default_rule(kind)
@@ -333,6 +380,8 @@ def propagating(plan: Plan) -> Iterator[None]:
                 replacement = hub_layers.call_for(layer, kind, rule)
             elif kind == "layernorm" and isinstance(rule, LayerNorm):
                 replacement = transformers.layernorm_call(layer, rule)
+            elif raw_ops.is_operation(layer) and not isinstance(rule, Pass):
+                replacement = raw_ops.call_for(layer, rule)  # over all its tensor arguments
             elif kind in (CONV, DENSE) and (rule.needs_params or not isinstance(rule, Pass)):
                 replacement = _linear_call(layer, rule, plan.folds.get(id(layer)), id(layer) in plan.nonnegative)
             else:
