@@ -155,6 +155,19 @@ def test_lrp_through_keras_hub_vit_blocks_shares_each_sum_in_proportion(models):
     assert np.abs(r_mlp - r_block).max() > 0.1 * np.abs(r_block).max()
 
 
+@pytest.mark.backends
+def test_lrp_through_the_classifiers_mean_pooling_shares_in_proportion(models):
+    """`pooling="gap"` averages the tokens with `keras.ops.mean` in the classifier's graph: each token's share
+    of the relevance is its contribution, `x_tc w_ck / T`, not the gradient's even `mean_c w_ck / T`."""
+    model, x = models[False], images(n=2)
+    lrp = kc.LRP(model, composite="epsilon", layer=model.backbone.name)
+    r_tokens = lrp.relevance(x, targets=1)
+    tokens = keras.ops.convert_to_numpy(model.backbone(x)).astype(np.float64)
+    w = keras.ops.convert_to_numpy(model.get_layer("predictions").kernel).astype(np.float64)[:, 1]
+    want = tokens * w / tokens.shape[1]  # the stabilizers' factors are 1 to 1e-5 here
+    np.testing.assert_allclose(r_tokens.reshape(want.shape), want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+
+
 def _head(backbone: keras.Model) -> keras.Model:
     inputs = keras.Input((SIZE, SIZE, 3))
     return keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs)[:, 0]))
