@@ -154,3 +154,36 @@ def test_a_subclassed_model_that_moves_values_between_its_layers_gets_the_functi
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     logits = ops.convert_to_numpy(model(x))[:, 1]
     np.testing.assert_allclose(got.reshape(3, -1).sum(1), logits, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
+
+
+@pytest.mark.backends
+def test_subtract_maximum_and_minimum_layers_conserve_and_a_difference_is_not_taken_as_nonnegative():
+    inputs = keras.Input((6,))
+    a = L.Dense(5, activation="relu", use_bias=False, name="a")(inputs)
+    b = L.Dense(5, activation="relu", use_bias=False, name="b")(inputs)
+    merged = L.Concatenate()([L.Subtract(name="sub")([a, b]), L.Maximum()([a, b]), L.Minimum()([a, b])])
+    model = keras.Model(inputs, L.Dense(2, use_bias=False, name="top")(merged))
+    numpy_weights(model, bias=0.0)
+    x = np.random.default_rng(4).normal(0, 1, (4, 6)).astype("float32")
+    # ZPlus on `top`: its input holds a difference, negative in places, so the negative part of its input
+    # must not be skipped as it is after a ReLU. Against numpy, from the logit down to the input:
+    lrp = kc.LRP(model, composite="epsilon", rules={"top": kc.lrp.ZPlus()})
+    got = lrp.relevance(x, targets=0)
+    f = lambda layer: ops.convert_to_numpy(model.get_layer(layer).kernel).astype(np.float64)  # noqa: E731
+    stab = lambda v: v + 1e-6 * np.where(v >= 0, 1.0, -1.0)  # noqa: E731
+    x64 = x.astype(np.float64)
+    za, zb = x64 @ f("a"), x64 @ f("b")
+    a_, b_ = np.maximum(za, 0), np.maximum(zb, 0)
+    z = np.concatenate([a_ - b_, np.maximum(a_, b_), np.minimum(a_, b_)], axis=1)
+    w = f("top")[:, 0]
+    zp = np.maximum(z, 0) * np.maximum(w, 0) + np.minimum(z, 0) * np.minimum(w, 0)  # zennit's ZPlus terms
+    logits = z @ w
+    r = zp / stab(zp.sum(1, keepdims=True)) * logits[:, None]
+    r_sub, r_max, r_min = r[:, :5], r[:, 5:10], r[:, 10:]
+    a_wins = a_ >= b_
+    r_a = a_ / stab(a_ - b_) * r_sub + np.where(a_wins, r_max, 0) + np.where(a_wins, 0, r_min)
+    r_b = -b_ / stab(a_ - b_) * r_sub + np.where(a_wins, 0, r_max) + np.where(a_wins, r_min, 0)
+    want = sum(x64 * (f(name) @ (rel / stab(pre)).T).T for name, rel, pre in (("a", r_a, za), ("b", r_b, zb)))
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * np.abs(want).max())
+    total = kc.LRP(model, composite="epsilon").relevance(x, targets=0).sum(1)
+    np.testing.assert_allclose(total, logits, rtol=1e-4, atol=1e-4 * np.abs(logits).max())

@@ -41,7 +41,7 @@ _GRADIENT = tuple(getattr(L, n) for n in (
     "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
     "GlobalMaxPooling3D", "Concatenate", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D",
-    "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling3D",
+    "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling3D", "Maximum", "Minimum",
     "Embedding") if hasattr(L, n))  # Embedding: its input is indices, which take no relevance
 #: Elementwise layers: relevance passes unchanged (zennit's `Pass` for activations).
 _PASS = tuple(getattr(L, n) for n in (
@@ -49,7 +49,7 @@ _PASS = tuple(getattr(L, n) for n in (
     if hasattr(L, n))
 _AVERAGE = (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
             L.GlobalAveragePooling2D, L.GlobalAveragePooling3D)
-_MERGE = (L.Add, L.Average)
+_MERGE = (L.Add, L.Subtract, L.Average)
 #: Linear layers whose weights keras-cam reads, by the public class whose `call` they must keep.
 _LINEAR = ((L.Dense, DENSE), (L.Conv1D, CONV), (L.Conv2D, CONV), (L.Conv3D, CONV), (L.Conv1DTranspose, CONV),
            (L.Conv2DTranspose, CONV), (L.Conv3DTranspose, CONV), (L.DepthwiseConv1D, CONV),
@@ -129,7 +129,7 @@ def _unknown(layers: List[Tuple[keras.layers.Layer, str]]) -> ValueError:
     return ValueError(
         f"LRP has no rule for layer{'s' if len(layers) > 1 else ''} {names}: keras-cam propagates relevance "
         "through Dense, EinsumDense, convolutions, pooling, BatchNormalization, LayerNormalization, "
-        "MultiHeadAttention, Add/Average, Concatenate, reshapes, dropout and activations, and operations "
+        "MultiHeadAttention, Add/Subtract/Average, Maximum/Minimum, Concatenate, reshapes, dropout and activations, and operations "
         "between layers that are sums, means, reshapes or activations (a custom layer that holds layers "
         "applies operations between them that have no rule). Give "
         f"{'them rules' if len(layers) > 1 else 'it a rule'}: rules={{{fix}}} (the layer itself, "
@@ -221,7 +221,8 @@ def build_plan(model: keras.layers.Layer, run: Callable[[], Any], composite: Com
         operation = raw_ops.is_operation(layer)
         if counts[id(layer)] == 1 and inputs and all(t in positive for t in inputs):
             plan.nonnegative.add(id(layer))
-            if raw_ops.keeps_sign(layer) if operation else kind_of(layer) in ("gradient", "average", "merge"):
+            if raw_ops.keeps_sign(layer) if operation else (kind_of(layer) in ("gradient", "average", "merge")
+                                                             and not isinstance(layer, L.Subtract)):
                 positive.add(out)
         if raw_ops.is_relu(layer) if operation else _relu_output(layer):
             positive.add(out)
