@@ -168,6 +168,37 @@ def test_lrp_through_the_classifiers_mean_pooling_shares_in_proportion(models):
     np.testing.assert_allclose(r_tokens.reshape(want.shape), want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.backends
+def test_lrp_through_keras_hub_deit_shares_its_sums_in_proportion():
+    """DeiT's residual sums (one in its block, one in the block's DeiTOutput) and its position embeddings
+    (after the class and distillation tokens) under Norm: read on both sides of the sums."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.DeiTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=2,
+                                             num_heads=2, hidden_dim=DIM, intermediate_dim=32)
+    model, x = _head(backbone), images(n=2)
+    path, block_path = f"{backbone.name}/deit_patching_and_embedding", f"{backbone.name}/deit_encoder/transformer_block_1"
+    lrp = kc.LRP(model, composite="epsilon",
+                 layer=[path, f"{path}/patch_embedding", f"{block_path}/output_layer", f"{block_path}/output_layer/output"])
+    r_embedding, r_patches, r_block, r_dense = lrp.relevance(x, targets=1)
+    plan = dict(lrp.plan())
+    assert plan[block_path] == plan[f"{block_path}/output_layer"] == plan[path] == "Norm(epsilon=1e-06)"
+    embedding = backbone.get_layer("deit_patching_and_embedding")
+    block = backbone.get_layer("deit_encoder").encoder_layers[0]
+    f64 = lambda t: keras.ops.convert_to_numpy(t).astype(np.float64)  # noqa: E731
+    stab = lambda z: z + 1e-6 * np.where(z >= 0, 1.0, -1.0)  # noqa: E731
+    patches = f64(embedding.patch_embedding(x)).reshape(2, GRID * GRID, DIM)
+    tokens = f64(embedding(x))
+    want = patches / stab(tokens[:, 2:]) * r_embedding[:, 2:]
+    np.testing.assert_allclose(r_patches.reshape(2, GRID * GRID, DIM), want, rtol=1e-3, atol=1e-4 * abs(want).max())
+    h = block.layer_norm_1(embedding(x))
+    middle = f64(block.mha(h, h)) + tokens
+    dense = f64(block.output_layer.dense(block.mlp(block.layer_norm_2(keras.ops.convert_to_tensor(middle, "float32")))))
+    want = dense / stab(dense + middle) * r_block
+    np.testing.assert_allclose(r_dense, want, rtol=1e-3, atol=1e-4 * abs(want).max())
+    # A gradient would have handed the dense branch all of the block's relevance.
+    assert np.abs(r_dense - r_block).max() > 0.1 * np.abs(r_block).max()
+
+
 def _head(backbone: keras.Model) -> keras.Model:
     inputs = keras.Input((SIZE, SIZE, 3))
     return keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs)[:, 0]))
@@ -205,10 +236,10 @@ def test_keras_hub_models(kind):
     for name in ("gradcam++", "scorecam", "eigencam"):
         maps = kc.get_explainer(name, model).explain(x, targets=k)  # k: a class with positive evidence
         assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all() and maps.any(), (kind, name)
-    if kind == "resnet":
+    if kind in ("resnet", "deit"):
         relevance = kc.LRP(model).explain(x, normalize=False)
         assert relevance.shape == (2, SIZE, SIZE) and np.isfinite(relevance).all() and relevance.any()
-    else:  # their own encoder blocks: no rules yet, every one named at once with its path
+    else:  # DINOv2's own encoder blocks: no rules yet, every one named at once with its path
         with pytest.raises(ValueError, match=r"LRP has no rule for layers '[^']+/[^']+' .*, holds layers.*Give them"):
             kc.LRP(model)(x)
 

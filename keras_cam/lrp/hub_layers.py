@@ -1,5 +1,5 @@
-"""keras-hub's ViT layers under LRP (`keras_hub.models.ViTBackbone`; docs/architecture.md, "Relevance
-propagation: transformers").
+"""keras-hub's ViT and DeiT layers under LRP (`keras_hub.models.ViTBackbone`, `DeiTBackbone`;
+docs/architecture.md, "Relevance propagation: transformers").
 
 Those are custom layers that hold layers and apply operations between them, which relevance must not cross
 as a gradient: an encoder block adds its residuals with `+`, and a gradient hands each branch all of the
@@ -12,6 +12,9 @@ MultiHeadAttention, Dense, the patch convolution):
   position embeddings under `Norm`: the position embeddings (and the class token) take their share, as a
   bias does, and hand it to nothing.
 - `ViTEncoder` and `MLP` only run layers one after the other: their own gradient.
+- DeiT: `DeiTEncoderBlock` (`x = x + mha(ln_1(x))`, then its `DeiTOutput` adds `dense(mlp(ln_2(x)))` to `x`),
+  `DeiTOutput` and `DeiTEmbeddings` (class and distillation tokens, then the position embeddings) likewise;
+  `DeiTEncoder` and `DeiTIntermediate` only chain layers.
 
 Recognized by exact class (module and name, keras-hub is not imported): a subclass or another version's
 layer with another `call` is refused as unknown, and `LRP` checks on its first call that the rules leave the
@@ -28,23 +31,20 @@ from keras_cam.lrp.rules import Norm
 
 ops = keras.ops
 _VIT = "keras_hub.src.models.vit.vit_layers"
+_DEIT = "keras_hub.src.models.deit.deit_layers"
+#: keras-hub's layers by (module, class name): the kind each is here.
+_KINDS = {(_VIT, "ViTEncoderBlock"): "vit_block", (_VIT, "ViTPatchingAndEmbedding"): "vit_embedding",
+          (_VIT, "ViTEncoder"): "container", (_VIT, "MLP"): "container",
+          (_DEIT, "DeiTEncoderBlock"): "deit_block", (_DEIT, "DeiTOutput"): "deit_output",
+          (_DEIT, "DeiTEmbeddings"): "deit_embedding", (_DEIT, "DeiTEncoder"): "container",
+          (_DEIT, "DeiTIntermediate"): "container"}
 #: The layers rewritten here, by kind.
-KINDS = ("vit_block", "vit_embedding")
-
-
-def _is(layer: keras.layers.Layer, name: str) -> bool:
-    return type(layer).__module__ == _VIT and type(layer).__name__ == name
+KINDS = ("vit_block", "vit_embedding", "deit_block", "deit_output", "deit_embedding")
 
 
 def layer_kind(layer: keras.layers.Layer) -> Optional[str]:
-    """"vit_block", "vit_embedding", "container" (layers in sequence) or None."""
-    if _is(layer, "ViTEncoderBlock"):
-        return "vit_block"
-    if _is(layer, "ViTPatchingAndEmbedding"):
-        return "vit_embedding"
-    if _is(layer, "ViTEncoder") or _is(layer, "MLP"):
-        return "container"
-    return None
+    """One of `KINDS`, "container" (layers in sequence) or None."""
+    return _KINDS.get((type(layer).__module__, type(layer).__name__))
 
 
 def call_for(layer: keras.layers.Layer, kind: str, rule: Norm) -> Callable:
@@ -58,14 +58,37 @@ def call_for(layer: keras.layers.Layer, kind: str, rule: Norm) -> Callable:
         x = add(x, inputs)
         return add(x, layer.mlp(layer.layer_norm_2(x)))
 
-    def embedding(inputs, *args, **kwargs):
+    def patches_of(inputs):
         patches = layer.patch_embedding(inputs)
         if layer.data_format == "channels_first":
             patches = ops.transpose(patches, (0, 2, 3, 1))
         shape = ops.shape(patches)
-        patches = ops.reshape(patches, [shape[0], -1, shape[-1]])
+        return ops.reshape(patches, [shape[0], -1, shape[-1]]), shape[0]
+
+    def embedding(inputs, *args, **kwargs):
+        patches, n = patches_of(inputs)
         if layer.use_class_token:
-            patches = ops.concatenate([ops.tile(layer.class_token, (shape[0], 1, 1)), patches], axis=1)
+            patches = ops.concatenate([ops.tile(layer.class_token, (n, 1, 1)), patches], axis=1)
         return add(patches, layer.position_embedding(layer.position_ids))
 
-    return block if kind == "vit_block" else embedding
+    def deit_embedding(inputs, bool_masked_pos=None):
+        patches, n = patches_of(inputs)  # (masked patches are for pretraining: not at inference)
+        tokens = [ops.tile(layer.class_token, (n, 1, 1)), ops.tile(layer.distillation_token, (n, 1, 1))]
+        positions = ops.convert_to_tensor(layer.position_embedding)  # a variable: not a custom gradient's input
+        return layer.dropout(add(ops.concatenate(tokens + [patches], axis=1), positions))
+
+    def deit_block(hidden_states, attention_mask=None, return_attention_scores=False):
+        x = layer.layer_norm_1(hidden_states)
+        scores = None
+        if return_attention_scores:
+            x, scores = layer.mha(x, x, attention_mask=attention_mask, return_attention_scores=True)
+        else:
+            x = layer.mha(x, x, attention_mask=attention_mask)
+        x = add(x, hidden_states)
+        return layer.output_layer(layer.mlp(layer.layer_norm_2(x)), x), scores
+
+    def deit_output(hidden_states, input_tensor):
+        return add(layer.dropout(layer.dense(hidden_states)), input_tensor)
+
+    return {"vit_block": block, "vit_embedding": embedding, "deit_embedding": deit_embedding,
+            "deit_block": deit_block, "deit_output": deit_output}[kind]
