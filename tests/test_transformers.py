@@ -199,6 +199,36 @@ def test_lrp_through_keras_hub_deit_shares_its_sums_in_proportion():
     assert np.abs(r_dense - r_block).max() > 0.1 * np.abs(r_block).max()
 
 
+@pytest.mark.backends
+def test_lrp_through_keras_hub_dinov2_shares_its_sums_in_proportion():
+    """DINOv2: the second residual sum of a layer (its MLP branch scaled by LayerScale, which passes relevance)
+    and the position embeddings (before the register tokens go in) under Norm."""
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.DINOV2Backbone(patch_size=PATCH, num_layers=2, hidden_dim=DIM, num_heads=2,
+                                               intermediate_dim=32, num_register_tokens=4, image_shape=(SIZE, SIZE, 3),
+                                               position_embedding_shape=(SIZE, SIZE, 3))
+    model, x = _head(backbone), images(n=2)
+    path, block_path = f"{backbone.name}/embeddings", f"{backbone.name}/encoder/layers_0"
+    lrp = kc.LRP(model, composite="epsilon", layer=[path, f"{path}/patch_embeddings/projection", block_path,
+                                                    f"{block_path}/layer_scale2"])
+    r_embedding, r_patches, r_block, r_scaled = lrp.relevance(x, targets=2)
+    plan = dict(lrp.plan())
+    assert plan[block_path] == plan[path] == "Norm(epsilon=1e-06)" and plan[f"{block_path}/layer_scale1"] == "Pass()"
+    embeddings, block = backbone.get_layer("embeddings"), backbone.get_layer("encoder").layers[0]
+    f64 = lambda t: keras.ops.convert_to_numpy(t).astype(np.float64)  # noqa: E731
+    stab = lambda z: z + 1e-6 * np.where(z >= 0, 1.0, -1.0)  # noqa: E731
+    patches = f64(embeddings.patch_embeddings(x))
+    positions = f64(embeddings.interpolated_position_embeddings)[:, 1:]
+    want = patches / stab(patches + positions) * r_embedding[:, 5:]  # after the class and 4 register tokens
+    np.testing.assert_allclose(r_patches.reshape(want.shape), want, rtol=1e-3, atol=1e-4 * abs(want).max())
+    tokens = embeddings(x)
+    hidden = block.layer_scale1(block.attention(block.norm1(tokens))) + tokens
+    scaled = f64(block.layer_scale2(block.mlp(block.norm2(hidden))))
+    want = scaled / stab(scaled + f64(hidden)) * r_block
+    np.testing.assert_allclose(r_scaled, want, rtol=1e-3, atol=1e-4 * abs(want).max())
+    assert np.abs(r_scaled - r_block).max() > 0.1 * np.abs(r_block).max()  # not a gradient's all-to-each
+
+
 def _head(backbone: keras.Model) -> keras.Model:
     inputs = keras.Input((SIZE, SIZE, 3))
     return keras.Model(inputs, keras.layers.Dense(3)(backbone(inputs)[:, 0]))
@@ -236,12 +266,8 @@ def test_keras_hub_models(kind):
     for name in ("gradcam++", "scorecam", "eigencam"):
         maps = kc.get_explainer(name, model).explain(x, targets=k)  # k: a class with positive evidence
         assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all() and maps.any(), (kind, name)
-    if kind in ("resnet", "deit"):
-        relevance = kc.LRP(model).explain(x, normalize=False)
-        assert relevance.shape == (2, SIZE, SIZE) and np.isfinite(relevance).all() and relevance.any()
-    else:  # DINOv2's own encoder blocks: no rules yet, every one named at once with its path
-        with pytest.raises(ValueError, match=r"LRP has no rule for layers '[^']+/[^']+' .*, holds layers.*Give them"):
-            kc.LRP(model)(x)
+    relevance = kc.LRP(model).explain(x, normalize=False)
+    assert relevance.shape == (2, SIZE, SIZE) and np.isfinite(relevance).all() and relevance.any()
 
 
 @pytest.mark.backends
@@ -259,6 +285,9 @@ def test_swin_automatic_layer_is_the_norm_before_its_last_window_attention():
     k = max(ref, key=lambda c: ref[c].sum())
     np.testing.assert_allclose(explainer.explain(x, targets=k, upsample=False, normalize=False), ref[k],
                                rtol=1e-4, atol=1e-6)
+    # Swin's own blocks (window attention, shifted windows): no LRP rules, every one named with its path.
+    with pytest.raises(ValueError, match=r"LRP has no rule for layers '[^']+/[^']+' .*, holds layers.*Give them"):
+        kc.LRP(model)(x)
 
 
 @pytest.mark.backends

@@ -1,4 +1,5 @@
-"""keras-hub's ViT and DeiT layers under LRP (`keras_hub.models.ViTBackbone`, `DeiTBackbone`;
+"""keras-hub's ViT, DeiT and DINOv2 layers under LRP (`keras_hub.models.ViTBackbone`, `DeiTBackbone`,
+`DINOV2Backbone`;
 docs/architecture.md, "Relevance propagation: transformers").
 
 Those are custom layers that hold layers and apply operations between them, which relevance must not cross
@@ -15,6 +16,11 @@ MultiHeadAttention, Dense, the patch convolution):
 - DeiT: `DeiTEncoderBlock` (`x = x + mha(ln_1(x))`, then its `DeiTOutput` adds `dense(mlp(ln_2(x)))` to `x`),
   `DeiTOutput` and `DeiTEmbeddings` (class and distillation tokens, then the position embeddings) likewise;
   `DeiTEncoder` and `DeiTIntermediate` only chain layers.
+- DINOv2: `DINOV2Layer` (two residual sums, each branch scaled by a LayerScale), `DINOV2Embedding` (class
+  token, position embeddings, then register tokens) likewise; `DINOV2LayerScale` (a per-channel factor, whose
+  epsilon rule hands relevance on unchanged) and `DINOV2DropPath` (the identity at inference) pass relevance;
+  `DINOV2Encoder`, `DINOV2Attention`, `DINOV2MLP` and `DINOV2PatchEmbedding` only chain layers and reshape.
+  `DINOV2SwiGLUFFN` multiplies two branches: no rule, refused by name.
 
 Recognized by exact class (module and name, keras-hub is not imported): a subclass or another version's
 layer with another `call` is refused as unknown, and `LRP` checks on its first call that the rules leave the
@@ -32,14 +38,20 @@ from keras_cam.lrp.rules import Norm
 ops = keras.ops
 _VIT = "keras_hub.src.models.vit.vit_layers"
 _DEIT = "keras_hub.src.models.deit.deit_layers"
+_DINO = "keras_hub.src.models.dinov2.dinov2_layers"
 #: keras-hub's layers by (module, class name): the kind each is here.
 _KINDS = {(_VIT, "ViTEncoderBlock"): "vit_block", (_VIT, "ViTPatchingAndEmbedding"): "vit_embedding",
           (_VIT, "ViTEncoder"): "container", (_VIT, "MLP"): "container",
           (_DEIT, "DeiTEncoderBlock"): "deit_block", (_DEIT, "DeiTOutput"): "deit_output",
           (_DEIT, "DeiTEmbeddings"): "deit_embedding", (_DEIT, "DeiTEncoder"): "container",
-          (_DEIT, "DeiTIntermediate"): "container"}
+          (_DEIT, "DeiTIntermediate"): "container",
+          (_DINO, "DINOV2Layer"): "dino_block", (_DINO, "DINOV2Embedding"): "dino_embedding",
+          (_DINO, "DINOV2LayerScale"): "pass", (_DINO, "DINOV2DropPath"): "pass",
+          (_DINO, "DINOV2Encoder"): "container", (_DINO, "DINOV2Attention"): "container",
+          (_DINO, "DINOV2MLP"): "container", (_DINO, "DINOV2PatchEmbedding"): "container"}
 #: The layers rewritten here, by kind.
-KINDS = ("vit_block", "vit_embedding", "deit_block", "deit_output", "deit_embedding")
+KINDS = ("vit_block", "vit_embedding", "deit_block", "deit_output", "deit_embedding", "dino_block",
+         "dino_embedding")
 
 
 def layer_kind(layer: keras.layers.Layer) -> Optional[str]:
@@ -90,5 +102,21 @@ def call_for(layer: keras.layers.Layer, kind: str, rule: Norm) -> Callable:
     def deit_output(hidden_states, input_tensor):
         return add(layer.dropout(layer.dense(hidden_states)), input_tensor)
 
-    return {"vit_block": block, "vit_embedding": embedding, "deit_embedding": deit_embedding,
+    def dino_embedding(inputs, masks=None, training=None):
+        n = ops.shape(inputs)[0]  # (masks are for pretraining: not at inference)
+        patches = layer.patch_embeddings(inputs, training=training)
+        tokens = ops.concatenate([ops.tile(layer.cls_token, (n, 1, 1)), patches], axis=1)
+        tokens = add(tokens, ops.convert_to_tensor(layer.interpolated_position_embeddings))
+        if layer.num_register_tokens > 0:
+            registers = ops.tile(layer.register_tokens, (n, 1, 1))
+            tokens = ops.concatenate([tokens[:, :1], registers, tokens[:, 1:]], axis=1)
+        return layer.dropout(tokens, training=training)
+
+    def dino_block(inputs, training=None):
+        x = layer.layer_scale1(layer.attention(layer.norm1(inputs, training=training), training=training))
+        hidden = add(layer.drop_path(x, training=training), inputs)
+        x = layer.layer_scale2(layer.mlp(layer.norm2(hidden, training=training), training=training))
+        return add(layer.drop_path(x, training=training), hidden)
+
+    return {"dino_embedding": dino_embedding, "dino_block": dino_block, "vit_block": block, "vit_embedding": embedding, "deit_embedding": deit_embedding,
             "deit_block": deit_block, "deit_output": deit_output}[kind]

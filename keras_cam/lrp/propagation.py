@@ -6,7 +6,7 @@ Each layer's `call` is replaced for the duration of one traced call (`capture.ho
 (`backward.apply_rule`): the "gradient" that reaches any tensor is its relevance. Layers that move values
 without mixing them (Flatten, Reshape, max pooling, Concatenate, padding) keep their own gradient, which
 moves relevance the same way; activations pass it unchanged. Transformer layers: `transformers.py` (Keras's
-LayerNormalization and MultiHeadAttention) and `hub_layers.py` (keras-hub's ViT blocks).
+LayerNormalization and MultiHeadAttention) and `hub_layers.py` (keras-hub's ViT, DeiT and DINOv2 blocks).
 
 `build_plan` runs the model once on one sample with every layer recorded, to learn which layers run, in which
 order (the "first layer" of a composite), and which BatchNormalization directly follows a convolution or
