@@ -176,9 +176,10 @@ def test_lrp_through_keras_hub_deit_shares_its_sums_in_proportion():
     backbone = keras_hub.models.DeiTBackbone(image_shape=(SIZE, SIZE, 3), patch_size=PATCH, num_layers=2,
                                              num_heads=2, hidden_dim=DIM, intermediate_dim=32)
     model, x = _head(backbone), images(n=2)
-    path, block_path = f"{backbone.name}/deit_patching_and_embedding", f"{backbone.name}/deit_encoder/transformer_block_1"
-    lrp = kc.LRP(model, composite="epsilon",
-                 layer=[path, f"{path}/patch_embedding", f"{block_path}/output_layer", f"{block_path}/output_layer/output"])
+    path = f"{backbone.name}/deit_patching_and_embedding"
+    block_path = f"{backbone.name}/deit_encoder/transformer_block_1"
+    lrp = kc.LRP(model, composite="epsilon", layer=[path, f"{path}/patch_embedding", f"{block_path}/output_layer",
+                                                    f"{block_path}/output_layer/output"])
     r_embedding, r_patches, r_block, r_dense = lrp.relevance(x, targets=1)
     plan = dict(lrp.plan())
     assert plan[block_path] == plan[f"{block_path}/output_layer"] == plan[path] == "Norm(epsilon=1e-06)"

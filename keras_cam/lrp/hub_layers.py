@@ -118,5 +118,6 @@ def call_for(layer: keras.layers.Layer, kind: str, rule: Norm) -> Callable:
         x = layer.layer_scale2(layer.mlp(layer.norm2(hidden, training=training), training=training))
         return add(layer.drop_path(x, training=training), hidden)
 
-    return {"dino_embedding": dino_embedding, "dino_block": dino_block, "vit_block": block, "vit_embedding": embedding, "deit_embedding": deit_embedding,
+    return {"vit_block": block, "vit_embedding": embedding, "deit_embedding": deit_embedding,
+            "dino_embedding": dino_embedding, "dino_block": dino_block,
             "deit_block": deit_block, "deit_output": deit_output}[kind]

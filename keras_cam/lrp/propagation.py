@@ -129,9 +129,9 @@ def _unknown(layers: List[Tuple[keras.layers.Layer, str]]) -> ValueError:
     return ValueError(
         f"LRP has no rule for layer{'s' if len(layers) > 1 else ''} {names}: keras-cam propagates relevance "
         "through Dense, EinsumDense, convolutions, pooling, BatchNormalization, LayerNormalization, "
-        "MultiHeadAttention, Add/Subtract/Average, Maximum/Minimum, Concatenate, reshapes, dropout and activations, and operations "
-        "between layers that are sums, means, reshapes or activations (a custom layer that holds layers "
-        "applies operations between them that have no rule). Give "
+        "MultiHeadAttention, Add/Subtract/Average, Maximum/Minimum, Concatenate, reshapes, dropout and "
+        "activations, and operations between layers that are sums, means, reshapes or activations (a custom "
+        "layer that holds layers applies operations between them that have no rule). Give "
         f"{'them rules' if len(layers) > 1 else 'it a rule'}: rules={{{fix}}} (the layer itself, "
         "differentiated: any layer), kc.lrp.UniformProduct() for a product of two tensors (half the relevance "
         "to each), or kc.lrp.Pass() for a layer that keeps its input's shape.")
