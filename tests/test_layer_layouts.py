@@ -282,6 +282,9 @@ def test_attach_cam_head_on_a_channels_first_relu_reads_it_channels_first():
 
     head = find_cam_head(model)
     assert head.data_format == "channels_first"
+    # Positive class weights (the head's own are random: a class with no positive evidence has a flat map).
+    kernel = np.random.default_rng(0).uniform(0.1, 1.0, tuple(head.dense.kernel.shape)).astype("float32")
+    head.dense.set_weights([kernel, np.zeros(4, "float32")])
     x = np.moveaxis(images(2), -1, 1)
     assert model(x).shape == (2, 4)
     cams = kc.class_activation_maps(model, x, targets=[0, 1])
