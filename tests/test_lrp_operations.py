@@ -187,3 +187,24 @@ def test_subtract_maximum_and_minimum_layers_conserve_and_a_difference_is_not_ta
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5 * np.abs(want).max())
     total = kc.LRP(model, composite="epsilon").relevance(x, targets=0).sum(1)
     np.testing.assert_allclose(total, logits, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
+
+
+@pytest.mark.backends
+def test_masks_and_selections_between_layers_move_relevance_as_their_gradient():
+    inputs = keras.Input((6,))
+    a = L.Dense(5, activation="relu", use_bias=False, name="a")(inputs)
+    mask = ops.greater(a, 0.5)  # a comparison: no relevance flows through it
+    kept = ops.where(mask, a, 0.0)  # selects values: its gradient hands each its own relevance
+    model = keras.Model(inputs, L.Dense(2, use_bias=False, name="top")(kept))
+    numpy_weights(model, bias=0.0)
+    x = np.random.default_rng(5).normal(0, 1, (4, 6)).astype("float32")
+    relevance = kc.LRP(model, composite="epsilon").relevance(x, targets=1)
+    logits = ops.convert_to_numpy(model(x))[:, 1]
+    np.testing.assert_allclose(relevance.sum(1), logits, rtol=1e-4, atol=1e-4 * np.abs(logits).max())
+    # Against numpy: the epsilon rule on both Dense layers, the kept units only.
+    w_a, w_top = (ops.convert_to_numpy(model.get_layer(n).kernel).astype(np.float64) for n in ("a", "top"))
+    z = x.astype(np.float64) @ w_a
+    kept_values = np.where(z > 0.5, z, 0.0)
+    r_kept = kept_values * w_top[:, 1]  # the logit's share of each unit (the stabilizer's factor is ~1)
+    want = x * ((r_kept / np.where(z > 0.5, z, 1.0)) @ w_a.T)
+    np.testing.assert_allclose(relevance, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())

@@ -173,7 +173,7 @@ def _record(model: keras.layers.Layer, run: Callable[[], Any]) -> _Recording:
             out = original(*args, **kwargs)
             if raw_ops.is_operation(layer):
                 flat = raw_ops.tensors(args, kwargs)
-                op_kinds[id(layer)] = raw_ops.kind(layer, args)
+                op_kinds[id(layer)] = raw_ops.kind(layer, args, out)
             else:
                 # The inputs: the first argument, or the first keyword one (a layer called as `layer(inputs=x)`).
                 inputs = args[0] if args else next(iter(kwargs.values()), None)

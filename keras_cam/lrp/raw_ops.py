@@ -10,8 +10,9 @@ operation is sorted by what it does to relevance, as a layer is:
   constant): `Norm`, each argument's share in proportion to its contribution, as `keras.layers.Add`; a
   constant takes its share, as a bias does;
 - elementwise activations (`keras.ops.relu`, `gelu`, ...): `Pass`, as the activation layers;
-- operations that move or copy values (reshapes, transposes, slices, concatenation, casts, max): their own
-  gradient, as `Flatten` or `MaxPooling2D`;
+- operations that move or copy values (reshapes, transposes, slices, concatenation, casts, max, `where`):
+  their own gradient, as `Flatten` or `MaxPooling2D`; so do those on masks, indices or shapes, or giving
+  them (`keras.ops.greater(x, 0)`): no relevance flows there;
 - anything else (a product of two tensors, `exp`, `matmul`, ...): no rule, refused by name with the layers.
 """
 from __future__ import annotations
@@ -35,7 +36,8 @@ _GRADIENT = {"Reshape", "Transpose", "ExpandDims", "Squeeze", "GetItem", "Slice"
              "Hstack", "Vstack", "Dstack", "Cast", "SaturateCast", "ConvertToTensor", "Tile", "Repeat", "Pad",
              "Max", "Amax", "Min", "Amin", "Maximum", "Minimum", "MaxPool", "Split", "ArraySplit", "Hsplit",
              "Vsplit", "Dsplit", "Unstack", "Moveaxis", "Swapaxes", "Take", "TakeAlongAxis", "Roll", "Flip",
-             "Fliplr", "Flipud", "Rot90", "BroadcastTo", "Ravel", "Copy", "DepthToSpace", "SpaceToDepth"}
+             "Fliplr", "Flipud", "Rot90", "BroadcastTo", "Ravel", "Copy", "DepthToSpace", "SpaceToDepth", "Where",
+             "Select"}
 #: Kinds whose output is >= 0 when every tensor argument is.
 KEEPS_SIGN = _GRADIENT | {"Add", "Mean", "Sum", "AveragePool"}
 
@@ -69,9 +71,16 @@ def tensors(args: Any, kwargs: Any) -> list:
     return [t for t in keras.tree.flatten((args, kwargs)) if keras.ops.is_tensor(t)]
 
 
-def kind(op: Any, args: Sequence[Any]) -> str:
-    """"op_linear", "pass", "gradient" or "unknown", for `op` called with positional `args`."""
+def _floating(t: Any) -> bool:
+    return keras.ops.is_tensor(t) and "float" in keras.backend.standardize_dtype(t.dtype)
+
+
+def kind(op: Any, args: Sequence[Any], out: Any) -> str:
+    """"op_linear", "pass", "gradient" or "unknown", for `op` called with positional `args`, giving `out`."""
     name = _name(op)
+    if not any(_floating(t) for t in keras.tree.flatten(args)) or not any(
+            _floating(t) for t in keras.tree.flatten(out)):
+        return "gradient"  # masks, indices, shapes, comparisons: no relevance flows through them
     if name in _LINEAR:
         return "op_linear"
     if name in _SCALING:
