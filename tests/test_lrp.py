@@ -581,7 +581,9 @@ def test_explain_dataset_stores_the_lrp_maps(tmp_path):
     lrp = kc.LRP(model, composite="epsilon_plus_flat")
     store = kc.explain_dataset(lrp, x, targets=1, store=str(tmp_path / "lrp.zarr"), batch_size=2, verbose=0,
                                dtype="float32")
-    np.testing.assert_allclose(np.asarray(store["heatmaps"][:]), lrp(x, targets=1), atol=1e-6)
+    # Batches of 2 against one of 5: XLA's kernels for another batch size round differently (2e-6 seen on
+    # JAX); a wrong or misplaced map is off by O(0.1).
+    np.testing.assert_allclose(np.asarray(store["heatmaps"][:]), lrp(x, targets=1), atol=1e-5)
     assert store.settings["method"] == "lrp"
     # What a resumed run is checked against is the same for an equal explainer (no object addresses in it).
     from keras_cam.store import settings
