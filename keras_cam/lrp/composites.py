@@ -24,7 +24,7 @@ import keras
 from keras_cam import capture
 
 from keras_cam._validation import close_matches
-from keras_cam.lrp import raw_ops
+from keras_cam.lrp.raw_ops import operations as graph_operations
 from keras_cam.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, ZPlus
 
 #: Layer kinds a composite maps (see `propagation.layer_kind`).
@@ -156,7 +156,7 @@ def check_rules(model: keras.layers.Layer, rules: Any) -> Tuple[Tuple[RuleKey, R
                          f"{type(rules).__name__}.")
     refs = list(capture.iter_layers(model))
     names = {r.layer.name for r in refs} | {r.path for r in refs}
-    for op, path in raw_ops.operations(model, [(r.layer, r.path) for r in refs]):  # `a + b` in a graph
+    for op, path in graph_operations(model, [(r.layer, r.path) for r in refs]):  # `a + b` in a graph
         names |= {op.name, path}
     checked = []
     for key, rule in rules.items():

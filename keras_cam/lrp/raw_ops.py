@@ -56,14 +56,18 @@ def operations(model: keras.layers.Layer, nested: Sequence[Tuple[keras.layers.La
     path) pairs), with their paths."""
     found = []
     for owner, prefix in [(model, "")] + [(layer, path + "/") for layer, path in nested]:
-        if not isinstance(owner, keras.Model):
-            continue
-        try:
-            graph = owner.operations  # Functional models only
-        except (AttributeError, ValueError):
-            continue
-        found += [(op, prefix + op.name) for op in graph if is_operation(op)]
+        found += [(op, prefix + op.name) for op in _graph(owner) or () if is_operation(op)]
     return found
+
+
+def _graph(model: keras.layers.Layer) -> Optional[list]:
+    """A functional model's operations; None for anything else."""
+    if not isinstance(model, keras.Model):
+        return None
+    try:
+        return model.operations  # Functional models only
+    except (AttributeError, ValueError):
+        return None
 
 
 def tensors(args: Any, kwargs: Any) -> list:
@@ -124,13 +128,7 @@ def call_for(op: Any, rule: Rule) -> Callable:
 # -- subclassed models: what their `call` does between layers ---------------------------------------------------
 
 def _has_graph(model: keras.layers.Layer) -> bool:
-    if isinstance(model, keras.Sequential):
-        return True
-    try:
-        model.operations
-    except (AttributeError, ValueError):
-        return False
-    return True
+    return isinstance(model, keras.Sequential) or _graph(model) is not None
 
 
 class Provenance:
@@ -208,20 +206,31 @@ class Provenance:
                 continue
             if pool is None:  # the values of the layers' outputs and the model's input
                 computed = {id(t) for _, layer_, ts in self.reads if layer_ is None for t in ts}
-                pool = [a for a in (keras.ops.convert_to_numpy(t) for i, t in self.tensors.items() if i not in computed)
-                        if a.dtype.kind == "f"]
+                pool = _Values([keras.ops.convert_to_numpy(t) for i, t in self.tensors.items() if i not in computed])
             if not all(_holds_values_of(t, pool) for t in strangers):
                 where = "its output" if layer is None else f"the input of layer '{paths.get(id(layer), layer.name)}'"
                 found.append(f"'{paths.get(id(model), model.name)}' computes {where}")
         return found
 
 
-def _holds_values_of(t: Any, pool: list) -> bool:
+class _Values:
+    """The recorded tensors' values, flattened once per dtype asked for."""
+
+    def __init__(self, arrays: list) -> None:
+        self.arrays = [a for a in arrays if a.dtype.kind == "f"]
+        self.by_dtype: dict = {}
+
+    def of(self, dtype: Any) -> Any:
+        if dtype not in self.by_dtype:
+            self.by_dtype[dtype] = (np.concatenate([a.astype(dtype).ravel() for a in self.arrays])
+                                    if self.arrays else np.zeros(0, dtype))
+        return self.by_dtype[dtype]
+
+
+def _holds_values_of(t: Any, pool: _Values) -> bool:
     """Every non-zero value of `t` is a value of a recorded tensor (in `t`'s dtype): `t` moved, copied,
     sliced, cast or rectified values and computed none (a sum or a scaling computes new ones)."""
     x = keras.ops.convert_to_numpy(t)
     if x.dtype.kind != "f":
         return True  # indices and masks carry no relevance
-    values = x[x != 0]
-    known = np.concatenate([a.astype(x.dtype).ravel() for a in pool]) if pool else np.zeros(0, x.dtype)
-    return bool(np.isin(values, known).all())
+    return bool(np.isin(x[x != 0], pool.of(x.dtype)).all())
